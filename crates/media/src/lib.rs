@@ -1,0 +1,37 @@
+//! The Sluice media core: the protocol-neutral model of live media and its fan-out.
+//!
+//! A [`Registry`] owns every [`path`](Registry::publish) (`live/cam1`). A path has at most one
+//! [`Publisher`] and any number of [`Reader`]s. A publisher announces its [`Track`]s and then
+//! writes [`Frame`]s (access units whose payload is a shared [`bytes::Bytes`], timestamps in the
+//! one [`CLOCK_RATE`]). Readers receive the same `Arc<Frame>`s without copying, starting at the
+//! latest keyframe (the GOP cache). The publisher never waits for a reader: a reader that falls
+//! behind skips to the next keyframe, and one that keeps falling behind is closed.
+//!
+//! This crate knows no protocol and does no network I/O; protocol adapters translate between
+//! their wire codecs and these types.
+
+mod error;
+mod frame;
+mod path;
+mod reader;
+pub mod stats;
+mod track;
+
+pub use error::{PublishError, ReadError};
+pub use frame::{Frame, WireForm};
+pub use path::{CoreEvent, PathOptions, Publisher, Registry, SessionInfo};
+pub use reader::{Event, Reader, StreamInfo};
+pub use track::{CodecId, MediaKind, Track, TrackId};
+
+/// The clock of every timestamp in the core: 90 kHz, as MPEG-TS and RTP video use.
+pub const CLOCK_RATE: i64 = 90_000;
+
+/// Converts milliseconds (RTMP, FLV) to [`CLOCK_RATE`] ticks.
+pub const fn ms_to_ticks(ms: i64) -> i64 {
+    ms * (CLOCK_RATE / 1000)
+}
+
+/// Converts [`CLOCK_RATE`] ticks to milliseconds, rounding towards negative infinity.
+pub const fn ticks_to_ms(ticks: i64) -> i64 {
+    ticks.div_euclid(CLOCK_RATE / 1000)
+}

@@ -1,0 +1,160 @@
+//! The stats store: counters of every session and path, updated by their owners and read by snapshot.
+//!
+//! Owners bump atomics on the hot path; the API, metrics and dashboard take snapshots.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+use crate::Track;
+
+/// Whether a session publishes into a path or reads from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Publisher,
+    Reader,
+}
+
+/// Counters of one session (a publisher or reader connection).
+#[derive(Debug)]
+pub struct SessionStats {
+    pub id: u64,
+    pub protocol: &'static str,
+    pub role: Role,
+    pub path: String,
+    pub remote: Option<SocketAddr>,
+    pub started: SystemTime,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    /// Frames a reader skipped because it fell behind.
+    pub frames_dropped: AtomicU64,
+}
+
+impl SessionStats {
+    pub fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Relaxed);
+    }
+    pub fn add_bytes_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Relaxed);
+    }
+    pub fn snapshot(&self) -> SessionSnapshot {
+        SessionSnapshot {
+            id: self.id,
+            protocol: self.protocol,
+            role: self.role,
+            path: self.path.clone(),
+            remote: self.remote,
+            started: self.started,
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            frames_in: self.frames_in.load(Relaxed),
+            frames_out: self.frames_out.load(Relaxed),
+            frames_dropped: self.frames_dropped.load(Relaxed),
+        }
+    }
+}
+
+/// A point-in-time copy of [`SessionStats`].
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    pub id: u64,
+    pub protocol: &'static str,
+    pub role: Role,
+    pub path: String,
+    pub remote: Option<SocketAddr>,
+    pub started: SystemTime,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub frames_dropped: u64,
+}
+
+/// A point-in-time view of one path.
+#[derive(Debug, Clone)]
+pub struct PathSnapshot {
+    pub name: String,
+    /// Whether a publisher is connected now.
+    pub online: bool,
+    pub tracks: Vec<Track>,
+    pub readers: u64,
+    pub bytes_in: u64,
+    pub frames_in: u64,
+    /// Publisher restarts seen on this path.
+    pub epoch: u64,
+}
+
+/// Every live session's counters, by id.
+#[derive(Debug, Default)]
+pub struct StatsStore {
+    sessions: Mutex<HashMap<u64, Arc<SessionStats>>>,
+    next_id: AtomicU64,
+}
+
+impl StatsStore {
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        protocol: &'static str,
+        role: Role,
+        path: &str,
+        remote: Option<SocketAddr>,
+    ) -> SessionGuard {
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let stats = Arc::new(SessionStats {
+            id,
+            protocol,
+            role,
+            path: path.to_owned(),
+            remote,
+            started: SystemTime::now(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            frames_dropped: AtomicU64::new(0),
+        });
+        self.sessions.lock().insert(id, stats.clone());
+        SessionGuard {
+            stats,
+            store: Arc::downgrade(self),
+        }
+    }
+
+    pub fn sessions(&self) -> Vec<SessionSnapshot> {
+        let mut v: Vec<_> = self
+            .sessions
+            .lock()
+            .values()
+            .map(|s| s.snapshot())
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+}
+
+/// Keeps a session's counters registered; removes them when dropped.
+#[derive(Debug)]
+pub struct SessionGuard {
+    stats: Arc<SessionStats>,
+    store: Weak<StatsStore>,
+}
+
+impl SessionGuard {
+    pub fn stats(&self) -> &Arc<SessionStats> {
+        &self.stats
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.upgrade() {
+            store.sessions.lock().remove(&self.stats.id);
+        }
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the test suite and benchmarks need on a fresh Debian machine. Idempotent.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need=()
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v rtmpdump >/dev/null 2>&1 || need+=(rtmpdump)
+[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx-light libnginx-mod-rtmp)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  # Keep packaged services (nginx) from starting during install.
+  if [ ! -f /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+echo "test dependencies ready: $(ffmpeg -version | head -n1)"
