@@ -1,1 +1,1 @@
-//! TODO
+//! Sans-IO codec bitstream helpers: configuration records, NAL framing, audio headers.

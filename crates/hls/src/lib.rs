@@ -1,1 +1,1 @@
-//! TODO
+//! HLS delivery from the media core: segmenter, playlists and the in-memory segment store.
