@@ -10,6 +10,9 @@ pub enum PublishError {
     /// The path name is not valid.
     #[error("invalid path name {path:?}: {reason}")]
     InvalidPath { path: String, reason: &'static str },
+    /// The configuration has `[paths]` tables and none matches this path.
+    #[error("path {path} is not configured: no [paths] table matches it")]
+    NotConfigured { path: String },
 }
 
 /// Why a reader could not start or had to stop.

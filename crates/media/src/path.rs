@@ -58,7 +58,7 @@ pub enum CoreEvent {
     Ended { path: Arc<str> },
 }
 
-type Resolver = dyn Fn(&str) -> PathOptions + Send + Sync;
+type Resolver = dyn Fn(&str) -> Option<PathOptions> + Send + Sync;
 
 /// All live paths. Cheap to clone; share one per server.
 #[derive(Clone)]
@@ -105,6 +105,13 @@ impl Default for Registry {
 impl Registry {
     /// A registry whose paths take their options from `resolver`.
     pub fn new(resolver: impl Fn(&str) -> PathOptions + Send + Sync + 'static) -> Self {
+        Self::with_paths(move |p| Some(resolver(p)))
+    }
+
+    /// A registry where `resolver` also decides which paths exist: `None` refuses publishing.
+    pub fn with_paths(
+        resolver: impl Fn(&str) -> Option<PathOptions> + Send + Sync + 'static,
+    ) -> Self {
         Registry {
             inner: Arc::new(RegistryInner {
                 paths: Mutex::new(HashMap::new()),
@@ -116,7 +123,10 @@ impl Registry {
     }
 
     /// Replaces the options resolver (config reload); applies to paths that start from now on.
-    pub fn set_resolver(&self, resolver: impl Fn(&str) -> PathOptions + Send + Sync + 'static) {
+    pub fn set_resolver(
+        &self,
+        resolver: impl Fn(&str) -> Option<PathOptions> + Send + Sync + 'static,
+    ) {
         *self.inner.resolver.lock() = Arc::new(resolver);
     }
 
@@ -141,7 +151,12 @@ impl Registry {
             match paths.get(path) {
                 Some(p) => p.clone(),
                 None => {
-                    let options = (self.inner.resolver.lock())(path);
+                    let resolver = self.inner.resolver.lock().clone();
+                    let Some(options) = resolver(path) else {
+                        return Err(PublishError::NotConfigured {
+                            path: path.to_owned(),
+                        });
+                    };
                     let p = Arc::new(PathShared::new(path.into(), options));
                     paths.insert(p.name.clone(), p.clone());
                     p
