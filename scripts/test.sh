@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README's test command: installs the test dependencies (ffmpeg, ...) and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+
+export CI="${CI:-}"
+# Integration tests drive real ffmpeg/ffprobe against the real binary.
+cargo nextest run --workspace --all-targets --profile ci "$@"
+# Doc tests are not run by nextest.
+cargo test --workspace --doc --quiet
