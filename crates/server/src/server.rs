@@ -1,0 +1,160 @@
+//! Starts the listeners from the configuration, wires path events to the HLS muxers, and shuts
+//! down on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sluice_hls::{HlsConfig, HlsStore, Variant};
+use sluice_media::{CoreEvent, PathOptions, Registry, SessionInfo};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::config::{Config, HlsVariant};
+
+/// Everything the listeners share.
+pub struct Shared {
+    pub config: Config,
+    pub registry: Registry,
+    pub hls: Arc<HlsStore>,
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if config.publishing_open() {
+        tracing::warn!(
+            "publishing is open: no [paths] table is configured, so anyone who can reach this server can publish on any path"
+        );
+    }
+    let resolver_cfg = config.clone();
+    let registry = Registry::with_paths(move |path| {
+        resolver_cfg.path(path).map(|p| PathOptions {
+            grace: p.grace_period,
+            queue_frames: p.reader_queue,
+            gop_cache_max_bytes: p.gop_cache_max_bytes,
+            max_lags: p.reader_max_lags,
+        })
+    });
+    let shared = Arc::new(Shared { config, registry, hls: Arc::new(HlsStore::default()) });
+
+    tokio::spawn(hls_wiring(shared.clone()));
+
+    let mut tasks = Vec::new();
+    if shared.config.rtmp.enabled {
+        let addr = shared.config.rtmp.listen;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for RTMP on {addr}"))?;
+        tracing::info!("RTMP listening on {addr}");
+        tasks.push(tokio::spawn(rtmp_listener(listener, shared.clone())));
+    }
+    if shared.config.http.enabled {
+        let addr = shared.config.http.listen;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+        tracing::info!("HTTP (HLS, HTTP-FLV, player) listening on {addr}");
+        let app = crate::http::router(shared.clone());
+        tasks.push(tokio::spawn(async move {
+            let svc = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            if let Err(e) = axum::serve(listener, svc).await {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        }));
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing listeners and sessions");
+    for t in &tasks {
+        t.abort();
+    }
+    // Give sessions a moment to send their closing messages.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn rtmp_listener(listener: TcpListener, shared: Arc<Shared>) {
+    let cfg = &shared.config.rtmp;
+    let rtmp_cfg = sluice_rtmp::ServerConfig {
+        chunk_size: cfg.chunk_size,
+        handshake_timeout: cfg.handshake_timeout,
+        idle_timeout: cfg.idle_timeout,
+        ..Default::default()
+    };
+    loop {
+        let (socket, remote) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("RTMP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let registry = shared.registry.clone();
+        let rtmp_cfg = rtmp_cfg.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sluice_rtmp::serve(socket, remote, registry, rtmp_cfg).await {
+                tracing::info!(%remote, "RTMP session closed: {e}");
+            }
+        });
+    }
+}
+
+/// Starts an HLS muxer for each path that goes live and drops it when the path ends.
+async fn hls_wiring(shared: Arc<Shared>) {
+    let mut events = shared.registry.subscribe_events();
+    loop {
+        match events.recv().await {
+            Ok(CoreEvent::Published { path, .. }) => {
+                if shared.hls.get(&path).is_some_and(|s| !s.is_closed()) {
+                    // A publisher came back within the grace period: the muxer goes on.
+                    continue;
+                }
+                let Some(pcfg) = shared.config.path(&path) else { continue };
+                let reader = match shared.registry.read(&path, SessionInfo { protocol: "hls", remote: None }) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(%path, "cannot start HLS: {e}");
+                        continue;
+                    }
+                };
+                let hls = &shared.config.hls;
+                let variant = match pcfg.hls_variant.unwrap_or(hls.variant) {
+                    HlsVariant::Fmp4 => Variant::Fmp4,
+                    HlsVariant::Mpegts => Variant::MpegTs,
+                };
+                let config = HlsConfig {
+                    variant,
+                    segment_duration: hls.segment_duration,
+                    segment_count: hls.segment_count,
+                    ..Default::default()
+                };
+                let stream = sluice_hls::spawn(reader, config);
+                shared.hls.insert(&path, stream);
+            }
+            Ok(CoreEvent::Ended { path }) => {
+                shared.hls.remove(&path);
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => tracing::warn!("HLS wiring missed {n} path events"),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

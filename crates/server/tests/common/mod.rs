@@ -1,0 +1,411 @@
+//! Test kit for integration tests: runs the real `sluice` binary on free loopback ports and
+//! drives it with ffmpeg/ffprobe.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running server; killed on drop. Its log is kept for assertions and printed on failure.
+pub struct Server {
+    child: Child,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Fails the test when a peer program is missing in CI; elsewhere skips with a message.
+pub fn require(tool: &str) -> bool {
+    let ok = Command::new(tool).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{tool} is required in CI; run scripts/install-test-deps.sh");
+        }
+        eprintln!("skipping: {tool} not installed (run scripts/install-test-deps.sh)");
+    }
+    ok
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[], None)
+    }
+
+    /// Starts the server with extra `SLUICE_*` variables and an optional config file text.
+    pub fn start_with(env: &[(&str, &str)], config: Option<&str>) -> Server {
+        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.env("SLUICE_RTMP_LISTEN", rtmp.to_string())
+            .env("SLUICE_HTTP_LISTEN", http.to_string())
+            .env("SLUICE_LOG_LEVEL", "debug")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if let Some(text) = config {
+            let file = tmp_dir().join(format!("config-{}.toml", rtmp.port()));
+            std::fs::write(&file, text).unwrap();
+            cmd.arg("--config").arg(file);
+        }
+        let mut child = cmd.spawn().expect("start sluice");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let server = Server { child, rtmp, http, log };
+        server.wait_port(rtmp);
+        server.wait_port(http);
+        server
+    }
+
+    fn wait_port(&self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not listen on {addr}; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn rtmp_url(&self, path: &str) -> String {
+        format!("rtmp://{}/{path}", self.rtmp)
+    }
+
+    pub fn http_url(&self, rest: &str) -> String {
+        format!("http://{}/{rest}", self.http)
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not exit after SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- sluice log ----\n{}", self.log());
+        }
+    }
+}
+
+pub fn tmp_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sluice-it");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A 12 s test source encoded once and cached: testsrc2 640x360 30 fps, x264 with B-frames and
+/// a 2 s GOP, AAC 48 kHz stereo. Publishing it with `-c copy` costs almost no CPU.
+pub fn source_flv() -> PathBuf {
+    cached_source("src-h264-aac-v1.flv", &[
+        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+        "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
+        "-t", "12", "-c:v", "libx264", "-preset", "superfast", "-bf", "2", "-g", "60",
+        "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-ac", "2", "-b:a", "96k", "-f", "flv",
+    ])
+}
+
+fn cached_source(name: &str, args: &[&str]) -> PathBuf {
+    let out = tmp_dir().join(name);
+    if out.exists() {
+        return out;
+    }
+    let tmp = tmp_dir().join(format!("{name}.{}.tmp", std::process::id()));
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y"])
+        .args(args)
+        .arg(&tmp)
+        .status()
+        .expect("run ffmpeg");
+    assert!(st.success(), "ffmpeg could not make the test source");
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+/// An ffmpeg process publishing `src` in a loop to `url` in real time; killed on drop.
+pub struct Publisher {
+    child: Child,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Publisher {
+    pub fn rtmp(src: &Path, url: &str) -> Publisher {
+        let mut child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "warning", "-re", "-stream_loop", "-1", "-i"])
+            .arg(src)
+            .args(["-c", "copy", "-f", "flv", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ffmpeg");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let s2 = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = String::new();
+            let _ = pipe.read_to_string(&mut buf);
+            s2.lock().unwrap().push_str(&buf);
+        });
+        Publisher { child, stderr }
+    }
+
+    /// Waits for the process to exit (for publishers that are expected to be refused).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until the server reports the path's stream started.
+pub fn wait_stream(server: &Server, path: &str) {
+    assert!(
+        server.wait_log(&format!("path={path}"), Duration::from_secs(15))
+            && server.wait_log("stream started", Duration::from_secs(15)),
+        "stream {path} did not start; log:\n{}",
+        server.log()
+    );
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamDesc {
+    pub codec_type: String,
+    pub codec_name: String,
+    pub width: u32,
+    pub height: u32,
+    pub sample_rate: u32,
+    pub channels: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub video: bool,
+    pub pts: f64,
+    pub dts: f64,
+    pub key: bool,
+}
+
+/// What ffprobe saw reading `url` for `seconds` of media.
+#[derive(Debug)]
+pub struct Probe {
+    pub streams: Vec<StreamDesc>,
+    pub packets: Vec<Packet>,
+    pub stderr: String,
+}
+
+impl Probe {
+    pub fn video(&self) -> &StreamDesc {
+        self.streams.iter().find(|s| s.codec_type == "video").expect("a video stream")
+    }
+    pub fn audio(&self) -> &StreamDesc {
+        self.streams.iter().find(|s| s.codec_type == "audio").expect("an audio stream")
+    }
+    pub fn count(&self, video: bool) -> usize {
+        self.packets.iter().filter(|p| p.video == video).count()
+    }
+    fn span(&self, video: bool) -> (f64, f64) {
+        let ts: Vec<f64> = self.packets.iter().filter(|p| p.video == video).map(|p| p.dts).collect();
+        let lo = ts.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = ts.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    }
+    /// Asserts that decode timestamps never go backwards, per stream.
+    pub fn assert_monotonic(&self) {
+        for video in [true, false] {
+            let ts: Vec<f64> = self.packets.iter().filter(|p| p.video == video).map(|p| p.dts).collect();
+            for w in ts.windows(2) {
+                assert!(w[1] >= w[0], "{} dts went backwards: {} then {}", if video { "video" } else { "audio" }, w[0], w[1]);
+            }
+        }
+    }
+    /// Asserts that audio and video cover the same time span within `tol` seconds at both ends.
+    pub fn assert_av_sync(&self, tol: f64) {
+        let (v0, v1) = self.span(true);
+        let (a0, a1) = self.span(false);
+        // The two streams of one window start and end together, up to one frame of each.
+        let frame = 1.0 / 30.0 + 1024.0 / 48000.0;
+        assert!((v0 - a0).abs() <= tol + frame, "A/V start apart: video {v0:.3} audio {a0:.3}");
+        assert!((v1 - a1).abs() <= tol + frame, "A/V end apart: video {v1:.3} audio {a1:.3}");
+    }
+    /// The first video packet is a keyframe (the reader started at the GOP cache or a keyframe).
+    pub fn starts_with_keyframe(&self) -> bool {
+        self.packets.iter().find(|p| p.video).is_some_and(|p| p.key)
+    }
+}
+
+/// Reads `url` with ffprobe for `seconds` of media: streams and every packet.
+pub fn probe(url: &str, seconds: u32) -> Probe {
+    let out = Command::new("timeout")
+        .arg(format!("{}", seconds + 20))
+        .args(["ffprobe", "-hide_banner", "-v", "error", "-rw_timeout", "15000000"])
+        .args(["-read_intervals", &format!("%+{seconds}")])
+        .args(["-show_entries", "stream=codec_type,codec_name,width,height,sample_rate,channels:packet=codec_type,pts_time,dts_time,flags"])
+        .args(["-of", "compact=p=1:nk=0", url])
+        .output()
+        .expect("run ffprobe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut streams = Vec::new();
+    let mut packets = Vec::new();
+    for line in stdout.lines() {
+        let kv: std::collections::HashMap<&str, &str> =
+            line.split('|').skip(1).filter_map(|f| f.split_once('=')).collect();
+        let num = |k: &str| kv.get(k).and_then(|v| v.parse::<f64>().ok());
+        if line.starts_with("packet|") {
+            let (Some(pts), dts) = (num("pts_time"), num("dts_time")) else { continue };
+            packets.push(Packet {
+                video: kv.get("codec_type") == Some(&"video"),
+                pts,
+                dts: dts.unwrap_or(pts),
+                key: kv.get("flags").is_some_and(|f| f.starts_with('K')),
+            });
+        } else if line.starts_with("stream|") {
+            streams.push(StreamDesc {
+                codec_type: kv.get("codec_type").unwrap_or(&"").to_string(),
+                codec_name: kv.get("codec_name").unwrap_or(&"").to_string(),
+                width: num("width").unwrap_or(0.0) as u32,
+                height: num("height").unwrap_or(0.0) as u32,
+                sample_rate: num("sample_rate").unwrap_or(0.0) as u32,
+                channels: num("channels").unwrap_or(0.0) as u32,
+            });
+        }
+    }
+    Probe { streams, packets, stderr }
+}
+
+/// Asserts what a user checks on a stream made from [`source_flv`].
+pub fn assert_source_stream(p: &Probe, seconds: u32, what: &str) {
+    assert_eq!(p.video().codec_name, "h264", "{what}: {p:?}");
+    assert_eq!((p.video().width, p.video().height), (640, 360), "{what}");
+    assert_eq!(p.audio().codec_name, "aac", "{what}");
+    assert_eq!(p.audio().sample_rate, 48000, "{what}");
+    assert_eq!(p.audio().channels, 2, "{what}");
+    let want_v = (seconds * 30) as usize;
+    let v = p.count(true);
+    assert!(v >= want_v * 9 / 10, "{what}: {v} video frames in {seconds} s, expected about {want_v}; stderr: {}", p.stderr);
+    let want_a = (seconds * 48000 / 1024) as usize;
+    let a = p.count(false);
+    assert!(a >= want_a * 9 / 10, "{what}: {a} audio frames in {seconds} s, expected about {want_a}");
+    assert!(p.starts_with_keyframe(), "{what}: first video frame is not a keyframe");
+    p.assert_monotonic();
+    p.assert_av_sync(0.1);
+}
+
+/// A plain HTTP/1.1 GET (Connection: close): status, lower-cased headers, body.
+pub fn http_get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP header end");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v == "chunked") {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+    out
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
