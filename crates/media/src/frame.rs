@@ -14,9 +14,11 @@ pub enum WireForm {
     FlvBody = 0,
     /// The PES payload for MPEG-TS (Annex B video, ADTS audio).
     Pes = 1,
+    /// The complete chunked RTMP message (headers included) at the server's outgoing chunk size.
+    RtmpMessage = 2,
 }
 
-const WIRE_FORMS: usize = 2;
+const WIRE_FORMS: usize = 3;
 
 /// One access unit of one track.
 ///
@@ -69,12 +71,6 @@ impl Frame {
 
 impl Clone for Frame {
     fn clone(&self) -> Self {
-        Frame::new(
-            self.track,
-            self.dts,
-            self.pts,
-            self.keyframe,
-            self.data.clone(),
-        )
+        Frame::new(self.track, self.dts, self.pts, self.keyframe, self.data.clone())
     }
 }

@@ -48,10 +48,7 @@ pub struct SessionInfo {
 #[derive(Debug, Clone)]
 pub enum CoreEvent {
     /// A publisher started a stream on the path (first time or after a restart).
-    Published {
-        path: Arc<str>,
-        protocol: &'static str,
-    },
+    Published { path: Arc<str>, protocol: &'static str },
     /// The publisher left; readers are kept for the grace period.
     Unpublished { path: Arc<str> },
     /// The path has no publisher and its grace period is over; readers were closed.
@@ -109,9 +106,7 @@ impl Registry {
     }
 
     /// A registry where `resolver` also decides which paths exist: `None` refuses publishing.
-    pub fn with_paths(
-        resolver: impl Fn(&str) -> Option<PathOptions> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn with_paths(resolver: impl Fn(&str) -> Option<PathOptions> + Send + Sync + 'static) -> Self {
         Registry {
             inner: Arc::new(RegistryInner {
                 paths: Mutex::new(HashMap::new()),
@@ -123,10 +118,7 @@ impl Registry {
     }
 
     /// Replaces the options resolver (config reload); applies to paths that start from now on.
-    pub fn set_resolver(
-        &self,
-        resolver: impl Fn(&str) -> Option<PathOptions> + Send + Sync + 'static,
-    ) {
+    pub fn set_resolver(&self, resolver: impl Fn(&str) -> Option<PathOptions> + Send + Sync + 'static) {
         *self.inner.resolver.lock() = Arc::new(resolver);
     }
 
@@ -177,10 +169,10 @@ impl Registry {
             st.publisher_protocol = session.protocol;
             st.generation
         };
-        let guard =
-            self.inner
-                .stats
-                .register(session.protocol, Role::Publisher, path, session.remote);
+        let guard = self
+            .inner
+            .stats
+            .register(session.protocol, Role::Publisher, path, session.remote);
         shared.state.lock().publisher = Some(guard.stats().id);
         Ok(Publisher {
             shared,
@@ -226,11 +218,7 @@ impl Registry {
                 PathSnapshot {
                     name: p.name.to_string(),
                     online: st.publisher.is_some(),
-                    tracks: st
-                        .info
-                        .as_ref()
-                        .map(|i| i.tracks.clone())
-                        .unwrap_or_default(),
+                    tracks: st.info.as_ref().map(|i| i.tracks.clone()).unwrap_or_default(),
                     readers: st.readers,
                     bytes_in: st.bytes_in,
                     frames_in: st.frames_in,
@@ -258,10 +246,7 @@ impl Registry {
             st.gop_bytes = 0;
         }
         let mut paths = self.inner.paths.lock();
-        if paths
-            .get(&shared.name)
-            .is_some_and(|p| Arc::ptr_eq(p, shared))
-        {
+        if paths.get(&shared.name).is_some_and(|p| Arc::ptr_eq(p, shared)) {
             paths.remove(&shared.name);
         }
         drop(paths);

@@ -127,12 +127,7 @@ impl StatsStore {
     }
 
     pub fn sessions(&self) -> Vec<SessionSnapshot> {
-        let mut v: Vec<_> = self
-            .sessions
-            .lock()
-            .values()
-            .map(|s| s.snapshot())
-            .collect();
+        let mut v: Vec<_> = self.sessions.lock().values().map(|s| s.snapshot()).collect();
         v.sort_by_key(|s| s.id);
         v
     }

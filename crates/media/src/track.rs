@@ -33,9 +33,7 @@ pub enum CodecId {
 impl CodecId {
     pub fn kind(self) -> MediaKind {
         match self {
-            CodecId::H264 | CodecId::H265 | CodecId::Av1 | CodecId::Vp8 | CodecId::Vp9 => {
-                MediaKind::Video
-            }
+            CodecId::H264 | CodecId::H265 | CodecId::Av1 | CodecId::Vp8 | CodecId::Vp9 => MediaKind::Video,
             _ => MediaKind::Audio,
         }
     }
@@ -95,13 +93,7 @@ impl Track {
         }
     }
 
-    pub fn audio(
-        id: TrackId,
-        codec: CodecId,
-        config: Bytes,
-        sample_rate: u32,
-        channels: u8,
-    ) -> Self {
+    pub fn audio(id: TrackId, codec: CodecId, config: Bytes, sample_rate: u32, channels: u8) -> Self {
         Track {
             id,
             codec,

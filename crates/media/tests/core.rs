@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_media::{
-    CodecId, Event, Frame, PathOptions, PublishError, ReadError, Reader, Registry, SessionInfo,
-    Track, CLOCK_RATE,
+    CodecId, Event, Frame, PathOptions, PublishError, ReadError, Reader, Registry, SessionInfo, Track,
+    CLOCK_RATE,
 };
 
 fn session() -> SessionInfo {
@@ -64,11 +64,7 @@ async fn new_reader_starts_at_latest_keyframe() {
     let evs = drain(&mut r);
     assert!(matches!(&evs[0], Event::Start(i) if i.tracks.len() == 2 && i.epoch == 0));
     let f = frames(&evs);
-    assert_eq!(
-        f[0],
-        (0, 60 * 3000, true),
-        "first frame is the latest keyframe"
-    );
+    assert_eq!(f[0], (0, 60 * 3000, true), "first frame is the latest keyframe");
     assert_eq!(f.len(), 30, "15 video + 15 audio frames since frame 60");
     // Live frames follow.
     write_av(&mut p, 75, 30);
@@ -161,10 +157,7 @@ async fn slow_reader_skips_to_keyframe_then_is_closed() {
             break;
         }
     }
-    assert!(
-        matches!(result, Err(ReadError::TooSlow { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(ReadError::TooSlow { .. })), "{result:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,602 @@
+//! The tokio adapter: one RTMP connection from handshake to publish or play, against the core.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use sluice_container::amf0::{self, Amf0Value};
+use sluice_media::stats::SessionStats;
+use sluice_media::{Event, ReadError, Registry, SessionInfo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::chunk::{types, ChunkDecoder, ChunkEncoder, Message};
+use crate::control::{self, STREAM_ID};
+use crate::handshake;
+use crate::ingest::Ingest;
+use crate::play::Play;
+use crate::{Error, ServerConfig};
+
+const WINDOW: u32 = 2_500_000;
+
+/// Runs one RTMP connection until it ends. The returned error says why it ended abnormally.
+pub async fn serve<S>(
+    stream: S,
+    remote: SocketAddr,
+    registry: Registry,
+    config: ServerConfig,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let deadline = Instant::now() + config.handshake_timeout;
+    let mut conn = Conn {
+        rd,
+        wr,
+        inbuf: BytesMut::with_capacity(16 * 1024),
+        dec: ChunkDecoder::new(config.limits.clone()),
+        enc: ChunkEncoder::new(config.chunk_size as usize),
+        remote,
+        received: 0,
+        acked: 0,
+        peer_window: WINDOW,
+        stats: None,
+    };
+    timeout_at(deadline, conn.handshake())
+        .await
+        .map_err(|_| Error::Timeout("the client did not complete the handshake in time".into()))??;
+    let action = timeout_at(deadline, conn.commands())
+        .await
+        .map_err(|_| Error::Timeout("the client sent no publish or play command in time".into()))??;
+    match action {
+        Action::Closed => Ok(()),
+        Action::Publish { path, meta } => conn.publish(path, meta, &registry, &config).await,
+        Action::Play { path } => conn.play(path, &registry).await,
+    }
+}
+
+enum Action {
+    Closed,
+    Publish { path: String, meta: Option<Amf0Value> },
+    Play { path: String },
+}
+
+struct Conn<S> {
+    rd: ReadHalf<S>,
+    wr: WriteHalf<S>,
+    inbuf: BytesMut,
+    dec: ChunkDecoder,
+    enc: ChunkEncoder,
+    remote: SocketAddr,
+    received: u64,
+    acked: u64,
+    peer_window: u32,
+    stats: Option<Arc<SessionStats>>,
+}
+
+/// The stream path from the connect `app` and the publish/play name (its `?query` dropped).
+pub(crate) fn path_of(app: &str, name: &str) -> String {
+    let name = name.split('?').next().unwrap_or("");
+    let app = app.split('?').next().unwrap_or("");
+    let parts: Vec<&str> = [app, name]
+        .iter()
+        .map(|s| s.trim_matches('/'))
+        .filter(|s| !s.is_empty())
+        .collect();
+    parts.join("/")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    async fn handshake(&mut self) -> Result<(), Error> {
+        let mut c0c1 = vec![0u8; 1 + handshake::PACKET];
+        self.rd.read_exact(&mut c0c1).await?;
+        let mut x = (self.remote.port() as u32).wrapping_mul(2_654_435_761) | 1;
+        let mut random = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        };
+        let s = handshake::server_response(&c0c1, 0, &mut random)?;
+        self.wr.write_all(&s).await?;
+        let mut c2 = vec![0u8; handshake::PACKET];
+        self.rd.read_exact(&mut c2).await?;
+        Ok(())
+    }
+
+    /// Reads the next message, handling protocol control messages on the way.
+    async fn next(&mut self) -> Result<Option<Message>, Error> {
+        loop {
+            if let Some(m) = self.dec.decode(&mut self.inbuf)? {
+                if self.control(&m).await? {
+                    continue;
+                }
+                return Ok(Some(m));
+            }
+            if !self.read_more().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> Result<bool, Error> {
+        if self.inbuf.capacity() - self.inbuf.len() < 4096 {
+            self.inbuf.reserve(64 * 1024);
+        }
+        let n = self.rd.read_buf(&mut self.inbuf).await?;
+        self.count_in(n).await?;
+        Ok(n > 0)
+    }
+
+    async fn count_in(&mut self, n: usize) -> Result<(), Error> {
+        self.received += n as u64;
+        if let Some(s) = &self.stats {
+            s.add_bytes_in(n as u64);
+        }
+        if self.received - self.acked >= self.peer_window as u64 {
+            self.acked = self.received;
+            let a = control::ack(&self.enc, self.received as u32);
+            self.wr.write_all(&a).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles protocol control and user control messages; true if `m` was one.
+    async fn control(&mut self, m: &Message) -> Result<bool, Error> {
+        let p = &m.payload;
+        let u32_at = |i: usize| {
+            p.get(i..i + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        match m.type_id {
+            types::SET_CHUNK_SIZE => {
+                let size = u32_at(0).ok_or_else(|| Error::Protocol("short Set Chunk Size".into()))?;
+                self.dec.set_chunk_size(size)?;
+            }
+            types::ABORT => {
+                if let Some(csid) = u32_at(0) {
+                    self.dec.abort(csid);
+                }
+            }
+            types::WINDOW_ACK_SIZE => {
+                if let Some(w) = u32_at(0) {
+                    self.peer_window = w.max(4096);
+                }
+            }
+            types::ACK | types::SET_PEER_BANDWIDTH => {}
+            types::USER_CONTROL => {
+                if p.len() >= 6 && u16::from_be_bytes([p[0], p[1]]) == control::USER_PING_REQUEST {
+                    let t = u32_at(2).unwrap_or(0);
+                    let b = control::user_control(&self.enc, control::USER_PING_RESPONSE, t);
+                    self.wr.write_all(&b).await?;
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    async fn send(&mut self, b: &[u8]) -> Result<(), Error> {
+        self.wr.write_all(b).await?;
+        Ok(())
+    }
+
+    /// The command phase: connect, createStream, ... until publish or play.
+    async fn commands(&mut self) -> Result<Action, Error> {
+        let mut app = String::new();
+        let mut meta = None;
+        loop {
+            let Some(m) = self.next().await? else {
+                return Ok(Action::Closed);
+            };
+            let Some((name, txn, args)) = parse_command(&m)? else {
+                if m.type_id == types::DATA_AMF0 {
+                    meta = metadata_of(&m.payload).or(meta);
+                }
+                continue;
+            };
+            match name.as_str() {
+                "connect" => {
+                    let obj = args.first();
+                    app = obj
+                        .and_then(|o| o.get("app"))
+                        .and_then(Amf0Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    if app.is_empty() {
+                        // Some clients only send tcUrl: rtmp://host[:port]/app
+                        let tc = obj
+                            .and_then(|o| o.get("tcUrl"))
+                            .and_then(Amf0Value::as_str)
+                            .unwrap_or("");
+                        app = tc.splitn(4, '/').nth(3).unwrap_or("").to_owned();
+                    }
+                    let mut out = BytesMut::new();
+                    out.extend_from_slice(&control::window_ack_size(&self.enc, WINDOW));
+                    out.extend_from_slice(&control::set_peer_bandwidth(&self.enc, WINDOW));
+                    out.extend_from_slice(&control::set_chunk_size(&self.enc, self.enc.chunk_size as u32));
+                    let props = Amf0Value::object([
+                        ("fmsVer", Amf0Value::string("FMS/3,0,1,123")),
+                        ("capabilities", Amf0Value::Number(31.0)),
+                    ]);
+                    let info = Amf0Value::object([
+                        ("level", Amf0Value::string("status")),
+                        ("code", Amf0Value::string("NetConnection.Connect.Success")),
+                        ("description", Amf0Value::string("Connection succeeded.")),
+                        ("objectEncoding", Amf0Value::Number(0.0)),
+                    ]);
+                    out.extend_from_slice(&control::result(&self.enc, true, txn, props, info));
+                    self.send(&out).await?;
+                    tracing::debug!(remote = %self.remote, app, "RTMP connect");
+                }
+                "createStream" => {
+                    let r = control::result(
+                        &self.enc,
+                        true,
+                        txn,
+                        Amf0Value::Null,
+                        Amf0Value::Number(STREAM_ID as f64),
+                    );
+                    self.send(&r).await?;
+                }
+                "releaseStream" | "FCPublish" | "FCSubscribe" | "getStreamLength" | "_checkbw" => {
+                    if txn != 0.0 {
+                        let r = control::result(&self.enc, true, txn, Amf0Value::Null, Amf0Value::Undefined);
+                        self.send(&r).await?;
+                    }
+                }
+                "publish" | "play" => {
+                    let stream = args.get(1).and_then(Amf0Value::as_str).unwrap_or("");
+                    let path = path_of(&app, stream);
+                    return Ok(if name == "publish" {
+                        Action::Publish { path, meta }
+                    } else {
+                        Action::Play { path }
+                    });
+                }
+                "deleteStream" | "closeStream" | "FCUnpublish" => {}
+                other => {
+                    tracing::debug!(remote = %self.remote, command = other, "ignoring unknown RTMP command");
+                    if txn != 0.0 {
+                        let r = control::result(&self.enc, false, txn, Amf0Value::Null, Amf0Value::Null);
+                        self.send(&r).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn publish(
+        mut self,
+        path: String,
+        meta: Option<Amf0Value>,
+        registry: &Registry,
+        config: &ServerConfig,
+    ) -> Result<(), Error> {
+        let session = SessionInfo {
+            protocol: "rtmp",
+            remote: Some(self.remote),
+        };
+        let mut publisher = match registry.publish(&path, session) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(remote = %self.remote, %path, "RTMP publish refused: {e}");
+                let b = control::on_status(&self.enc, "error", "NetStream.Publish.BadName", &e.to_string());
+                let _ = self.send(&b).await;
+                let _ = self.wr.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        self.stats = Some(publisher.stats().clone());
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&control::user_control(
+            &self.enc,
+            control::USER_STREAM_BEGIN,
+            STREAM_ID,
+        ));
+        out.extend_from_slice(&control::on_status(
+            &self.enc,
+            "status",
+            "NetStream.Publish.Start",
+            &format!("{path} is now published"),
+        ));
+        self.send(&out).await?;
+        tracing::info!(remote = %self.remote, %path, "RTMP publisher started");
+        let mut ingest = Ingest::default();
+        if let Some(m) = &meta {
+            ingest.metadata(m);
+        }
+        let result = loop {
+            let m = match timeout(config.idle_timeout, self.next()).await {
+                Err(_) => {
+                    break Err(Error::Timeout(format!(
+                        "publisher sent nothing for {:?}",
+                        config.idle_timeout
+                    )))
+                }
+                Ok(Err(e)) => break Err(e),
+                Ok(Ok(None)) => break Ok(()),
+                Ok(Ok(Some(m))) => m,
+            };
+            let r = match m.type_id {
+                types::VIDEO => ingest.video(m.timestamp, &m.payload, &mut publisher),
+                types::AUDIO => ingest.audio(m.timestamp, &m.payload, &mut publisher),
+                types::AGGREGATE => aggregate(&m, &mut ingest, &mut publisher),
+                types::DATA_AMF0 => {
+                    if let Some(meta) = metadata_of(&m.payload) {
+                        ingest.metadata(&meta);
+                    }
+                    Ok(())
+                }
+                types::COMMAND_AMF0 | types::COMMAND_AMF3 => match parse_command(&m) {
+                    Ok(Some((name, _, _)))
+                        if matches!(name.as_str(), "deleteStream" | "closeStream" | "FCUnpublish") =>
+                    {
+                        break Ok(())
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                break Err(e);
+            }
+        };
+        match &result {
+            Ok(()) => tracing::info!(remote = %self.remote, %path, "RTMP publisher ended"),
+            Err(e) => tracing::warn!(remote = %self.remote, %path, "RTMP publisher closed: {e}"),
+        }
+        result
+    }
+
+    async fn play(mut self, path: String, registry: &Registry) -> Result<(), Error> {
+        let session = SessionInfo {
+            protocol: "rtmp",
+            remote: Some(self.remote),
+        };
+        let mut reader = match registry.read(&path, session) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(remote = %self.remote, %path, "RTMP play refused: {e}");
+                let b = control::on_status(
+                    &self.enc,
+                    "error",
+                    "NetStream.Play.StreamNotFound",
+                    &e.to_string(),
+                );
+                let _ = self.send(&b).await;
+                let _ = self.wr.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        let stats = reader.stats().clone();
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&control::user_control(
+            &self.enc,
+            control::USER_STREAM_BEGIN,
+            STREAM_ID,
+        ));
+        out.extend_from_slice(&control::on_status(
+            &self.enc,
+            "status",
+            "NetStream.Play.Reset",
+            &format!("Playing and resetting {path}."),
+        ));
+        out.extend_from_slice(&control::on_status(
+            &self.enc,
+            "status",
+            "NetStream.Play.Start",
+            &format!("Started playing {path}."),
+        ));
+        out.extend_from_slice(&control::data(
+            &self.enc,
+            STREAM_ID,
+            0,
+            &[
+                Amf0Value::string("|RtmpSampleAccess"),
+                Amf0Value::Boolean(true),
+                Amf0Value::Boolean(true),
+            ],
+        ));
+        self.send(&out).await?;
+        tracing::info!(remote = %self.remote, %path, "RTMP reader started");
+
+        let mut play = Play::new(self.enc);
+        let mut info = None;
+        let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+        let result: Result<(), Error> = loop {
+            tokio::select! {
+                ev = reader.recv() => {
+                    let mut next = Some(ev);
+                    let mut end = None;
+                    while let Some(ev) = next.take() {
+                        match ev {
+                            Ok(Event::Start(i)) => {
+                                play.start(&i, &mut batch);
+                                info = Some(i);
+                            }
+                            Ok(Event::Frame(f)) => {
+                                if let Some(i) = &info {
+                                    play.frame(i, &f, &mut batch);
+                                }
+                            }
+                            Err(e) => {
+                                end = Some(e);
+                                break;
+                            }
+                        }
+                        if batch.len() < 256 {
+                            next = reader.try_recv();
+                        }
+                    }
+                    if !batch.is_empty() {
+                        let n = write_all_vectored(&mut self.wr, &batch).await?;
+                        stats.add_bytes_out(n as u64);
+                        batch.clear();
+                    }
+                    match end {
+                        None => {}
+                        Some(ReadError::Ended) => {
+                            let b = control::on_status(&self.enc, "status", "NetStream.Play.UnpublishNotify", &format!("{path} is now unpublished."));
+                            let _ = self.send(&b).await;
+                            let _ = self.wr.shutdown().await;
+                            break Ok(());
+                        }
+                        Some(e) => break Err(e.into()),
+                    }
+                }
+                more = read_some(&mut self.rd, &mut self.inbuf) => {
+                    let n = more?;
+                    if n == 0 {
+                        break Ok(());
+                    }
+                    self.count_in(n).await?;
+                    let mut stop = false;
+                    while let Some(m) = self.dec.decode(&mut self.inbuf)? {
+                        if self.control(&m).await? {
+                            continue;
+                        }
+                        if let Some((name, _, _)) = parse_command(&m)? {
+                            if matches!(name.as_str(), "deleteStream" | "closeStream") {
+                                stop = true;
+                            }
+                        }
+                    }
+                    if stop {
+                        break Ok(());
+                    }
+                }
+            }
+        };
+        match &result {
+            Ok(()) => tracing::info!(remote = %self.remote, %path, "RTMP reader ended"),
+            Err(e) => tracing::warn!(remote = %self.remote, %path, "RTMP reader closed: {e}"),
+        }
+        result
+    }
+}
+
+async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    rd.read_buf(buf).await
+}
+
+/// Writes every buffer with vectored writes (one syscall for many frames).
+pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bufs: &[Bytes],
+) -> std::io::Result<usize> {
+    let total: usize = bufs.iter().map(Bytes::len).sum();
+    let (mut idx, mut off) = (0usize, 0usize);
+    while idx < bufs.len() {
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity((bufs.len() - idx).min(64));
+        slices.push(IoSlice::new(&bufs[idx][off..]));
+        slices.extend(bufs[idx + 1..].iter().take(63).map(|b| IoSlice::new(b)));
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && idx < bufs.len() {
+            let left = bufs[idx].len() - off;
+            if n >= left {
+                n -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+        while idx < bufs.len() && bufs[idx].len() == off {
+            idx += 1;
+            off = 0;
+        }
+    }
+    Ok(total)
+}
+
+/// Splits a command message into (name, transaction id, arguments after the command object).
+fn parse_command(m: &Message) -> Result<Option<(String, f64, Vec<Amf0Value>)>, Error> {
+    let payload = match m.type_id {
+        types::COMMAND_AMF0 => &m.payload[..],
+        // AMF3 command messages start with a format byte, then AMF0 values.
+        types::COMMAND_AMF3 => m.payload.get(1..).unwrap_or(&[]),
+        _ => return Ok(None),
+    };
+    let values = amf0::decode_all(payload)?;
+    let mut it = values.into_iter();
+    let name = match it.next() {
+        Some(Amf0Value::String(s)) => s,
+        _ => return Err(Error::Protocol("command message without a command name".into())),
+    };
+    let txn = it.next().and_then(|v| v.as_f64()).unwrap_or(0.0);
+    Ok(Some((name, txn, it.collect())))
+}
+
+/// `onMetaData` values from a data message (`@setDataFrame`, `onMetaData`, {...}) or (`onMetaData`, {...}).
+fn metadata_of(payload: &Bytes) -> Option<Amf0Value> {
+    let values = amf0::decode_all(payload).ok()?;
+    let mut it = values
+        .into_iter()
+        .skip_while(|v| v.as_str() == Some("@setDataFrame"));
+    if it.next()?.as_str() != Some("onMetaData") {
+        return None;
+    }
+    it.next()
+}
+
+/// An aggregate message holds FLV tags back to back (RTMP spec §7.1.6).
+fn aggregate(m: &Message, ingest: &mut Ingest, publisher: &mut sluice_media::Publisher) -> Result<(), Error> {
+    let p = &m.payload;
+    let mut pos = 0;
+    let mut base: Option<u32> = None;
+    while pos + 11 <= p.len() {
+        let kind = p[pos];
+        let size = ((p[pos + 1] as usize) << 16) | ((p[pos + 2] as usize) << 8) | p[pos + 3] as usize;
+        let ts = ((p[pos + 7] as u32) << 24)
+            | ((p[pos + 4] as u32) << 16)
+            | ((p[pos + 5] as u32) << 8)
+            | p[pos + 6] as u32;
+        let start = pos + 11;
+        if start + size > p.len() {
+            return Err(Error::Protocol("aggregate message with a truncated tag".into()));
+        }
+        let body = p.slice(start..start + size);
+        let first = *base.get_or_insert(ts);
+        let t = m.timestamp.wrapping_add(ts.wrapping_sub(first));
+        match kind {
+            types::VIDEO => ingest.video(t, &body, publisher)?,
+            types::AUDIO => ingest.audio(t, &body, publisher)?,
+            _ => {}
+        }
+        pos = start + size + 4;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(path_of("live", "cam1"), "live/cam1");
+        assert_eq!(path_of("live/", "cam1?key=abc"), "live/cam1");
+        assert_eq!(path_of("/live?x=1", "a/b"), "live/a/b");
+        assert_eq!(path_of("", "cam1"), "cam1");
+    }
+
+    #[tokio::test]
+    async fn vectored_write_writes_everything() {
+        let bufs: Vec<Bytes> = (0..300).map(|i| Bytes::from(vec![i as u8; 1 + i % 37])).collect();
+        let mut out = Vec::new();
+        let n = write_all_vectored(&mut out, &bufs).await.unwrap();
+        let want: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!((n, out), (want.len(), want));
+    }
+}
