@@ -3,6 +3,7 @@
 
 pub mod amf0;
 pub mod flv;
+pub mod ts;
 
 /// Errors of the container parsers and writers.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
