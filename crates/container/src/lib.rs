@@ -3,6 +3,7 @@
 
 pub mod amf0;
 pub mod flv;
+pub mod fmp4;
 pub mod ts;
 
 /// Errors of the container parsers and writers.

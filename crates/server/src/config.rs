@@ -104,7 +104,10 @@ pub struct PathOverride {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            log: LogConfig { level: "info".into(), format: LogFormat::Text },
+            log: LogConfig {
+                level: "info".into(),
+                format: LogFormat::Text,
+            },
             rtmp: RtmpConfig::default(),
             http: HttpConfig::default(),
             hls: HlsSection::default(),
@@ -168,7 +171,8 @@ impl Default for PathConfig {
 impl Config {
     /// Parses a TOML document, then applies `SLUICE_*` variables from `env`.
     pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
-        let mut doc: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", describe(text, &e)))?;
+        let mut doc: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", describe(text, &e)))?;
         apply_env(&mut doc, env)?;
         let config: Config = doc.try_into().map_err(|e: toml::de::Error| {
             // The document is valid TOML here; re-parse the original text to locate the error.
@@ -183,10 +187,16 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
-            bail!("log.level must be one of error, warn, info, debug, trace, not {:?}", self.log.level);
+            bail!(
+                "log.level must be one of error, warn, info, debug, trace, not {:?}",
+                self.log.level
+            );
         }
         if !(128..=0x7fff_ffff).contains(&self.rtmp.chunk_size) {
-            bail!("rtmp.chunk_size must be between 128 and 2147483647, not {}", self.rtmp.chunk_size);
+            bail!(
+                "rtmp.chunk_size must be between 128 and 2147483647, not {}",
+                self.rtmp.chunk_size
+            );
         }
         if self.hls.segment_count < 2 {
             bail!("hls.segment_count must be at least 2");
@@ -276,7 +286,10 @@ fn describe(text: &str, e: &toml::de::Error) -> String {
         Some(span) => {
             let (line, col) = line_col(text, span.start);
             let src = text.lines().nth(line - 1).unwrap_or("");
-            format!("line {line}, column {col}: {}\n  {line} | {src}", e.message().trim_end())
+            format!(
+                "line {line}, column {col}: {}\n  {line} | {src}",
+                e.message().trim_end()
+            )
         }
         None => e.message().trim_end().to_owned(),
     }
@@ -313,7 +326,9 @@ fn apply_env(doc: &mut toml::Table, env: impl IntoIterator<Item = (String, Strin
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.clone()));
-        let entry = doc.entry(section.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let entry = doc
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
         let toml::Value::Table(t) = entry else {
             bail!("{name}: [{section}] is not a table in the configuration file");
         };
@@ -325,9 +340,13 @@ fn apply_env(doc: &mut toml::Table, env: impl IntoIterator<Item = (String, Strin
 /// Parses "500ms", "10s", "2m", "1h" (or a bare number of seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. \"500ms\", \"10s\", \"2m\""))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. \"500ms\", \"10s\", \"2m\""))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -335,7 +354,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m or h")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("invalid duration {s:?}"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -343,8 +362,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses ":1935", "0.0.0.0:1935", "[::]:1935", "127.0.0.1:1935".
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
-    full.parse().map_err(|_| format!("invalid listen address {s:?}: expected e.g. \":1935\" or \"127.0.0.1:1935\""))
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse()
+        .map_err(|_| format!("invalid listen address {s:?}: expected e.g. \":1935\" or \"127.0.0.1:1935\""))
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -367,7 +391,9 @@ fn de_variant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HlsVariant>, D::
         "" => Ok(None),
         "fmp4" => Ok(Some(HlsVariant::Fmp4)),
         "mpegts" => Ok(Some(HlsVariant::Mpegts)),
-        _ => Err(serde::de::Error::custom(format!("invalid HLS variant {s:?}: expected \"fmp4\" or \"mpegts\""))),
+        _ => Err(serde::de::Error::custom(format!(
+            "invalid HLS variant {s:?}: expected \"fmp4\" or \"mpegts\""
+        ))),
     }
 }
 
@@ -401,7 +427,9 @@ mod tests {
         let e = Config::parse(text, no_env()).unwrap_err().to_string();
         assert!(e.contains("line 3"), "{e}");
         assert!(e.contains("invalid listen address"), "{e}");
-        let e = Config::parse("[hls]\nvariant = \"fmp4\"\nsegment_cont = 3\n", no_env()).unwrap_err().to_string();
+        let e = Config::parse("[hls]\nvariant = \"fmp4\"\nsegment_cont = 3\n", no_env())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 3") && e.contains("segment_cont"), "{e}");
         let e = Config::parse("[log\n", no_env()).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");

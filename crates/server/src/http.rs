@@ -80,7 +80,12 @@ async fn handle(
 }
 
 fn not_found(msg: &str) -> Response {
-    (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-cache")], format!("{msg}\n")).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CACHE_CONTROL, "no-cache")],
+        format!("{msg}\n"),
+    )
+        .into_response()
 }
 
 async fn hls(shared: &Shared, path: &str, file: &str) -> Response {
@@ -104,59 +109,77 @@ async fn hls(shared: &Shared, path: &str, file: &str) -> Response {
         };
     }
     match stream.file(file) {
-        Some((bytes, content_type)) => {
-            ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, SEGMENT_CACHE)], bytes)
-                .into_response()
-        }
-        None => not_found(&format!("no file {file} on path {path} (it may have left the playlist window)")),
+        Some((bytes, content_type)) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, SEGMENT_CACHE),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => not_found(&format!(
+            "no file {file} on path {path} (it may have left the playlist window)"
+        )),
     }
 }
 
 fn flv(shared: &Shared, path: &str, remote: SocketAddr) -> Response {
-    let reader = match shared.registry.read(path, SessionInfo { protocol: "http-flv", remote: Some(remote) }) {
+    let reader = match shared.registry.read(
+        path,
+        SessionInfo {
+            protocol: "http-flv",
+            remote: Some(remote),
+        },
+    ) {
         Ok(r) => r,
         Err(e) => return not_found(&e.to_string()),
     };
     tracing::info!(%remote, path, "HTTP-FLV reader started");
     let state = (reader, FlvWriter::default(), None, false);
-    let body = futures_util::stream::unfold(state, |(mut reader, mut writer, mut info, mut sent_header)| async move {
-        let mut out: Vec<Bytes> = Vec::new();
-        let first = reader.recv().await;
-        let mut next = Some(first);
-        while let Some(ev) = next.take() {
-            match ev {
-                Ok(Event::Start(i)) => {
-                    if !sent_header {
-                        out.push(FlvWriter::header(&i));
-                        sent_header = true;
-                    } else {
-                        out.extend(writer.restart(&i));
+    let body = futures_util::stream::unfold(
+        state,
+        |(mut reader, mut writer, mut info, mut sent_header)| async move {
+            let mut out: Vec<Bytes> = Vec::new();
+            let first = reader.recv().await;
+            let mut next = Some(first);
+            while let Some(ev) = next.take() {
+                match ev {
+                    Ok(Event::Start(i)) => {
+                        if !sent_header {
+                            out.push(FlvWriter::header(&i));
+                            sent_header = true;
+                        } else {
+                            out.extend(writer.restart(&i));
+                        }
+                        info = Some(i);
                     }
-                    info = Some(i);
-                }
-                Ok(Event::Frame(f)) => {
-                    if let Some(i) = &info {
-                        writer.frame(i, &f, &mut out);
+                    Ok(Event::Frame(f)) => {
+                        if let Some(i) = &info {
+                            writer.frame(i, &f, &mut out);
+                        }
+                    }
+                    Err(ReadError::Ended) if out.is_empty() => return None,
+                    Err(ReadError::Ended) => break,
+                    Err(e) => {
+                        tracing::info!(path = reader.path(), "HTTP-FLV reader closed: {e}");
+                        return None;
                     }
                 }
-                Err(ReadError::Ended) if out.is_empty() => return None,
-                Err(ReadError::Ended) => break,
-                Err(e) => {
-                    tracing::info!(path = reader.path(), "HTTP-FLV reader closed: {e}");
-                    return None;
+                if out.len() < 256 {
+                    next = reader.try_recv();
                 }
             }
-            if out.len() < 256 {
-                next = reader.try_recv();
-            }
-        }
-        let n: usize = out.iter().map(Bytes::len).sum();
-        reader.stats().add_bytes_out(n as u64);
-        Some((out, (reader, writer, info, sent_header)))
-    })
+            let n: usize = out.iter().map(Bytes::len).sum();
+            reader.stats().add_bytes_out(n as u64);
+            Some((out, (reader, writer, info, sent_header)))
+        },
+    )
     .flat_map(|chunks| futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>)));
     (
-        [(header::CONTENT_TYPE, "video/x-flv"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "video/x-flv"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         Body::from_stream(body),
     )
         .into_response()
@@ -164,7 +187,14 @@ fn flv(shared: &Shared, path: &str, remote: SocketAddr) -> Response {
 
 fn player(path: &str) -> Response {
     let page = include_str!("player.html").replace("{{PATH}}", &html_escape(path));
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], page).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        page,
+    )
+        .into_response()
 }
 
 fn html_escape(s: &str) -> String {
@@ -190,9 +220,15 @@ mod tests {
         assert!(matches!(route("/live/cam1/"), Some(Route::Player("live/cam1"))));
         assert!(matches!(
             route("/live/cam1/index.m3u8"),
-            Some(Route::Hls { path: "live/cam1", file: "index.m3u8" })
+            Some(Route::Hls {
+                path: "live/cam1",
+                file: "index.m3u8"
+            })
         ));
-        assert!(matches!(route("/live/cam1"), Some(Route::PathWithoutSlash("live/cam1"))));
+        assert!(matches!(
+            route("/live/cam1"),
+            Some(Route::PathWithoutSlash("live/cam1"))
+        ));
         assert!(route("/").is_none());
     }
 }

@@ -69,7 +69,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(f) = cli.log_format.as_deref() {
-        cfg.log.format = if f == "json" { config::LogFormat::Json } else { config::LogFormat::Text };
+        cfg.log.format = if f == "json" {
+            config::LogFormat::Json
+        } else {
+            config::LogFormat::Text
+        };
     }
     logging::init(&cfg.log);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

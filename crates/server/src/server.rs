@@ -34,20 +34,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_lags: p.reader_max_lags,
         })
     });
-    let shared = Arc::new(Shared { config, registry, hls: Arc::new(HlsStore::default()) });
+    let shared = Arc::new(Shared {
+        config,
+        registry,
+        hls: Arc::new(HlsStore::default()),
+    });
 
     tokio::spawn(hls_wiring(shared.clone()));
 
     let mut tasks = Vec::new();
     if shared.config.rtmp.enabled {
         let addr = shared.config.rtmp.listen;
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for RTMP on {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for RTMP on {addr}"))?;
         tracing::info!("RTMP listening on {addr}");
         tasks.push(tokio::spawn(rtmp_listener(listener, shared.clone())));
     }
     if shared.config.http.enabled {
         let addr = shared.config.http.listen;
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
         tracing::info!("HTTP (HLS, HTTP-FLV, player) listening on {addr}");
         let app = crate::http::router(shared.clone());
         tasks.push(tokio::spawn(async move {
@@ -108,8 +116,16 @@ async fn hls_wiring(shared: Arc<Shared>) {
                     // A publisher came back within the grace period: the muxer goes on.
                     continue;
                 }
-                let Some(pcfg) = shared.config.path(&path) else { continue };
-                let reader = match shared.registry.read(&path, SessionInfo { protocol: "hls", remote: None }) {
+                let Some(pcfg) = shared.config.path(&path) else {
+                    continue;
+                };
+                let reader = match shared.registry.read(
+                    &path,
+                    SessionInfo {
+                        protocol: "hls",
+                        remote: None,
+                    },
+                ) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(%path, "cannot start HLS: {e}");

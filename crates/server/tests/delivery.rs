@@ -46,9 +46,15 @@ fn rtmp_publish_reads_on_every_protocol_and_two_paths() {
     }
     // Publishing to a path that matches no [paths] table is refused.
     let mut refused = Publisher::rtmp(&src, &server.rtmp_url("other/cam3"));
-    let st = refused.wait_exit(Duration::from_secs(15)).expect("publisher to an unconfigured path exits");
+    let st = refused
+        .wait_exit(Duration::from_secs(15))
+        .expect("publisher to an unconfigured path exits");
     assert!(!st.success());
-    assert!(server.wait_log("not configured", Duration::from_secs(5)), "{}", server.log());
+    assert!(
+        server.wait_log("not configured", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]
@@ -68,11 +74,17 @@ fn hls_playlists_and_headers() {
         assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
         let text = String::from_utf8(body).unwrap();
         assert!(text.starts_with("#EXTM3U"), "{text}");
-        assert!(text.contains("CODECS=\"avc1.") && text.contains("mp4a.40.2"), "{text}");
+        assert!(
+            text.contains("CODECS=\"avc1.") && text.contains("mp4a.40.2"),
+            "{text}"
+        );
         assert!(text.contains("RESOLUTION=640x360"), "{text}");
         assert_eq!(header(&h, "content-type"), Some("application/vnd.apple.mpegurl"));
         assert_eq!(header(&h, "access-control-allow-origin"), Some("*"));
-        let media = text.lines().find(|l| !l.starts_with('#') && l.ends_with(".m3u8")).expect("media playlist URI");
+        let media = text
+            .lines()
+            .find(|l| !l.starts_with('#') && l.ends_with(".m3u8"))
+            .expect("media playlist URI");
         // Wait for a full window of 2 s segments.
         thread::sleep(Duration::from_secs(4));
         let (st, h, body) = http_get(server.http, &format!("/{path}/{media}"), &[]);
@@ -82,12 +94,21 @@ fn hls_playlists_and_headers() {
         assert!(cache.contains("max-age=1"), "playlist cache-control {cache}");
         assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{text}");
         assert!(text.contains("#EXT-X-TARGETDURATION:"), "{text}");
-        let segs: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+        let segs: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
         assert!(segs.len() >= 2, "{text}");
         assert!(segs.iter().all(|s| s.ends_with(ext)), "{text}");
         // Segments are cut on keyframes: with a 2 s GOP every segment lasts about 2 s.
         for d in text.lines().filter_map(|l| l.strip_prefix("#EXTINF:")) {
-            let d: f64 = d.trim_end_matches(',').split(',').next().unwrap().parse().unwrap();
+            let d: f64 = d
+                .trim_end_matches(',')
+                .split(',')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!((1.9..=2.1).contains(&d), "segment of {d} s in\n{text}");
         }
         let (st, h, seg) = http_get(server.http, &format!("/{path}/{}", segs[0]), &[]);
@@ -119,9 +140,15 @@ fn second_publisher_is_refused_first_untouched() {
     let mut first = Publisher::rtmp(&src, &server.rtmp_url("live/cam1"));
     wait_stream(&server, "live/cam1");
     let mut second = Publisher::rtmp(&src, &server.rtmp_url("live/cam1"));
-    let st = second.wait_exit(Duration::from_secs(15)).expect("the second publisher is refused and exits");
+    let st = second
+        .wait_exit(Duration::from_secs(15))
+        .expect("the second publisher is refused and exits");
     assert!(!st.success());
-    assert!(server.wait_log("busy", Duration::from_secs(5)), "{}", server.log());
+    assert!(
+        server.wait_log("busy", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
     assert!(first.is_running(), "first publisher still streaming");
     let p = probe(&server.rtmp_url("live/cam1"), 4);
     assert_source_stream(&p, 4, "RTMP after refusal");
@@ -168,7 +195,11 @@ fn thirty_readers_at_once() {
     wait_stream(&server, "live/cam1");
     let readers: Vec<_> = (0..30)
         .map(|i| {
-            let url = if i % 2 == 0 { server.rtmp_url("live/cam1") } else { server.http_url("live/cam1.flv") };
+            let url = if i % 2 == 0 {
+                server.rtmp_url("live/cam1")
+            } else {
+                server.http_url("live/cam1.flv")
+            };
             thread::spawn(move || probe(&url, 4))
         })
         .collect();
@@ -187,19 +218,23 @@ fn stalled_reader_does_not_slow_others() {
     let server = Server::start();
     let _p = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam1"));
     wait_stream(&server, "live/cam1");
-    let mut stalled: Vec<std::process::Child> = [server.rtmp_url("live/cam1"), server.http_url("live/cam1.flv")]
-        .iter()
-        .map(|url| {
-            std::process::Command::new("ffmpeg")
-                .args(["-v", "quiet", "-i", url, "-c", "copy", "-f", "null", "-"])
-                .stdin(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut stalled: Vec<std::process::Child> =
+        [server.rtmp_url("live/cam1"), server.http_url("live/cam1.flv")]
+            .iter()
+            .map(|url| {
+                std::process::Command::new("ffmpeg")
+                    .args(["-v", "quiet", "-i", url, "-c", "copy", "-f", "null", "-"])
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
     thread::sleep(Duration::from_secs(1));
     for c in &stalled {
-        std::process::Command::new("kill").args(["-STOP", &c.id().to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-STOP", &c.id().to_string()])
+            .status()
+            .unwrap();
     }
     let p = probe(&server.rtmp_url("live/cam1"), 8);
     assert_source_stream(&p, 8, "reader next to stalled ones");

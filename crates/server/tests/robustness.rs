@@ -62,7 +62,10 @@ fn garbage_on_rtmp_port_leaves_server_serving() {
     assert_source_stream(&p, 3, "HTTP-FLV after garbage");
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");
-    assert!(log.to_lowercase().contains("timeout") || log.to_lowercase().contains("timed out"), "{log}");
+    assert!(
+        log.to_lowercase().contains("timeout") || log.to_lowercase().contains("timed out"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -71,8 +74,14 @@ fn print_config_and_check() {
     let out = Command::new(exe).arg("--print-config").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("[rtmp]") && text.contains("listen = \":1935\""), "{text}");
-    assert!(text.lines().filter(|l| l.starts_with('#')).count() > 20, "commented");
+    assert!(
+        text.contains("[rtmp]") && text.contains("listen = \":1935\""),
+        "{text}"
+    );
+    assert!(
+        text.lines().filter(|l| l.starts_with('#')).count() > 20,
+        "commented"
+    );
     let dir = tmp_dir();
     let good = dir.join("good.toml");
     std::fs::write(&good, &text).unwrap();
@@ -91,7 +100,10 @@ fn print_config_and_check() {
     let out = Command::new(exe).arg("check").arg(&unknown).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 3") && err.contains("segmnet_duration"), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("segmnet_duration"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -111,7 +123,11 @@ fn bad_config_file_refuses_to_start() {
     let dir = tmp_dir();
     let f = dir.join("bad-start.toml");
     std::fs::write(&f, "[http]\nlisten = 8888\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice")).arg("--config").arg(&f).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--config")
+        .arg(&f)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
 }

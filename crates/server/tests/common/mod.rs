@@ -18,12 +18,21 @@ pub struct Server {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Fails the test when a peer program is missing in CI; elsewhere skips with a message.
 pub fn require(tool: &str) -> bool {
-    let ok = Command::new(tool).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    let ok = Command::new(tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
     if !ok {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{tool} is required in CI; run scripts/install-test-deps.sh");
@@ -69,7 +78,12 @@ impl Server {
                 l.push('\n');
             }
         });
-        let server = Server { child, rtmp, http, log };
+        let server = Server {
+            child,
+            rtmp,
+            http,
+            log,
+        };
         server.wait_port(rtmp);
         server.wait_port(http);
         server
@@ -116,7 +130,10 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -147,13 +164,43 @@ pub fn tmp_dir() -> PathBuf {
 /// A 12 s test source encoded once and cached: testsrc2 640x360 30 fps, x264 with B-frames and
 /// a 2 s GOP, AAC 48 kHz stereo. Publishing it with `-c copy` costs almost no CPU.
 pub fn source_flv() -> PathBuf {
-    cached_source("src-h264-aac-v1.flv", &[
-        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-        "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
-        "-t", "12", "-c:v", "libx264", "-preset", "superfast", "-bf", "2", "-g", "60",
-        "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-ac", "2", "-b:a", "96k", "-f", "flv",
-    ])
+    cached_source(
+        "src-h264-aac-v1.flv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000",
+            "-t",
+            "12",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "superfast",
+            "-bf",
+            "2",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ac",
+            "2",
+            "-b:a",
+            "96k",
+            "-f",
+            "flv",
+        ],
+    )
 }
 
 fn cached_source(name: &str, args: &[&str]) -> PathBuf {
@@ -268,16 +315,27 @@ pub struct Probe {
 
 impl Probe {
     pub fn video(&self) -> &StreamDesc {
-        self.streams.iter().find(|s| s.codec_type == "video").expect("a video stream")
+        self.streams
+            .iter()
+            .find(|s| s.codec_type == "video")
+            .expect("a video stream")
     }
     pub fn audio(&self) -> &StreamDesc {
-        self.streams.iter().find(|s| s.codec_type == "audio").expect("an audio stream")
+        self.streams
+            .iter()
+            .find(|s| s.codec_type == "audio")
+            .expect("an audio stream")
     }
     pub fn count(&self, video: bool) -> usize {
         self.packets.iter().filter(|p| p.video == video).count()
     }
     fn span(&self, video: bool) -> (f64, f64) {
-        let ts: Vec<f64> = self.packets.iter().filter(|p| p.video == video).map(|p| p.dts).collect();
+        let ts: Vec<f64> = self
+            .packets
+            .iter()
+            .filter(|p| p.video == video)
+            .map(|p| p.dts)
+            .collect();
         let lo = ts.iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = ts.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         (lo, hi)
@@ -285,9 +343,20 @@ impl Probe {
     /// Asserts that decode timestamps never go backwards, per stream.
     pub fn assert_monotonic(&self) {
         for video in [true, false] {
-            let ts: Vec<f64> = self.packets.iter().filter(|p| p.video == video).map(|p| p.dts).collect();
+            let ts: Vec<f64> = self
+                .packets
+                .iter()
+                .filter(|p| p.video == video)
+                .map(|p| p.dts)
+                .collect();
             for w in ts.windows(2) {
-                assert!(w[1] >= w[0], "{} dts went backwards: {} then {}", if video { "video" } else { "audio" }, w[0], w[1]);
+                assert!(
+                    w[1] >= w[0],
+                    "{} dts went backwards: {} then {}",
+                    if video { "video" } else { "audio" },
+                    w[0],
+                    w[1]
+                );
             }
         }
     }
@@ -297,8 +366,14 @@ impl Probe {
         let (a0, a1) = self.span(false);
         // The two streams of one window start and end together, up to one frame of each.
         let frame = 1.0 / 30.0 + 1024.0 / 48000.0;
-        assert!((v0 - a0).abs() <= tol + frame, "A/V start apart: video {v0:.3} audio {a0:.3}");
-        assert!((v1 - a1).abs() <= tol + frame, "A/V end apart: video {v1:.3} audio {a1:.3}");
+        assert!(
+            (v0 - a0).abs() <= tol + frame,
+            "A/V start apart: video {v0:.3} audio {a0:.3}"
+        );
+        assert!(
+            (v1 - a1).abs() <= tol + frame,
+            "A/V end apart: video {v1:.3} audio {a1:.3}"
+        );
     }
     /// The first video packet is a keyframe (the reader started at the GOP cache or a keyframe).
     pub fn starts_with_keyframe(&self) -> bool {
@@ -321,11 +396,16 @@ pub fn probe(url: &str, seconds: u32) -> Probe {
     let mut streams = Vec::new();
     let mut packets = Vec::new();
     for line in stdout.lines() {
-        let kv: std::collections::HashMap<&str, &str> =
-            line.split('|').skip(1).filter_map(|f| f.split_once('=')).collect();
+        let kv: std::collections::HashMap<&str, &str> = line
+            .split('|')
+            .skip(1)
+            .filter_map(|f| f.split_once('='))
+            .collect();
         let num = |k: &str| kv.get(k).and_then(|v| v.parse::<f64>().ok());
         if line.starts_with("packet|") {
-            let (Some(pts), dts) = (num("pts_time"), num("dts_time")) else { continue };
+            let (Some(pts), dts) = (num("pts_time"), num("dts_time")) else {
+                continue;
+            };
             packets.push(Packet {
                 video: kv.get("codec_type") == Some(&"video"),
                 pts,
@@ -343,7 +423,11 @@ pub fn probe(url: &str, seconds: u32) -> Probe {
             });
         }
     }
-    Probe { streams, packets, stderr }
+    Probe {
+        streams,
+        packets,
+        stderr,
+    }
 }
 
 /// Asserts what a user checks on a stream made from [`source_flv`].
@@ -355,17 +439,31 @@ pub fn assert_source_stream(p: &Probe, seconds: u32, what: &str) {
     assert_eq!(p.audio().channels, 2, "{what}");
     let want_v = (seconds * 30) as usize;
     let v = p.count(true);
-    assert!(v >= want_v * 9 / 10, "{what}: {v} video frames in {seconds} s, expected about {want_v}; stderr: {}", p.stderr);
+    assert!(
+        v >= want_v * 9 / 10,
+        "{what}: {v} video frames in {seconds} s, expected about {want_v}; stderr: {}",
+        p.stderr
+    );
     let want_a = (seconds * 48000 / 1024) as usize;
     let a = p.count(false);
-    assert!(a >= want_a * 9 / 10, "{what}: {a} audio frames in {seconds} s, expected about {want_a}");
-    assert!(p.starts_with_keyframe(), "{what}: first video frame is not a keyframe");
+    assert!(
+        a >= want_a * 9 / 10,
+        "{what}: {a} audio frames in {seconds} s, expected about {want_a}"
+    );
+    assert!(
+        p.starts_with_keyframe(),
+        "{what}: first video frame is not a keyframe"
+    );
     p.assert_monotonic();
     p.assert_av_sync(0.1);
 }
 
 /// A plain HTTP/1.1 GET (Connection: close): status, lower-cased headers, body.
-pub fn http_get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use std::io::Write;
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -377,7 +475,10 @@ pub fn http_get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, V
     s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP header end");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.lines();
     let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
@@ -386,7 +487,10 @@ pub fn http_get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, V
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v == "chunked") {
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v == "chunked")
+    {
         body = dechunk(&body);
     }
     (status, headers, body)
@@ -394,8 +498,7 @@ pub fn http_get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, V
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
         if n == 0 {
             break;
