@@ -30,7 +30,7 @@ impl Default for PathOptions {
     fn default() -> Self {
         PathOptions {
             grace: Duration::from_secs(10),
-            queue_frames: 2048,
+            queue_frames: 512,
             gop_cache_max_bytes: 64 << 20,
             max_lags: 8,
         }

@@ -407,6 +407,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let mut play = Play::new(self.enc);
         let mut info = None;
         let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+        if self.inbuf.is_empty() {
+            self.inbuf = BytesMut::with_capacity(4096);
+        }
         let result: Result<(), Error> = loop {
             tokio::select! {
                 ev = reader.recv() => {
@@ -480,8 +483,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 }
 
 async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
+    // Players send little (acks, pings): a small buffer keeps the per-viewer footprint low.
+    if buf.capacity() - buf.len() < 512 {
+        buf.reserve(4096);
     }
     rd.read_buf(buf).await
 }

@@ -160,7 +160,7 @@ impl Default for PathConfig {
     fn default() -> Self {
         PathConfig {
             grace_period: Duration::from_secs(10),
-            reader_queue: 2048,
+            reader_queue: 512,
             reader_max_lags: 8,
             gop_cache_max_bytes: 64 << 20,
             hls_variant: None,
