@@ -95,24 +95,29 @@ run_one() { # server bitrate viewers
     sleep 8
     # Baseline: publisher only.
     read -r b0 t0 < <(cpu0)
-    sleep 3
+    local rss_sum=0 rss_n=0 i
+    for i in 1 2 3 4 5 6; do
+        rss_sum=$((rss_sum + $(tree_rss_kb "$pid"))); rss_n=$((rss_n + 1)); sleep 0.5
+    done
     read -r b1 t1 < <(cpu0)
     local base_busy
     base_busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN {print (t ? b / t : 0)}')
-    local rss0
-    rss0=$(tree_rss_kb "$pid")
+    # Memory is compared as averages over each window (the GOP cache and allocator make
+    # single samples noisy).
+    local rss0=$((rss_sum / rss_n))
     # Load: ramp N viewers (2 ms apart), then measure CPU over the steady part of the run.
     taskset -c $LOAD_CORE "$LOADGEN" "rtmp://127.0.0.1:$port/live/bench" "$n" "$SECS" 2 >"$WORK/load.json" &
     local lg=$!
     sleep $((n * 2 / 1000 + 3))
     read -r b0 t0 < <(cpu0)
-    local peak=0 r
+    local peak r sum=0 cnt=0
     local end=$((SECONDS + SECS - n * 2 / 1000 - 5))
     while ((SECONDS < end)); do
         r=$(tree_rss_kb "$pid")
-        ((r > peak)) && peak=$r
-        sleep 1
+        sum=$((sum + r)); cnt=$((cnt + 1))
+        sleep 0.5
     done
+    peak=$((sum / (cnt > 0 ? cnt : 1)))
     read -r b1 t1 < <(cpu0)
     wait $lg || true
     kill $pub "$pid" 2>/dev/null || true

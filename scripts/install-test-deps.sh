@@ -5,12 +5,14 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+bash "$(dirname "$0")/install-build-deps.sh"
+
 need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v rtmpdump >/dev/null 2>&1 || need+=(rtmpdump)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx-light libnginx-mod-rtmp)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
 
 if [ "${#need[@]}" -gt 0 ]; then
   # Keep packaged services (nginx) from starting during install.

@@ -74,6 +74,31 @@ impl HevcConfig {
         sps_dimensions(&self.sps[0])
     }
 
+    /// Builds a record (4-byte NAL lengths) from parameter sets, taking the profile, tier and
+    /// level from the SPS's profile_tier_level (ITU-T H.265 §7.3.3).
+    pub fn build(vps: &[u8], sps: &[u8], pps: &[u8]) -> Result<Bytes, Error> {
+        let e = Error::HevcSps;
+        let data = rbsp(sps.get(2..).ok_or(e("truncated"))?);
+        // sps_video_parameter_set_id(4) max_sub_layers_minus1(3) temporal_id_nesting(1), then
+        // general profile_space/tier/profile_idc(8), compatibility(32), constraints(48), level(8).
+        let ptl = data.get(1..13).ok_or(e("truncated profile_tier_level"))?;
+        let mut out = Vec::with_capacity(23 + 15 + vps.len() + sps.len() + pps.len());
+        out.push(1);
+        out.extend_from_slice(ptl);
+        out.extend_from_slice(&[0xf0, 0x00, 0xfc, 0xfd, 0xf8, 0xf8, 0x00, 0x00]);
+        let nested = data[0] & 1;
+        let layers = ((data[0] >> 1) & 7) + 1;
+        out.push((layers << 3) | (nested << 2) | 3);
+        out.push(3);
+        for (t, nal) in [(NAL_VPS, vps), (NAL_SPS, sps), (NAL_PPS, pps)] {
+            out.push(0x80 | t);
+            out.extend_from_slice(&1u16.to_be_bytes());
+            out.extend_from_slice(&(nal.len().min(0xffff) as u16).to_be_bytes());
+            out.extend_from_slice(&nal[..nal.len().min(0xffff)]);
+        }
+        Ok(Bytes::from(out))
+    }
+
     /// RFC 6381 codec string, e.g. `hvc1.1.6.L93.B0`.
     pub fn codec_string(&self) -> String {
         let space = ["", "A", "B", "C"][self.profile_space as usize & 3];
@@ -162,5 +187,15 @@ mod tests {
         for n in 0..X265_640X360.len().min(200) {
             let _ = HevcConfig::parse(&Bytes::copy_from_slice(&X265_640X360[..n]));
         }
+    }
+
+    #[test]
+    fn builds_record_from_parameter_sets() {
+        let c = HevcConfig::parse(&Bytes::from_static(X265_640X360)).unwrap();
+        let rec = HevcConfig::build(&c.vps[0], &c.sps[0], &c.pps[0]).unwrap();
+        let again = HevcConfig::parse(&rec).unwrap();
+        assert_eq!(again.codec_string(), c.codec_string());
+        assert_eq!(again.dimensions().unwrap(), (640, 360));
+        assert_eq!((again.vps[0].clone(), again.length_size), (c.vps[0].clone(), 4));
     }
 }

@@ -52,14 +52,16 @@ impl NalCodec {
         }
     }
 
-    fn is_parameter_set(self, t: u8) -> bool {
+    /// SPS/PPS (H.264) or VPS/SPS/PPS (H.265).
+    pub fn is_parameter_set(self, t: u8) -> bool {
         match self {
             NalCodec::H264 => t == 7 || t == 8,
             NalCodec::H265 => (32..=34).contains(&t),
         }
     }
 
-    fn is_aud(self, t: u8) -> bool {
+    /// Access unit delimiter.
+    pub fn is_aud(self, t: u8) -> bool {
         match self {
             NalCodec::H264 => t == 9,
             NalCodec::H265 => t == 35,

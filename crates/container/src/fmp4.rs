@@ -84,7 +84,7 @@ impl Fragment {
 }
 
 impl Fmp4Writer {
-    /// A writer for `tracks`; tracks fMP4 cannot carry (G.711) are refused with a clear error.
+    /// A writer for the tracks fMP4 can carry (G.711 and AC-3 are left out); an error when none.
     pub fn new(tracks: &[Track]) -> Result<Self, Error> {
         let mut traks = Vec::new();
         for t in tracks {
@@ -101,7 +101,8 @@ impl Fmp4Writer {
                 | CodecId::Aac
                 | CodecId::Opus
                 | CodecId::Mp3 => {}
-                other => return Err(Error::Fmp4(format!("{other} cannot be carried in fMP4"))),
+                // Tracks we do not write in fMP4 are left out; the rest still goes through.
+                _ => continue,
             }
             if t.config.is_empty() && matches!(t.codec, CodecId::H264 | CodecId::H265 | CodecId::Aac) {
                 return Err(Error::Fmp4(format!(
@@ -117,7 +118,11 @@ impl Fmp4Writer {
             });
         }
         if traks.is_empty() {
-            return Err(Error::Fmp4("no track to write".into()));
+            let codecs: Vec<&str> = tracks.iter().map(|t| t.codec.name()).collect();
+            return Err(Error::Fmp4(format!(
+                "no track fMP4 can carry (tracks: {})",
+                codecs.join(", ")
+            )));
         }
         Ok(Fmp4Writer { traks, sequence: 0 })
     }

@@ -5,6 +5,7 @@ pub mod amf0;
 pub mod flv;
 pub mod fmp4;
 pub mod ts;
+pub mod ts_demux;
 
 /// Errors of the container parsers and writers.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

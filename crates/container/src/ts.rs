@@ -51,7 +51,7 @@ pub struct TsMuxer {
 }
 
 impl TsMuxer {
-    /// A muxer for `tracks`; tracks MPEG-TS cannot carry are refused with a clear error.
+    /// A muxer for the tracks MPEG-TS can carry (others are left out); an error when none.
     pub fn new(tracks: &[Track]) -> Result<Self, Error> {
         let mut streams = Vec::new();
         for t in tracks {
@@ -94,7 +94,10 @@ impl TsMuxer {
                 CodecId::Mp3 => (0x03, Kind::Raw, stream_id),
                 // Opus in MPEG-TS (ETSI TS 102 366 style): private data with an "Opus" registration.
                 CodecId::Opus => (0x06, Kind::Opus, 0xbd),
-                c => return Err(Error::Ts(format!("{c} cannot be carried in MPEG-TS"))),
+                // AC-3 with the ATSC stream type, which every demuxer reads.
+                CodecId::Ac3 => (0x81, Kind::Raw, 0xbd),
+                // Tracks MPEG-TS cannot carry are left out; the rest still goes through.
+                _ => continue,
             };
             streams.push(Stream {
                 track: t.id,
@@ -106,7 +109,11 @@ impl TsMuxer {
             });
         }
         if streams.is_empty() {
-            return Err(Error::Ts("no track that MPEG-TS can carry".into()));
+            let codecs: Vec<&str> = tracks.iter().map(|t| t.codec.name()).collect();
+            return Err(Error::Ts(format!(
+                "no track that MPEG-TS can carry (tracks: {})",
+                codecs.join(", ")
+            )));
         }
         let pcr_pid = streams
             .iter()

@@ -34,6 +34,34 @@ pub struct SessionStats {
     pub frames_out: AtomicU64,
     /// Frames a reader skipped because it fell behind.
     pub frames_dropped: AtomicU64,
+    /// Transport link statistics (SRT, WebRTC), refreshed by the session about every second.
+    pub link: Mutex<Option<LinkStats>>,
+}
+
+/// What a packet transport (SRT, WebRTC) reports about its link.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkStats {
+    /// Connection state as the transport names it ("connected", "broken", ...).
+    pub state: &'static str,
+    pub rtt_ms: f64,
+    pub send_mbps: f64,
+    pub recv_mbps: f64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    /// Packets lost on the way (detected by the receiver, or reported to the sender).
+    pub packets_lost: u64,
+    pub packets_retransmitted: u64,
+    /// Packets dropped because they arrived (or could be sent) too late.
+    pub packets_dropped: u64,
+    pub naks_sent: u64,
+    pub naks_received: u64,
+    /// Receive buffer: how much is waiting to be delivered, in time and bytes.
+    pub recv_buffer_ms: u64,
+    pub recv_buffer_bytes: u64,
+    /// Packets that could not be decrypted (wrong passphrase or corruption).
+    pub undecryptable: u64,
+    /// Configured latency (SRT TSBPD), in milliseconds.
+    pub latency_ms: u64,
 }
 
 impl SessionStats {
@@ -56,6 +84,7 @@ impl SessionStats {
             frames_in: self.frames_in.load(Relaxed),
             frames_out: self.frames_out.load(Relaxed),
             frames_dropped: self.frames_dropped.load(Relaxed),
+            link: self.link.lock().clone(),
         }
     }
 }
@@ -74,6 +103,7 @@ pub struct SessionSnapshot {
     pub frames_in: u64,
     pub frames_out: u64,
     pub frames_dropped: u64,
+    pub link: Option<LinkStats>,
 }
 
 /// A point-in-time view of one path.
@@ -118,6 +148,7 @@ impl StatsStore {
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
             frames_dropped: AtomicU64::new(0),
+            link: Mutex::new(None),
         });
         self.sessions.lock().insert(id, stats.clone());
         SessionGuard {

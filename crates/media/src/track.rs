@@ -24,6 +24,8 @@ pub enum CodecId {
     Aac,
     Opus,
     Mp3,
+    /// AC-3 (Dolby Digital), passed through where the output carries it.
+    Ac3,
     /// G.711 A-law.
     Pcma,
     /// G.711 µ-law.
@@ -49,6 +51,7 @@ impl CodecId {
             CodecId::Aac => "aac",
             CodecId::Opus => "opus",
             CodecId::Mp3 => "mp3",
+            CodecId::Ac3 => "ac3",
             CodecId::Pcma => "pcma",
             CodecId::Pcmu => "pcmu",
         }

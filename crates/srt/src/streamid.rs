@@ -1,0 +1,177 @@
+//! SRT streamid parsing: the forms encoders send to say what they want.
+//!
+//! - `publish:live/cam1`, `read:live/cam1`, optionally `:user:pass` after the path
+//!   (MediaMTX's form, which OBS, vMix and Larix users already type);
+//! - the SRT access-control syntax `#!::r=live/cam1,m=publish,u=user,s=pass`
+//!   (`m` is `request` (read) or `publish`; `s` is the password here, as MediaMTX reads it);
+//! - a bare `live/cam1` reads.
+
+/// Whether the connection publishes or reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Publish,
+    Read,
+}
+
+/// What a streamid asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamId {
+    pub mode: Mode,
+    pub path: String,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+}
+
+/// Why a streamid was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamIdError {
+    #[error("empty streamid: say which path, e.g. publish:live/cam1 or read:live/cam1")]
+    Empty,
+    #[error("streamid is longer than 512 bytes")]
+    TooLong,
+    #[error("streamid {0:?}: unknown mode {1:?} (use publish or read)")]
+    Mode(String, String),
+    #[error("streamid {0:?}: no path")]
+    NoPath(String),
+    #[error("streamid {0:?}: invalid path (letters, digits, '_', '-', '.', '/' only; no '..')")]
+    BadPath(String),
+}
+
+fn valid_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 256
+        && !p.starts_with('/')
+        && !p.ends_with('/')
+        && p.split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./~".contains(c))
+}
+
+impl StreamId {
+    pub fn parse(s: &str) -> Result<StreamId, StreamIdError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(StreamIdError::Empty);
+        }
+        if s.len() > 512 {
+            return Err(StreamIdError::TooLong);
+        }
+        let (mode, path, user, pass) = if let Some(rest) = s.strip_prefix("#!::") {
+            let mut mode = Mode::Read;
+            let (mut path, mut user, mut pass) = (None, None, None);
+            for kv in rest.split(',') {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                match k.trim() {
+                    "r" => path = Some(v.trim().to_owned()),
+                    "m" => {
+                        mode = match v.trim() {
+                            "publish" => Mode::Publish,
+                            "request" | "read" | "" => Mode::Read,
+                            other => return Err(StreamIdError::Mode(s.to_owned(), other.to_owned())),
+                        }
+                    }
+                    "u" => user = Some(v.to_owned()),
+                    "s" => pass = Some(v.to_owned()),
+                    _ => {}
+                }
+            }
+            (
+                mode,
+                path.ok_or_else(|| StreamIdError::NoPath(s.to_owned()))?,
+                user,
+                pass,
+            )
+        } else {
+            let parts: Vec<&str> = s.splitn(4, ':').collect();
+            match parts[0] {
+                "publish" | "read" if parts.len() >= 2 => {
+                    let mode = if parts[0] == "publish" {
+                        Mode::Publish
+                    } else {
+                        Mode::Read
+                    };
+                    let user = parts.get(2).map(|u| u.to_string());
+                    let pass = parts.get(3).map(|p| p.to_string());
+                    (mode, parts[1].to_owned(), user, pass)
+                }
+                _ if parts.len() == 1 => (Mode::Read, s.to_owned(), None, None),
+                other => return Err(StreamIdError::Mode(s.to_owned(), other.to_owned())),
+            }
+        };
+        if path.is_empty() {
+            return Err(StreamIdError::NoPath(s.to_owned()));
+        }
+        if !valid_path(&path) {
+            return Err(StreamIdError::BadPath(s.to_owned()));
+        }
+        Ok(StreamId {
+            mode,
+            path,
+            user,
+            pass,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn forms() {
+        let p = StreamId::parse("publish:live/cam1").unwrap();
+        assert_eq!(
+            (p.mode, p.path.as_str(), p.user, p.pass),
+            (Mode::Publish, "live/cam1", None, None)
+        );
+        let r = StreamId::parse("read:live/cam1:alice:s3cret:x").unwrap();
+        assert_eq!(r.mode, Mode::Read);
+        assert_eq!(
+            (r.user.as_deref(), r.pass.as_deref()),
+            (Some("alice"), Some("s3cret:x"))
+        );
+        let a = StreamId::parse("#!::r=live/cam1,m=publish,u=bob,s=pw").unwrap();
+        assert_eq!((a.mode, a.path.as_str()), (Mode::Publish, "live/cam1"));
+        assert_eq!((a.user.as_deref(), a.pass.as_deref()), (Some("bob"), Some("pw")));
+        assert_eq!(
+            StreamId::parse("#!::r=live/x,m=request").unwrap().mode,
+            Mode::Read
+        );
+        assert_eq!(StreamId::parse("live/cam1").unwrap().mode, Mode::Read);
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        assert_eq!(StreamId::parse(""), Err(StreamIdError::Empty));
+        assert!(matches!(
+            StreamId::parse("push:live/cam1"),
+            Err(StreamIdError::Mode(..))
+        ));
+        assert!(matches!(
+            StreamId::parse("publish:../etc"),
+            Err(StreamIdError::BadPath(_))
+        ));
+        assert!(matches!(
+            StreamId::parse("publish:"),
+            Err(StreamIdError::NoPath(_))
+        ));
+        assert!(matches!(
+            StreamId::parse("#!::m=publish"),
+            Err(StreamIdError::NoPath(_))
+        ));
+        assert!(matches!(
+            StreamId::parse("#!::r=a,m=bogus"),
+            Err(StreamIdError::Mode(..))
+        ));
+        assert!(StreamId::parse(&"a".repeat(600)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in ".{0,600}") {
+            let _ = StreamId::parse(&s);
+        }
+    }
+}
