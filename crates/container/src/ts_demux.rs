@@ -22,6 +22,8 @@ pub const MAX_PES: usize = 16 << 20;
 /// Bytes of non-TS data tolerated in a row before the stream is declared not MPEG-TS.
 const MAX_GARBAGE: usize = 16 * PACKET;
 const WRAP: i64 = 1 << 33;
+/// Packets tolerated before the first PAT and PMT (encoders send them every ~100 ms).
+const MAX_PACKETS_WITHOUT_TABLES: usize = 4000;
 
 /// What the demuxer produces.
 #[derive(Debug, Clone)]
@@ -72,6 +74,7 @@ pub struct TsDemuxer {
     /// First timestamp seen: the stream's zero.
     base: Option<i64>,
     garbage: usize,
+    packets_without_tables: usize,
     /// Frames that arrived before the tracks were announced (by PID), delivered after it.
     pending: Vec<(u16, Frame)>,
     /// Counters for the session's log and stats.
@@ -102,7 +105,15 @@ impl TsDemuxer {
             }
         }
         while !data.is_empty() {
-            if data[0] != 0x47 {
+            // A sync byte counts only when the next packet's is where it should be (when the
+            // data goes that far): random bytes have a 0x47 every 256 bytes on average.
+            let synced = data[0] == 0x47 && data.get(PACKET).is_none_or(|&b| b == 0x47);
+            if !synced {
+                if data[0] == 0x47 {
+                    self.garbage(1)?;
+                    data = &data[1..];
+                    continue;
+                }
                 let skip = data.iter().position(|&b| b == 0x47).unwrap_or(data.len());
                 self.garbage(skip)?;
                 data = &data[skip..];
@@ -131,6 +142,14 @@ impl TsDemuxer {
 
     fn packet(&mut self, p: &[u8], out: &mut Vec<DemuxEvent>) -> Result<(), Error> {
         self.garbage = 0;
+        if self.pmt_version.is_none() {
+            self.packets_without_tables += 1;
+            if self.packets_without_tables > MAX_PACKETS_WITHOUT_TABLES {
+                return Err(Error::Ts(format!(
+                    "no program tables (PAT/PMT) in the first {MAX_PACKETS_WITHOUT_TABLES} packets: this is not an MPEG-TS stream Sluice can read"
+                )));
+            }
+        }
         let tei = p[1] & 0x80 != 0;
         let pusi = p[1] & 0x40 != 0;
         let pid = u16::from_be_bytes([p[1] & 0x1f, p[2]]);
@@ -782,6 +801,29 @@ mod tests {
         let junk = vec![0x11u8; 10_000];
         let e = d.push(&junk, &mut out).unwrap_err();
         assert!(e.to_string().contains("not an MPEG-TS stream"), "{e}");
+    }
+
+    #[test]
+    fn random_bytes_are_refused_even_with_sync_bytes() {
+        let mut d = TsDemuxer::new();
+        let mut out = Vec::new();
+        let mut x = 0x1234_5678u32;
+        let mut err = None;
+        for _ in 0..2000 {
+            let msg: Vec<u8> = (0..1316)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            if let Err(e) = d.push(&msg, &mut out) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert!(err.expect("refused").to_string().contains("not an MPEG-TS"));
     }
 
     #[test]

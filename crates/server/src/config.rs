@@ -16,6 +16,7 @@ pub struct Config {
     pub log: LogConfig,
     pub rtmp: RtmpConfig,
     pub http: HttpConfig,
+    pub srt: SrtConfig,
     pub hls: HlsSection,
     pub path_defaults: PathConfig,
     pub paths: BTreeMap<String, PathOverride>,
@@ -57,6 +58,16 @@ pub struct HttpConfig {
     pub cors_origin: String,
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SrtConfig {
+    pub enabled: bool,
+    #[serde(deserialize_with = "de_listen")]
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum HlsVariant {
@@ -86,6 +97,16 @@ pub struct PathConfig {
     pub gop_cache_max_bytes: usize,
     #[serde(deserialize_with = "de_variant")]
     pub hls_variant: Option<HlsVariant>,
+    pub srt_publish_passphrase: String,
+    pub srt_read_passphrase: String,
+    pub srt_publish_user: String,
+    pub srt_publish_pass: String,
+    pub srt_read_user: String,
+    pub srt_read_pass: String,
+    #[serde(deserialize_with = "de_duration")]
+    pub srt_latency: Duration,
+    pub srt_max_bandwidth: i64,
+    pub source: String,
 }
 
 /// A `[paths."NAME"]` table: every key optional, overriding `[path_defaults]`.
@@ -99,6 +120,16 @@ pub struct PathOverride {
     pub gop_cache_max_bytes: Option<usize>,
     #[serde(deserialize_with = "de_variant")]
     pub hls_variant: Option<HlsVariant>,
+    pub srt_publish_passphrase: Option<String>,
+    pub srt_read_passphrase: Option<String>,
+    pub srt_publish_user: Option<String>,
+    pub srt_publish_pass: Option<String>,
+    pub srt_read_user: Option<String>,
+    pub srt_read_pass: Option<String>,
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub srt_latency: Option<Duration>,
+    pub srt_max_bandwidth: Option<i64>,
+    pub source: Option<String>,
 }
 
 impl Default for Config {
@@ -110,6 +141,7 @@ impl Default for Config {
             },
             rtmp: RtmpConfig::default(),
             http: HttpConfig::default(),
+            srt: SrtConfig::default(),
             hls: HlsSection::default(),
             path_defaults: PathConfig::default(),
             paths: BTreeMap::new(),
@@ -145,6 +177,16 @@ impl Default for HttpConfig {
     }
 }
 
+impl Default for SrtConfig {
+    fn default() -> Self {
+        SrtConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8890)),
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Default for HlsSection {
     fn default() -> Self {
         HlsSection {
@@ -164,6 +206,15 @@ impl Default for PathConfig {
             reader_max_lags: 8,
             gop_cache_max_bytes: 64 << 20,
             hls_variant: None,
+            srt_publish_passphrase: String::new(),
+            srt_read_passphrase: String::new(),
+            srt_publish_user: String::new(),
+            srt_publish_pass: String::new(),
+            srt_read_user: String::new(),
+            srt_read_pass: String::new(),
+            srt_latency: Duration::from_millis(200),
+            srt_max_bandwidth: 0,
+            source: String::new(),
         }
     }
 }
@@ -204,6 +255,35 @@ impl Config {
         if self.hls.segment_duration < Duration::from_millis(100) {
             bail!("hls.segment_duration must be at least 100ms");
         }
+        let mut tables: Vec<(String, PathConfig)> =
+            vec![("path_defaults".into(), self.path_defaults.clone())];
+        for name in self.paths.keys() {
+            if let Some(c) = self.path(name) {
+                tables.push((format!("paths.{name:?}"), c));
+            }
+        }
+        for (name, c) in &tables {
+            for (key, pass) in [
+                ("srt_publish_passphrase", &c.srt_publish_passphrase),
+                ("srt_read_passphrase", &c.srt_read_passphrase),
+            ] {
+                if !pass.is_empty() && !(10..=79).contains(&pass.len()) {
+                    bail!("{name}.{key}: an SRT passphrase is 10 to 79 characters long");
+                }
+            }
+            if !c.source.is_empty() && !c.source.starts_with("srt://") {
+                bail!(
+                    "{name}.source: only srt:// sources are supported, not {:?}",
+                    c.source
+                );
+            }
+            if c.source.is_empty() {
+                continue;
+            }
+            if name == "path_defaults" || name.contains('*') {
+                bail!("{name}.source: a source belongs to one path, not to defaults or a pattern");
+            }
+        }
         for name in self.paths.keys() {
             let literal = name.replace('*', "a");
             if name.is_empty() || name.starts_with('/') || name.ends_with('/') || literal.contains("//") {
@@ -239,6 +319,26 @@ impl Config {
         }
         if o.hls_variant.is_some() {
             c.hls_variant = o.hls_variant;
+        }
+        let strings = [
+            (&o.srt_publish_passphrase, &mut c.srt_publish_passphrase),
+            (&o.srt_read_passphrase, &mut c.srt_read_passphrase),
+            (&o.srt_publish_user, &mut c.srt_publish_user),
+            (&o.srt_publish_pass, &mut c.srt_publish_pass),
+            (&o.srt_read_user, &mut c.srt_read_user),
+            (&o.srt_read_pass, &mut c.srt_read_pass),
+            (&o.source, &mut c.source),
+        ];
+        for (from, to) in strings {
+            if let Some(v) = from {
+                to.clone_from(v);
+            }
+        }
+        if let Some(v) = o.srt_latency {
+            c.srt_latency = v;
+        }
+        if let Some(v) = o.srt_max_bandwidth {
+            c.srt_max_bandwidth = v;
         }
         Some(c)
     }

@@ -66,15 +66,63 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }));
     }
 
+    if shared.config.srt.enabled {
+        let cfg = &shared.config.srt;
+        let resolve_cfg = shared.config.clone();
+        let listener = sluice_srt::ListenerConfig {
+            addr: cfg.listen,
+            idle_timeout: cfg.idle_timeout,
+            resolve: Arc::new(move |path| resolve_cfg.path(path).map(|p| srt_settings(&p))),
+        };
+        sluice_srt::spawn_listener(
+            listener,
+            shared.registry.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot listen for SRT on {}: {e}", cfg.listen))?;
+        tracing::info!("SRT listening on {} (UDP)", cfg.listen);
+    }
+    for (name, _) in shared.config.paths.iter() {
+        let Some(p) = shared.config.path(name) else {
+            continue;
+        };
+        if p.source.starts_with("srt://") {
+            sluice_srt::spawn_caller(p.source.clone(), name.clone(), shared.registry.clone())
+                .map_err(|e| anyhow::anyhow!("paths.{name:?}.source: {e}"))?;
+            tracing::info!(path = %name, "pulling from an SRT source");
+        }
+    }
+
     shutdown_signal().await;
     tracing::info!("shutting down: closing listeners and sessions");
+    sluice_srt::shutdown();
     for t in &tasks {
         t.abort();
     }
-    // Give sessions a moment to send their closing messages.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Give sessions a moment to send their closing messages (SRT sessions notice within 1 s).
+    tokio::time::sleep(Duration::from_millis(if shared.config.srt.enabled {
+        1100
+    } else {
+        200
+    }))
+    .await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// The SRT settings of a path.
+fn srt_settings(p: &crate::config::PathConfig) -> sluice_srt::PathSettings {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let creds = |u: &str, p: &str| (!u.is_empty()).then(|| (u.to_owned(), p.to_owned()));
+    sluice_srt::PathSettings {
+        publish_passphrase: opt(&p.srt_publish_passphrase),
+        read_passphrase: opt(&p.srt_read_passphrase),
+        publish_credentials: creds(&p.srt_publish_user, &p.srt_publish_pass),
+        read_credentials: creds(&p.srt_read_user, &p.srt_read_pass),
+        latency: p.srt_latency,
+        max_bandwidth: p.srt_max_bandwidth,
+        ..Default::default()
+    }
 }
 
 async fn rtmp_listener(listener: TcpListener, shared: Arc<Shared>) {

@@ -44,7 +44,7 @@ pub fn spawn_listener(
                 while !shutting_down() {
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                drop(watcher);
+                watcher.close();
             });
             loop {
                 match listener.accept() {
@@ -182,7 +182,11 @@ fn session(
                 }
             };
             tracing::info!(%remote, path = %sid.path, "SRT reader started");
-            match read(&conn, reader, &settings, handle) {
+            let stats = reader.stats().clone();
+            let r = read(&conn, reader, &settings, handle);
+            update_stats(&conn, &stats, &settings);
+            log_link(&stats);
+            match r {
                 Ok(()) => tracing::info!(%remote, path = %sid.path, "SRT reader ended"),
                 Err(e) => tracing::warn!(%remote, path = %sid.path, "SRT reader closed: {e}"),
             }
@@ -243,6 +247,7 @@ fn publish(
         }
     };
     update_stats(conn, &stats, settings);
+    log_link(&stats);
     if demux.cc_errors > 0 {
         tracing::info!(path = %publisher.path(), cc_errors = demux.cc_errors, dropped_frames = demux.dropped_pes, "SRT input had continuity errors");
     }
@@ -329,6 +334,25 @@ fn read(
             update_stats(conn, &stats, settings);
             last_stats = Instant::now();
         }
+    }
+}
+
+/// The link's totals at the end of a session, in the log (the API shows them live).
+fn log_link(stats: &SessionStats) {
+    if let Some(l) = stats.link.lock().clone() {
+        tracing::info!(
+            path = %stats.path,
+            rtt_ms = l.rtt_ms,
+            sent = l.packets_sent,
+            received = l.packets_received,
+            lost = l.packets_lost,
+            retransmitted = l.packets_retransmitted,
+            dropped = l.packets_dropped,
+            naks_sent = l.naks_sent,
+            naks_received = l.naks_received,
+            undecryptable = l.undecryptable,
+            "SRT link stats"
+        );
     }
 }
 

@@ -92,8 +92,10 @@ unsafe extern "C" fn log_handler(
     }
     // SAFETY: libsrt passes a NUL-terminated message valid for the call.
     let msg = unsafe { CStr::from_ptr(message) }.to_string_lossy();
-    let msg = msg.trim();
-    if level <= 3 {
+    let msg = msg.trim().trim_start_matches(':').trim();
+    if msg.contains("rsp(REJECT)") || msg.contains("rejecting per enforced encryption") {
+        tracing::warn!(target: "libsrt", "SRT handshake refused: {msg}");
+    } else if level <= 3 {
         tracing::warn!(target: "libsrt", "{msg}");
     } else {
         tracing::info!(target: "libsrt", "{msg}");
@@ -107,6 +109,7 @@ pub type PerfMon = sys::CBytePerfMon;
 #[derive(Debug)]
 pub struct Socket {
     id: sys::SRTSOCKET,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn check(rc: c_int) -> Result<c_int, SrtError> {
@@ -192,7 +195,10 @@ impl Socket {
         if id == sys::SRT_INVALID_SOCK {
             return Err(SrtError::last());
         }
-        Ok(Socket { id })
+        Ok(Socket {
+            id,
+            closed: Default::default(),
+        })
     }
 
     pub fn id(&self) -> i32 {
@@ -296,7 +302,13 @@ impl Socket {
         }
         // SAFETY: libsrt filled `ss` with the peer's address.
         let peer = unsafe { from_sockaddr(&ss as *const _ as *const libc::sockaddr) };
-        Ok((Socket { id }, peer))
+        Ok((
+            Socket {
+                id,
+                closed: Default::default(),
+            },
+            peer,
+        ))
     }
 
     /// Connects as a caller (blocking, up to SRTO_CONNTIMEO).
@@ -364,12 +376,21 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// Closes the socket now (a blocked accept or receive on another thread returns).
+    pub fn close(&self) {
+        if !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            // SAFETY: closing our own socket, once.
+            unsafe {
+                sys::srt_close(self.id);
+            }
+        }
+    }
+}
+
 impl Drop for Socket {
     fn drop(&mut self) {
-        // SAFETY: closing our own socket once.
-        unsafe {
-            sys::srt_close(self.id);
-        }
+        self.close();
     }
 }
 

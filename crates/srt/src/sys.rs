@@ -56,7 +56,7 @@ pub const SRT_REJX_FORBIDDEN: c_int = 1403;
 pub const SRT_REJX_NOTFOUND: c_int = 1404;
 pub const SRT_REJX_CONFLICT: c_int = 1409;
 
-/// `struct CBytePerfMon` from srt.h 1.5 (built without SRT_ENABLE_LOSTBYTESCOUNT), followed by
+/// `struct CBytePerfMon` from srt.h 1.5 (1.5.1 always has the lost-bytes fields), followed by
 /// spare room so that a library with a longer struct never writes past ours.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +77,7 @@ pub struct CBytePerfMon {
     pub pktRcvUndecryptTotal: c_int,
     pub byteSentTotal: u64,
     pub byteRecvTotal: u64,
+    pub byteRcvLossTotal: u64,
     pub byteRetransTotal: u64,
     pub byteSndDropTotal: u64,
     pub byteRcvDropTotal: u64,
@@ -102,6 +103,7 @@ pub struct CBytePerfMon {
     pub pktRcvUndecrypt: c_int,
     pub byteSent: u64,
     pub byteRecv: u64,
+    pub byteRcvLoss: u64,
     pub byteRetrans: u64,
     pub byteSndDrop: u64,
     pub byteRcvDrop: u64,
@@ -201,6 +203,9 @@ mod tests {
         assert_eq!(offset_of!(CBytePerfMon, mbpsRecvRate), 192);
         assert_eq!(offset_of!(CBytePerfMon, msRTT), 328);
         assert_eq!(offset_of!(CBytePerfMon, msRcvBuf), 388);
+        assert_eq!(offset_of!(CBytePerfMon, pktFlowWindow), 312);
+        assert_eq!(offset_of!(CBytePerfMon, byteMSS), 360);
+        assert_eq!(offset_of!(CBytePerfMon, pktRecvUnique), 472);
         assert_eq!(offset_of!(CBytePerfMon, byteRecvUnique), 488);
         assert_eq!(offset_of!(CBytePerfMon, _spare), 496);
     }

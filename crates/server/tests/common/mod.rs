@@ -14,11 +14,20 @@ pub struct Server {
     child: Child,
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
+    pub srt: SocketAddr,
     pub log: Arc<Mutex<String>>,
 }
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
@@ -51,9 +60,11 @@ impl Server {
     pub fn start_with(env: &[(&str, &str)], config: Option<&str>) -> Server {
         let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.env("SLUICE_RTMP_LISTEN", rtmp.to_string())
             .env("SLUICE_HTTP_LISTEN", http.to_string())
+            .env("SLUICE_SRT_LISTEN", srt.to_string())
             .env("SLUICE_LOG_LEVEL", "debug")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -82,10 +93,13 @@ impl Server {
             child,
             rtmp,
             http,
+            srt,
             log,
         };
         server.wait_port(rtmp);
         server.wait_port(http);
+        // SRT is UDP: no port to poke; the log says when it listens (when enabled).
+        server.wait_log("SRT listening", Duration::from_secs(3));
         server
     }
 
@@ -108,6 +122,11 @@ impl Server {
         format!("rtmp://{}/{path}", self.rtmp)
     }
 
+    /// `srt://` URL with a streamid, as ffmpeg and srt-live-transmit take it.
+    pub fn srt_url(&self, streamid: &str) -> String {
+        format!("srt://{}?streamid={streamid}&pkt_size=1316", self.srt)
+    }
+
     pub fn http_url(&self, rest: &str) -> String {
         format!("http://{}/{rest}", self.http)
     }
@@ -122,6 +141,10 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -228,15 +251,29 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn rtmp(src: &Path, url: &str) -> Publisher {
-        let mut child = Command::new("ffmpeg")
+        Self::ffmpeg(src, "flv", url)
+    }
+
+    /// ffmpeg publishing MPEG-TS over SRT (libsrt), looping `src`.
+    pub fn srt(src: &Path, url: &str) -> Publisher {
+        Self::ffmpeg(src, "mpegts", url)
+    }
+
+    fn ffmpeg(src: &Path, format: &str, url: &str) -> Publisher {
+        let child = Command::new("ffmpeg")
             .args(["-hide_banner", "-v", "warning", "-re", "-stream_loop", "-1", "-i"])
             .arg(src)
-            .args(["-c", "copy", "-f", "flv", url])
+            .args(["-c", "copy", "-f", format, url])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start ffmpeg");
+        Self::from_child(child)
+    }
+
+    /// Wraps any publishing process (its stderr is collected).
+    pub fn from_child(mut child: Child) -> Publisher {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().unwrap();
         let s2 = stderr.clone();
@@ -259,6 +296,10 @@ impl Publisher {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -511,4 +552,208 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// An H.265 + AAC source like [`source_flv`], in MPEG-TS (x265, 2 s GOP).
+pub fn source_hevc_ts() -> PathBuf {
+    cached_source(
+        "src-h265-aac-v1.ts",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000",
+            "-t",
+            "12",
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "log-level=error:bframes=2",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ac",
+            "2",
+            "-b:a",
+            "96k",
+            "-f",
+            "mpegts",
+        ],
+    )
+}
+
+/// A 5 Mb/s H.264 + AAC source (1280x720, 30 fps, 2 s GOP, B-frames), for loss tests.
+pub fn source_5mbps_ts() -> PathBuf {
+    cached_source(
+        "src-h264-5mbps-v1.ts",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000",
+            "-t",
+            "12",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-bf",
+            "2",
+            "-b:v",
+            "4800k",
+            "-minrate",
+            "4800k",
+            "-maxrate",
+            "4800k",
+            "-bufsize",
+            "2400k",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ac",
+            "2",
+            "-b:a",
+            "128k",
+            "-muxrate",
+            "5200k",
+            "-f",
+            "mpegts",
+        ],
+    )
+}
+
+/// A UDP relay that drops a share of datagrams at random each way and delays the rest, the
+/// way a lossy internet path would (this kernel has no netem). Seeded, so runs repeat.
+pub struct LossyRelay {
+    pub addr: SocketAddr,
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+    pub forwarded: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LossyRelay {
+    pub fn start(target: SocketAddr, loss_percent: u32, delay: Duration, seed: u64) -> LossyRelay {
+        use std::net::UdpSocket;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::mpsc;
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        back.connect(target).unwrap();
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        // One direction: receive, maybe drop, send after `delay` (constant, so order is kept).
+        let pipe = |from: Arc<UdpSocket>, to: Arc<UdpSocket>, to_client: bool, seed: u64| {
+            let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+            let (stop2, client2) = (stop.clone(), client.clone());
+            std::thread::spawn(move || {
+                while let Ok((at, pkt)) = rx.recv() {
+                    let now = Instant::now();
+                    if at > now {
+                        std::thread::sleep(at - now);
+                    }
+                    if to_client {
+                        let dest = *client2.lock().unwrap();
+                        if let Some(c) = dest {
+                            let _ = to.send_to(&pkt, c);
+                        }
+                    } else {
+                        let _ = to.send(&pkt);
+                    }
+                }
+            });
+            let (stop3, client3, dropped, forwarded) =
+                (stop2.clone(), client.clone(), dropped.clone(), forwarded.clone());
+            std::thread::spawn(move || {
+                let mut state = seed | 1;
+                let mut buf = vec![0u8; 2048];
+                while !stop3.load(Ordering::Relaxed) {
+                    let Ok((n, peer)) = from.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    if !to_client {
+                        *client3.lock().unwrap() = Some(peer);
+                    }
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if (state % 100) < loss_percent as u64 {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    forwarded.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send((Instant::now() + delay, buf[..n].to_vec()));
+                }
+            });
+        };
+        pipe(front.clone(), back.clone(), false, seed);
+        pipe(back, front, true, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        LossyRelay {
+            addr,
+            dropped,
+            forwarded,
+            stop,
+        }
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Video presentation times ffprobe saw, sorted (B-frames reorder them), in seconds.
+pub fn video_pts_sorted(p: &Probe) -> Vec<f64> {
+    let mut v: Vec<f64> = p.packets.iter().filter(|p| p.video).map(|p| p.pts).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+/// Asserts no video frame is missing: consecutive presentation times are one frame apart.
+pub fn assert_every_frame(p: &Probe, fps: f64, what: &str) {
+    let pts = video_pts_sorted(p);
+    assert!(
+        pts.len() as f64 > fps * 3.0,
+        "{what}: only {} video frames",
+        pts.len()
+    );
+    let frame = 1.0 / fps;
+    let gaps: Vec<(f64, f64)> = pts
+        .windows(2)
+        .filter(|w| w[1] - w[0] > frame * 1.5)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        gaps.is_empty(),
+        "{what}: {} frames missing, gaps at {gaps:?}",
+        gaps.len()
+    );
 }
