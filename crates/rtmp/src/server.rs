@@ -3,6 +3,7 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sluice_container::amf0::{self, Amf0Value};
@@ -53,7 +54,7 @@ where
     match action {
         Action::Closed => Ok(()),
         Action::Publish { path, meta } => conn.publish(path, meta, &registry, &config).await,
-        Action::Play { path } => conn.play(path, &registry).await,
+        Action::Play { path } => conn.play(path, &registry, config.play_coalesce).await,
     }
 }
 
@@ -352,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         result
     }
 
-    async fn play(mut self, path: String, registry: &Registry) -> Result<(), Error> {
+    async fn play(mut self, path: String, registry: &Registry, coalesce: Duration) -> Result<(), Error> {
         let session = SessionInfo {
             protocol: "rtmp",
             remote: Some(self.remote),
@@ -439,6 +440,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         let n = write_all_vectored(&mut self.wr, &batch).await?;
                         stats.add_bytes_out(n as u64);
                         batch.clear();
+                        if end.is_none() && !coalesce.is_zero() {
+                            tokio::time::sleep(coalesce).await;
+                        }
                     }
                     match end {
                         None => {}

@@ -47,6 +47,8 @@ pub struct RtmpConfig {
     #[serde(deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
     pub chunk_size: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub play_coalesce: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -163,6 +165,7 @@ impl Default for RtmpConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(10),
             chunk_size: 4096,
+            play_coalesce: Duration::from_millis(30),
         }
     }
 }

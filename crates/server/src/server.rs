@@ -131,6 +131,7 @@ async fn rtmp_listener(listener: TcpListener, shared: Arc<Shared>) {
         chunk_size: cfg.chunk_size,
         handshake_timeout: cfg.handshake_timeout,
         idle_timeout: cfg.idle_timeout,
+        play_coalesce: cfg.play_coalesce,
         ..Default::default()
     };
     loop {
