@@ -62,7 +62,7 @@ fn send(url: &str, mbps: f64, seconds: u64) -> Result<()> {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let key = n % 30 == 0;
+        let key = n.is_multiple_of(30);
         // One slice NAL: type, the send time as 16 hex digits (no start-code bytes), filler.
         let stamp = format!("{:016x}", now_ns());
         let mut nal = BytesMut::with_capacity(frame_bytes + 32);
