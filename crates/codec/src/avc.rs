@@ -101,6 +101,10 @@ impl AvcConfig {
 pub fn sps_dimensions(sps: &[u8]) -> Result<(u32, u32), Error> {
     use h264_reader::nal::sps::SeqParameterSet;
     use h264_reader::rbsp::{decode_nal, BitReader};
+    // h264-reader's decode_nal panics on an empty NAL unit (found by fuzzing): refuse it here.
+    if sps.len() < 2 {
+        return Err(Error::AvcSps("SPS NAL unit is shorter than 2 bytes".into()));
+    }
     let rbsp = decode_nal(sps).map_err(|e| Error::AvcSps(e.to_string()))?;
     let sps =
         SeqParameterSet::from_bits(BitReader::new(&*rbsp)).map_err(|e| Error::AvcSps(format!("{e:?}")))?;
@@ -114,6 +118,18 @@ mod tests {
 
     const X264_640X360: &[u8] = include_bytes!("../testdata/ffmpeg_x264_640x360.avcc");
     const X264_1080P: &[u8] = include_bytes!("../testdata/ffmpeg_x264_1920x1080.avcc");
+
+    /// Regression (cargo fuzz, codec_config): an empty SPS made h264-reader panic.
+    #[test]
+    fn empty_sps_is_an_error_not_a_panic() {
+        assert!(sps_dimensions(&[]).is_err());
+        assert!(sps_dimensions(&[0x67]).is_err());
+        // A record whose SPS has length 0.
+        let rec = Bytes::from_static(&[1, 0x64, 0, 0x1e, 0xff, 0xe1, 0, 0, 1, 0, 1, 0x68]);
+        if let Ok(c) = AvcConfig::parse(&rec) {
+            assert!(c.dimensions().is_err());
+        }
+    }
 
     #[test]
     fn parses_x264_record() {

@@ -168,6 +168,15 @@ mod tests {
         assert!(StreamId::parse(&"a".repeat(600)).is_err());
     }
 
+    /// Regression (cargo fuzz, srt_streamid): dots inside a segment are a valid name, only a
+    /// whole ".." segment is refused.
+    #[test]
+    fn dots_inside_a_segment_are_fine() {
+        assert_eq!(StreamId::parse("tt..").unwrap().path, "tt..");
+        assert!(StreamId::parse("read:a/../b").is_err());
+        assert!(StreamId::parse("read:./b").is_err());
+    }
+
     proptest! {
         #[test]
         fn never_panics(s in ".{0,600}") {
