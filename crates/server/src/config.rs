@@ -108,6 +108,7 @@ pub struct PathConfig {
     #[serde(deserialize_with = "de_duration")]
     pub srt_latency: Duration,
     pub srt_max_bandwidth: i64,
+    pub srt_payload_size: u32,
     pub source: String,
 }
 
@@ -131,6 +132,7 @@ pub struct PathOverride {
     #[serde(deserialize_with = "de_opt_duration")]
     pub srt_latency: Option<Duration>,
     pub srt_max_bandwidth: Option<i64>,
+    pub srt_payload_size: Option<u32>,
     pub source: Option<String>,
 }
 
@@ -217,6 +219,7 @@ impl Default for PathConfig {
             srt_read_pass: String::new(),
             srt_latency: Duration::from_millis(200),
             srt_max_bandwidth: 0,
+            srt_payload_size: 1316,
             source: String::new(),
         }
     }
@@ -273,6 +276,12 @@ impl Config {
                 if !pass.is_empty() && !(10..=79).contains(&pass.len()) {
                     bail!("{name}.{key}: an SRT passphrase is 10 to 79 characters long");
                 }
+            }
+            if !(188..=1456).contains(&c.srt_payload_size) {
+                bail!(
+                    "{name}.srt_payload_size must be between 188 and 1456 bytes, not {}",
+                    c.srt_payload_size
+                );
             }
             if !c.source.is_empty() && !c.source.starts_with("srt://") {
                 bail!(
@@ -342,6 +351,9 @@ impl Config {
         }
         if let Some(v) = o.srt_max_bandwidth {
             c.srt_max_bandwidth = v;
+        }
+        if let Some(v) = o.srt_payload_size {
+            c.srt_payload_size = v;
         }
         Some(c)
     }

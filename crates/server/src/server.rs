@@ -121,7 +121,7 @@ fn srt_settings(p: &crate::config::PathConfig) -> sluice_srt::PathSettings {
         read_credentials: creds(&p.srt_read_user, &p.srt_read_pass),
         latency: p.srt_latency,
         max_bandwidth: p.srt_max_bandwidth,
-        ..Default::default()
+        payload_size: p.srt_payload_size as i32,
     }
 }
 

@@ -126,6 +126,7 @@ fn admit(cfg: &ListenerConfig, registry: &Registry, inc: &Incoming) -> Result<()
     if settings.max_bandwidth > 0 {
         let _ = inc.set_i64(sys::SRTO_MAXBW, settings.max_bandwidth);
     }
+    let _ = inc.set_i32(sys::SRTO_PAYLOADSIZE, settings.payload_size);
     tracing::debug!(remote = %peer, path = %sid.path, encrypted = passphrase.is_some(), "SRT {mode} handshake accepted");
     Ok(())
 }
@@ -316,7 +317,8 @@ fn read(
                 Err(e) => return Err(e.to_string()),
             }
         }
-        for chunk in out.chunks(TS_MESSAGE) {
+        let message = (settings.payload_size.max(188) as usize / 188 * 188).min(TS_MESSAGE);
+        for chunk in out.chunks(message) {
             match conn.send(chunk) {
                 Ok(_) => stats.add_bytes_out(chunk.len() as u64),
                 Err(e)
