@@ -22,8 +22,10 @@ pub const MAX_PES: usize = 16 << 20;
 /// Bytes of non-TS data tolerated in a row before the stream is declared not MPEG-TS.
 const MAX_GARBAGE: usize = 16 * PACKET;
 const WRAP: i64 = 1 << 33;
-/// Packets tolerated before the first PAT and PMT (encoders send them every ~100 ms).
-const MAX_PACKETS_WITHOUT_TABLES: usize = 4000;
+/// Packets tolerated before the first PAT and PMT: encoders send them every 100 ms to 1 s, and
+/// at 400 Mb/s one second is 270 000 packets; a reader joining mid-stream must wait for them.
+/// (Random bytes are caught sooner, by the sync-byte check.)
+const MAX_PACKETS_WITHOUT_TABLES: usize = 100_000;
 
 /// What the demuxer produces.
 #[derive(Debug, Clone)]

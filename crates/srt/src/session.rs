@@ -267,6 +267,8 @@ fn read(
     let mut video = None;
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut last_stats = Instant::now();
+    let message = (settings.payload_size.max(188) as usize / 188 * 188).min(TS_MESSAGE);
+    let mut pace: Option<(Instant, i64)> = None;
     loop {
         if shutting_down() {
             return Ok(());
@@ -302,6 +304,7 @@ fn read(
                     let mut m = m;
                     m.write_tables(&mut out);
                     mux = Some(m);
+                    pace = None;
                 }
                 Ok(Event::Frame(f)) => {
                     let Some(m) = mux.as_mut() else { continue };
@@ -312,26 +315,29 @@ fn read(
                     if let Err(e) = m.write_frame(&f, &mut out) {
                         tracing::debug!("SRT read: frame skipped: {e}");
                     }
+                    // A new reader first gets the GOP cache, a backlog of up to a GOP. SRT
+                    // stamps each packet when it is sent, so a GOP sent in one burst at high
+                    // bitrates reaches the receiver later than its latency allows and is
+                    // dropped. Send a backlog at twice real time instead; live frames, which
+                    // come at real time, are never held.
+                    let now = Instant::now();
+                    let (w0, d0) = *pace.get_or_insert((now, f.dts));
+                    let ahead = (f.dts - d0).max(0) as u64 * 1_000_000 / 90_000 / 2;
+                    let due = w0 + Duration::from_micros(ahead);
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    if !flush(conn, &mut out, message, &stats)? {
+                        return Ok(());
+                    }
                 }
                 Err(ReadError::Ended) => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let message = (settings.payload_size.max(188) as usize / 188 * 188).min(TS_MESSAGE);
-        for chunk in out.chunks(message) {
-            match conn.send(chunk) {
-                Ok(_) => stats.add_bytes_out(chunk.len() as u64),
-                Err(e)
-                    if e.code == sys::SRT_ECONNLOST
-                        || e.code == sys::SRT_ENOCONN
-                        || e.code == sys::SRT_EINVSOCK =>
-                {
-                    return Ok(())
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+        if !flush(conn, &mut out, message, &stats)? {
+            return Ok(());
         }
-        out.clear();
         if last_stats.elapsed() >= TICK {
             update_stats(conn, &stats, settings);
             last_stats = Instant::now();
@@ -356,6 +362,25 @@ fn log_link(stats: &SessionStats) {
             "SRT link stats"
         );
     }
+}
+
+/// Sends what `out` holds in SRT messages of `message` bytes; false when the peer has gone.
+fn flush(conn: &Socket, out: &mut BytesMut, message: usize, stats: &SessionStats) -> Result<bool, String> {
+    for chunk in out.chunks(message) {
+        match conn.send(chunk) {
+            Ok(_) => stats.add_bytes_out(chunk.len() as u64),
+            Err(e)
+                if e.code == sys::SRT_ECONNLOST
+                    || e.code == sys::SRT_ENOCONN
+                    || e.code == sys::SRT_EINVSOCK =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    out.clear();
+    Ok(true)
 }
 
 fn update_stats(conn: &Socket, stats: &SessionStats, settings: &PathSettings) {
