@@ -321,7 +321,10 @@ impl TsDemuxer {
             self.dropped_pes += 1;
             return Ok(());
         }
-        let pes = std::mem::take(&mut es.pes).freeze();
+        // Hand the PES on without copying, and give the next one the same room up front so
+        // large video frames do not regrow the buffer (and copy it) a dozen times each.
+        let room = es.pes.len().min(MAX_PES);
+        let pes = std::mem::replace(&mut es.pes, BytesMut::with_capacity(room)).freeze();
         let Some((pts, dts, body)) = parse_pes(&pes) else {
             self.dropped_pes += 1;
             return Ok(());

@@ -89,8 +89,23 @@ fn not_found(msg: &str) -> Response {
 }
 
 async fn hls(shared: &Shared, path: &str, file: &str) -> Response {
-    let Some(stream) = shared.hls.get(path) else {
-        return not_found(&format!("no stream is available on path {path}"));
+    let stream = match shared.hls.get(path) {
+        Some(s) => s,
+        None => {
+            // A player may ask just as the publisher starts, before the HLS muxer exists: wait
+            // for it while the path is live, up to the ready timeout.
+            let deadline = tokio::time::Instant::now() + shared.config.hls.ready_timeout;
+            loop {
+                let live = shared.registry.paths().iter().any(|p| p.name == path && p.online);
+                if !live || tokio::time::Instant::now() >= deadline {
+                    return not_found(&format!("no stream is available on path {path}"));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if let Some(s) = shared.hls.get(path) {
+                    break s;
+                }
+            }
+        }
     };
     if file.ends_with(".m3u8") {
         if !stream.wait_ready(shared.config.hls.ready_timeout).await {

