@@ -230,6 +230,22 @@ fn srt_bad_input_ends_only_that_session() {
     let _ok = Publisher::srt(&src, &server.srt_url("publish:live/ok"));
     wait_stream(&server, "live/ok");
 
+    // Garbage UDP datagrams at the SRT port (not even an SRT handshake).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..2000usize {
+        let len = 1 + (i * 37) % 1500;
+        let pkt: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = udp.send_to(&pkt, server.srt);
+    }
+
     let mut bad = Publisher::srt(&src, &server.srt_url("push:live/x"));
     assert!(!bad.wait_exit(Duration::from_secs(15)).expect("refused").success());
     assert!(
