@@ -118,23 +118,14 @@ pub fn avcc_to_annexb(
 }
 
 /// Splits an Annex B buffer into NAL units (without start codes).
+///
+/// Start codes are found with `memchr`'s SIMD substring search: this runs over every byte of
+/// every video frame that arrives as MPEG-TS.
 pub fn iter_annexb(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut k = 0;
+    let mut starts = memchr::memmem::find_iter(data, &[0, 0, 1]).map(|i| i + 3).peekable();
     std::iter::from_fn(move || {
-        while k < starts.len() {
-            let s = starts[k];
-            let mut e = starts.get(k + 1).map_or(data.len(), |&n| n - 3);
-            k += 1;
+        while let Some(s) = starts.next() {
+            let mut e = starts.peek().map_or(data.len(), |&n| n - 3);
             while e > s && data[e - 1] == 0 {
                 e -= 1; // trailing zero of a 4-byte start code
             }
