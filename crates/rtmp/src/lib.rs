@@ -65,7 +65,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(10),
             limits: chunk::Limits::default(),
-            play_coalesce: Duration::from_millis(30),
+            play_coalesce: Duration::from_millis(100),
         }
     }
 }

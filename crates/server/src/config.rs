@@ -167,7 +167,7 @@ impl Default for RtmpConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(10),
             chunk_size: 4096,
-            play_coalesce: Duration::from_millis(30),
+            play_coalesce: Duration::from_millis(100),
         }
     }
 }
