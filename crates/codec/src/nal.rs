@@ -122,7 +122,9 @@ pub fn avcc_to_annexb(
 /// Start codes are found with `memchr`'s SIMD substring search: this runs over every byte of
 /// every video frame that arrives as MPEG-TS.
 pub fn iter_annexb(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = memchr::memmem::find_iter(data, &[0, 0, 1]).map(|i| i + 3).peekable();
+    let mut starts = memchr::memmem::find_iter(data, &[0, 0, 1])
+        .map(|i| i + 3)
+        .peekable();
     std::iter::from_fn(move || {
         while let Some(s) = starts.next() {
             let mut e = starts.peek().map_or(data.len(), |&n| n - 3);
