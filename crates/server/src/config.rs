@@ -58,6 +58,8 @@ pub struct HttpConfig {
     #[serde(deserialize_with = "de_listen")]
     pub listen: SocketAddr,
     pub cors_origin: String,
+    #[serde(deserialize_with = "de_duration")]
+    pub flv_coalesce: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -178,6 +180,7 @@ impl Default for HttpConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 8888)),
             cors_origin: "*".into(),
+            flv_coalesce: Duration::from_millis(100),
         }
     }
 }

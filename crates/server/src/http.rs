@@ -151,9 +151,15 @@ fn flv(shared: &Shared, path: &str, remote: SocketAddr) -> Response {
     };
     tracing::info!(%remote, path, "HTTP-FLV reader started");
     let state = (reader, FlvWriter::default(), None, false);
+    let coalesce = shared.config.http.flv_coalesce;
     let body = futures_util::stream::unfold(
         state,
-        |(mut reader, mut writer, mut info, mut sent_header)| async move {
+        move |(mut reader, mut writer, mut info, mut sent_header)| async move {
+            // After the first write (header and GOP cache, at once), let frames gather for
+            // `flv_coalesce` so each write carries several: fewer wakeups per viewer.
+            if sent_header && !coalesce.is_zero() {
+                tokio::time::sleep(coalesce).await;
+            }
             let mut out: Vec<Bytes> = Vec::new();
             let first = reader.recv().await;
             let mut next = Some(first);
