@@ -297,6 +297,8 @@ struct Segmenter {
     /// (wall clock, dts) of the first frame since the last start.
     anchor: Option<(SystemTime, i64)>,
     pending_discontinuity: bool,
+    /// Wall-clock end of the last segment: a restarted timeline never goes back before it.
+    last_pdt_end: Option<SystemTime>,
     last_dts: HashMap<TrackId, i64>,
     seg_bytes: usize,
     video_frames: u64,
@@ -322,6 +324,7 @@ impl Segmenter {
             seg_start: None,
             anchor: None,
             pending_discontinuity: false,
+            last_pdt_end: None,
             last_dts: HashMap::new(),
             seg_bytes: 0,
             video_frames: 0,
@@ -441,7 +444,10 @@ impl Segmenter {
         self.seg_bytes = 0;
         self.video_frames = 0;
         if self.anchor.is_none() {
-            self.anchor = Some((SystemTime::now(), dts));
+            // PROGRAM-DATE-TIME stays monotonic across a publisher restart.
+            let now = SystemTime::now();
+            let wall = self.last_pdt_end.map_or(now, |end| end.max(now));
+            self.anchor = Some((wall, dts));
         }
         if let Muxer::Ts { muxer, buf } = &mut self.muxer {
             muxer.write_tables(buf);
@@ -490,6 +496,7 @@ impl Segmenter {
         let seq = self.next_seq;
         self.next_seq += 1;
         let frame_rate = (self.video_frames > 1).then(|| self.video_frames as f64 / duration);
+        self.last_pdt_end = Some(pdt + Duration::from_secs_f64(duration));
         let segment = Segment {
             seq,
             name: format!("seg-{}-{seq}.{ext}", self.token),
@@ -559,6 +566,131 @@ fn rfc3339_millis(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use sluice_media::{CodecId, Track};
+
+    fn stream(variant: Variant) -> Arc<HlsStream> {
+        let (ready, _) = watch::channel(false);
+        Arc::new(HlsStream {
+            config: HlsConfig {
+                variant,
+                segment_duration: Duration::from_secs(1),
+                segment_count: 3,
+                segment_keep: 1,
+                ..Default::default()
+            },
+            state: RwLock::new(State {
+                target: 1,
+                ..Default::default()
+            }),
+            ready,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn info(discontinuity: bool) -> Arc<StreamInfo> {
+        let rec = Bytes::from_static(include_bytes!("../../codec/testdata/ffmpeg_x264_640x360.avcc"));
+        Arc::new(StreamInfo {
+            tracks: vec![
+                Track::video(0, CodecId::H264, rec, 640, 360),
+                Track::audio(1, CodecId::Aac, Bytes::from_static(&[0x11, 0x90]), 48_000, 2),
+            ],
+            epoch: discontinuity as u64,
+            discontinuity,
+            started_at: SystemTime::now(),
+        })
+    }
+
+    /// Feeds `secs` seconds of 30 fps video (keyframe every second) and 48 kHz AAC from `t0`.
+    fn feed(seg: &mut Segmenter, t0: i64, secs: i64) {
+        for i in 0..secs * 30 {
+            let dts = t0 + i * 3000;
+            let key = i % 30 == 0;
+            let nal: &'static [u8] = if key {
+                &[0, 0, 0, 2, 0x65, 0x88]
+            } else {
+                &[0, 0, 0, 2, 0x41, 0x9a]
+            };
+            seg.frame(&Frame::new(0, dts, dts, key, Bytes::from_static(nal)));
+            if i % 2 == 0 {
+                seg.frame(&Frame::new(1, dts, dts, true, Bytes::from_static(&[0x21, 0x10])));
+            }
+        }
+    }
+
+    fn tag_count(text: &str, tag: &str) -> usize {
+        text.lines().filter(|l| l.starts_with(tag)).count()
+    }
+
+    fn line_count(text: &str, line: &str) -> usize {
+        text.lines().filter(|l| *l == line).count()
+    }
+
+    /// Keyframe-cut one-second segments, a sliding window of three, and a publisher restart that
+    /// brings EXT-X-DISCONTINUITY, a new EXT-X-MAP and, once it slides out, the sequence count.
+    #[test]
+    fn window_discontinuity_and_maps() {
+        let out = stream(Variant::Fmp4);
+        let mut seg = Segmenter::new(out.clone(), "live/x".into());
+        seg.start(info(false));
+        feed(&mut seg, 0, 5);
+        let p = out.playlist("stream.m3u8").unwrap();
+        assert_eq!(tag_count(&p, "#EXTINF:1.00000"), 3, "{p}");
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{p}");
+        assert!(p.contains("#EXT-X-TARGETDURATION:1\n"), "{p}");
+        assert_eq!(tag_count(&p, "#EXT-X-PROGRAM-DATE-TIME:"), 3);
+        assert_eq!(tag_count(&p, "#EXT-X-MAP:"), 1);
+
+        // The publisher comes back with a new timeline.
+        seg.start(info(true));
+        feed(&mut seg, 900_000, 3);
+        let p = out.playlist("stream.m3u8").unwrap();
+        assert_eq!(line_count(&p, "#EXT-X-DISCONTINUITY"), 1, "{p}");
+        assert_eq!(tag_count(&p, "#EXT-X-MAP:"), 2, "{p}");
+        assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{p}");
+        // Every segment and init segment the playlist names can be fetched.
+        for line in p.lines() {
+            let name = line
+                .strip_prefix("#EXT-X-MAP:URI=\"")
+                .map(|l| l.trim_end_matches('"'))
+                .unwrap_or(line);
+            if !line.starts_with('#') || line.starts_with("#EXT-X-MAP") {
+                assert!(out.file(name).is_some(), "{name} listed but not served");
+            }
+        }
+        // PROGRAM-DATE-TIME never goes back, even across the restart.
+        let pdts: Vec<&str> = p
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+            .collect();
+        assert!(pdts.windows(2).all(|w| w[0] < w[1]), "{pdts:?}");
+        // Once the discontinuity slides out of the window, the sequence counts it.
+        feed(&mut seg, 900_000 + 3 * 90_000, 4);
+        let p = out.playlist("stream.m3u8").unwrap();
+        assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{p}");
+        assert_eq!(line_count(&p, "#EXT-X-DISCONTINUITY"), 0, "{p}");
+        let index = out.playlist("index.m3u8").unwrap();
+        assert!(
+            index.contains("CODECS=\"avc1.64001e,mp4a.40.2\"") && index.contains("RESOLUTION=640x360"),
+            "{index}"
+        );
+    }
+
+    #[test]
+    fn mpegts_segments_start_with_tables() {
+        let out = stream(Variant::MpegTs);
+        let mut seg = Segmenter::new(out.clone(), "live/x".into());
+        seg.start(info(false));
+        feed(&mut seg, 0, 3);
+        let p = out.playlist("stream.m3u8").unwrap();
+        let name = p.lines().find(|l| l.ends_with(".ts")).unwrap();
+        let (data, ct) = out.file(name).unwrap();
+        assert_eq!(ct, "video/mp2t");
+        assert_eq!(data.len() % 188, 0);
+        // PAT first (PID 0), then the PMT.
+        assert_eq!((data[0], data[1] & 0x1f, data[2]), (0x47, 0, 0));
+        assert_eq!(tag_count(&p, "#EXT-X-MAP:"), 0);
+    }
 
     #[test]
     fn date_format() {
