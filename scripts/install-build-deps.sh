@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what building Sluice needs on a fresh Debian machine (libsrt for SRT). Idempotent.
+# Installs what building Sluice needs on a fresh Debian machine (libsrt for SRT; cmake and a C++
+# compiler to build the bundled libopus and fdk-aac for WebRTC audio conversion). Idempotent.
 set -euo pipefail
 
 SUDO=""
@@ -9,6 +10,8 @@ need=()
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # libsrt, the SRT reference implementation; the GnuTLS flavour is the one ffmpeg uses on Debian.
 pkg-config --exists srt 2>/dev/null || need+=(libsrt-gnutls-dev)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
 
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -13,6 +13,10 @@ command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v rtmpdump >/dev/null 2>&1 || need+=(rtmpdump)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx-light libnginx-mod-rtmp)
 command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
+# WebRTC tests: headless Chromium driven by Playwright (playwright-core from npm, below).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 if [ "${#need[@]}" -gt 0 ]; then
   # Keep packaged services (nginx) from starting during install.
@@ -27,6 +31,12 @@ fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
+fi
+
+# playwright-core drives Debian's chromium (never `playwright install`: no browser downloads).
+browser_dir="$(dirname "$0")/../crates/server/tests/browser"
+if [ ! -d "$browser_dir/node_modules/playwright-core" ]; then
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 echo "test dependencies ready: $(ffmpeg -version | head -n1)"

@@ -62,6 +62,12 @@ pub struct LinkStats {
     pub undecryptable: u64,
     /// Configured latency (SRT TSBPD), in milliseconds.
     pub latency_ms: u64,
+    /// Keyframe requests (PLI/FIR) received from the peer (WebRTC).
+    pub plis: u64,
+    /// Interarrival jitter the receiver reports, in milliseconds (WebRTC).
+    pub jitter_ms: f64,
+    /// The selected ICE candidate pair (WebRTC), empty until one is chosen.
+    pub candidate_pair: String,
 }
 
 impl SessionStats {

@@ -17,6 +17,7 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     pub http: HttpConfig,
     pub srt: SrtConfig,
+    pub webrtc: WebRtcSection,
     pub hls: HlsSection,
     pub path_defaults: PathConfig,
     pub paths: BTreeMap<String, PathOverride>,
@@ -70,6 +71,22 @@ pub struct SrtConfig {
     pub listen: SocketAddr,
     #[serde(deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcSection {
+    pub enabled: bool,
+    /// HTTP listener for WHIP/WHEP and the WebRTC pages.
+    #[serde(deserialize_with = "de_listen")]
+    pub listen: SocketAddr,
+    /// The one UDP port every WebRTC session shares.
+    #[serde(deserialize_with = "de_listen")]
+    pub udp_listen: SocketAddr,
+    /// Extra addresses (public IPs or host names) advertised as ICE candidates.
+    pub additional_hosts: Vec<String>,
+    #[serde(deserialize_with = "de_duration")]
+    pub ice_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -148,6 +165,7 @@ impl Default for Config {
             rtmp: RtmpConfig::default(),
             http: HttpConfig::default(),
             srt: SrtConfig::default(),
+            webrtc: WebRtcSection::default(),
             hls: HlsSection::default(),
             path_defaults: PathConfig::default(),
             paths: BTreeMap::new(),
@@ -191,6 +209,18 @@ impl Default for SrtConfig {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 8890)),
             idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for WebRtcSection {
+    fn default() -> Self {
+        WebRtcSection {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8889)),
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            additional_hosts: Vec::new(),
+            ice_timeout: Duration::from_secs(10),
         }
     }
 }

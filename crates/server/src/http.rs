@@ -218,7 +218,7 @@ fn player(path: &str) -> Response {
         .into_response()
 }
 
-fn html_escape(s: &str) -> String {
+pub fn html_escape(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             '<' => "&lt;".into(),

@@ -5,6 +5,7 @@ mod config;
 mod http;
 mod logging;
 mod server;
+mod webrtc_http;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -66,6 +66,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }));
     }
 
+    if shared.config.webrtc.enabled {
+        let cfg = &shared.config.webrtc;
+        let wcfg = sluice_webrtc::WebRtcConfig {
+            udp_listen: cfg.udp_listen,
+            additional_hosts: cfg.additional_hosts.clone(),
+            ice_timeout: cfg.ice_timeout,
+        };
+        let webrtc = sluice_webrtc::WebRtc::start(wcfg, shared.registry.clone())
+            .await
+            .with_context(|| format!("cannot listen for WebRTC media on UDP {}", cfg.udp_listen))?;
+        let addr = cfg.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for WebRTC (WHIP/WHEP) on {addr}"))?;
+        let udp: Vec<String> = webrtc.local_addrs().iter().map(|a| a.to_string()).collect();
+        tracing::info!(
+            "WebRTC (WHIP/WHEP) listening on {addr}, media on UDP {}",
+            udp.join(", ")
+        );
+        let app = crate::webrtc_http::router(shared.clone(), webrtc);
+        tasks.push(tokio::spawn(async move {
+            let svc = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            if let Err(e) = axum::serve(listener, svc).await {
+                tracing::error!("WebRTC HTTP server stopped: {e}");
+            }
+        }));
+    }
+
     if shared.config.srt.enabled {
         let cfg = &shared.config.srt;
         let resolve_cfg = shared.config.clone();

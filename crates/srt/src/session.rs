@@ -401,6 +401,7 @@ fn update_stats(conn: &Socket, stats: &SessionStats, settings: &PathSettings) {
         recv_buffer_bytes: p.byteRcvBuf.max(0) as u64,
         undecryptable: p.pktRcvUndecryptTotal.max(0) as u64,
         latency_ms: settings.latency.as_millis() as u64,
+        ..Default::default()
     };
     *stats.link.lock() = Some(link);
 }

@@ -15,6 +15,9 @@ pub struct Server {
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
     pub srt: SocketAddr,
+    /// WebRTC HTTP (WHIP/WHEP) and the shared media UDP port.
+    pub webrtc: SocketAddr,
+    pub webrtc_udp: SocketAddr,
     pub log: Arc<Mutex<String>>,
 }
 
@@ -73,10 +76,14 @@ impl Server {
         let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let webrtc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let webrtc_udp: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.env("SLUICE_RTMP_LISTEN", rtmp.to_string())
             .env("SLUICE_HTTP_LISTEN", http.to_string())
             .env("SLUICE_SRT_LISTEN", srt.to_string())
+            .env("SLUICE_WEBRTC_LISTEN", webrtc.to_string())
+            .env("SLUICE_WEBRTC_UDP_LISTEN", webrtc_udp.to_string())
             .env("SLUICE_LOG_LEVEL", "debug")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -106,9 +113,18 @@ impl Server {
             rtmp,
             http,
             srt,
+            webrtc,
+            webrtc_udp,
             log,
         };
-        for addr in [rtmp, http] {
+        let webrtc_on = !env
+            .iter()
+            .any(|(k, v)| *k == "SLUICE_WEBRTC_ENABLED" && *v == "false");
+        let mut ports = vec![rtmp, http];
+        if webrtc_on {
+            ports.push(webrtc);
+        }
+        for addr in ports {
             if !server.wait_port(addr) {
                 return None;
             }
@@ -155,6 +171,11 @@ impl Server {
     /// `srt://` URL with a streamid, as ffmpeg and srt-live-transmit take it.
     pub fn srt_url(&self, streamid: &str) -> String {
         format!("srt://{}?streamid={streamid}&pkt_size=1316", self.srt)
+    }
+
+    /// `http://` URL on the WebRTC listener (WHIP/WHEP and the WebRTC pages).
+    pub fn webrtc_url(&self, rest: &str) -> String {
+        format!("http://{}/{rest}", self.webrtc)
     }
 
     pub fn http_url(&self, rest: &str) -> String {

@@ -1,0 +1,393 @@
+//! WebRTC end to end against headless Chromium (Debian's, driven by playwright-core): WHEP
+//! playback of an RTMP stream with sound, WHIP publish read back over RTMP and WHEP,
+//! glass-to-glass delay, cleanup of a viewer that vanishes, and bad offers.
+//!
+//! Each test re-runs itself inside a fresh network namespace that has only `lo`, so no ICE
+//! candidate can reach another address (PEERS.md); without the privilege to create one it runs
+//! on loopback with the server bound to 127.0.0.1 only.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Re-executes the calling test inside a private network namespace; returns false in the
+/// parent (which has asserted the child's success), true where the test body should run.
+fn in_netns(test: &str) -> bool {
+    if std::env::var("SLUICE_IN_NETNS").is_ok() {
+        return true;
+    }
+    let name = format!("sluice-{}-{}", std::process::id(), test.len());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &name])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("cannot create a network namespace (not root?): running on loopback only");
+        return true;
+    }
+    let _ = Command::new("ip")
+        .args(["-n", &name, "link", "set", "lo", "up"])
+        .status();
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &name])
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env("SLUICE_IN_NETNS", &name)
+        .output()
+        .unwrap();
+    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "{test} failed inside its network namespace");
+    assert!(
+        text.contains("1 passed"),
+        "{test} did not run inside its namespace"
+    );
+    false
+}
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn have_browser() -> bool {
+    if !require("ffmpeg") {
+        return false;
+    }
+    let ok = std::path::Path::new("/usr/bin/chromium").exists()
+        && browser_dir().join("node_modules/playwright-core").exists();
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromium and playwright-core are required in CI; run scripts/install-test-deps.sh");
+        }
+        eprintln!("skipping: chromium or playwright-core missing (run scripts/install-test-deps.sh)");
+    }
+    ok
+}
+
+/// Runs the browser driver to completion and returns its JSON result.
+fn browser(args: &[&str], timeout: Duration) -> serde_json::Value {
+    let mut child = Command::new("timeout")
+        .arg(timeout.as_secs().to_string())
+        .arg("node")
+        .arg(browser_dir().join("webrtc.mjs"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let stdout = child.stdout.take().unwrap();
+    let mut result = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        eprintln!("browser: {line}");
+        if line.starts_with('{') {
+            result = serde_json::from_str(&line).ok();
+        }
+    }
+    let st = child.wait().unwrap();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    result.unwrap_or_else(|| panic!("browser driver gave no result ({st}): {err}"))
+}
+
+/// Starts the browser driver in the background (a publisher); its output goes to our stderr.
+fn browser_bg(args: &[&str], seconds: u64) -> std::process::Child {
+    Command::new("timeout")
+        .arg((seconds + 30).to_string())
+        .arg("node")
+        .arg(browser_dir().join("webrtc.mjs"))
+        .args(args)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node")
+}
+
+fn num(v: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_f64().unwrap_or(0.0)
+}
+
+#[test]
+fn rtmp_to_whep_in_chromium_with_sound() {
+    if !in_netns("rtmp_to_whep_in_chromium_with_sound") || !have_browser() {
+        return;
+    }
+    let server = Server::start();
+    let _publisher = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam1"));
+    wait_stream(&server, "live/cam1");
+    let r = browser(
+        &["watch", &server.webrtc_url("live/cam1/"), "6"],
+        Duration::from_secs(60),
+    );
+    eprintln!("{r}");
+    assert_eq!(r["state"], "connected", "{r}\n{}", server.log());
+    let frames = num(&r, &["video", "framesDecoded"]);
+    assert!(frames >= 60.0, "framesDecoded {frames} in 6 s\n{}", server.log());
+    assert_eq!(num(&r, &["video", "width"]) as u32, 640);
+    assert_eq!(num(&r, &["video", "height"]) as u32, 360);
+    // Picture within one GOP (the source has a 2 s GOP; the cached one is sent at once).
+    let first = num(&r, &["firstFrameMs"]);
+    assert!(first > 0.0 && first < 2500.0, "first frame after {first} ms");
+    // Sound: the AAC source arrives as Opus with a non-zero level.
+    assert_eq!(r["audio"]["codec"], "audio/opus", "{r}");
+    assert!(num(&r, &["audio", "packetsReceived"]) >= 200.0, "{r}");
+    assert!(num(&r, &["audio", "totalAudioEnergy"]) > 0.0, "silent audio: {r}");
+    let log = server.log();
+    assert!(log.contains("WebRTC peer connected"), "{log}");
+}
+
+#[test]
+fn whip_from_chromium_to_rtmp_and_whep() {
+    if !in_netns("whip_from_chromium_to_rtmp_and_whep") || !have_browser() {
+        return;
+    }
+    let server = Server::start();
+    let mut publisher = browser_bg(&["publish", &server.webrtc_url("live/web/publish"), "25"], 25);
+    assert!(
+        server.wait_log("WHIP stream starts", Duration::from_secs(20)),
+        "no WHIP stream:\n{}",
+        server.log()
+    );
+    // Read back over RTMP: H.264 video and AAC audio, frames keep coming.
+    let p = probe(&server.rtmp_url("live/web"), 4);
+    assert_eq!(p.video().codec_name, "h264", "{}", server.log());
+    assert_eq!(p.audio().codec_name, "aac");
+    assert!(p.video().width >= 320, "width {}", p.video().width);
+    assert!(p.count(true) >= 40, "{} video frames in 4 s", p.count(true));
+    assert!(p.count(false) >= 100, "{} audio frames in 4 s", p.count(false));
+    // And over WHEP in a second Chromium.
+    let r = browser(
+        &["watch", &server.webrtc_url("live/web/"), "5"],
+        Duration::from_secs(60),
+    );
+    eprintln!("{r}");
+    assert_eq!(r["state"], "connected", "{r}");
+    assert!(num(&r, &["video", "framesDecoded"]) >= 40.0, "{r}");
+    assert!(num(&r, &["audio", "packetsReceived"]) >= 100.0, "{r}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+#[test]
+fn glass_to_glass_delay() {
+    if !in_netns("glass_to_glass_delay") || !have_browser() {
+        return;
+    }
+    let server = Server::start();
+    let r = browser(
+        &["glass", &format!("http://{}", server.webrtc), "live/glass", "6"],
+        Duration::from_secs(60),
+    );
+    eprintln!("glass-to-glass (WHIP → Sluice → WHEP, Chromium encode and decode included): {r}");
+    assert!(num(&r, &["frames"]) >= 30.0, "{r}\n{}", server.log());
+    let p50 = num(&r, &["p50"]);
+    // The goal is under 200 ms added by the server; the whole chain (capture, encode, jitter
+    // buffer, decode, render) must stay well under half a second on loopback.
+    assert!(p50 < 400.0, "glass-to-glass p50 {p50} ms");
+}
+
+#[test]
+fn vanished_viewer_is_cleaned_up_after_ice_timeout() {
+    if !in_netns("vanished_viewer_is_cleaned_up_after_ice_timeout") || !have_browser() {
+        return;
+    }
+    let server = Server::start_with(&[("SLUICE_WEBRTC_ICE_TIMEOUT", "3s")], None);
+    let _publisher = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam1"));
+    wait_stream(&server, "live/cam1");
+    // The browser watches for 3 s and is then killed: no DELETE is sent.
+    let r = browser(
+        &["watch", &server.webrtc_url("live/cam1/"), "3"],
+        Duration::from_secs(40),
+    );
+    assert_eq!(r["state"], "connected", "{r}");
+    let start = Instant::now();
+    assert!(
+        server.wait_log("(ICE timeout)", Duration::from_secs(15)),
+        "the session was not closed:\n{}",
+        server.log()
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn bad_offers_get_clear_errors() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let server = Server::start();
+    let post = |path: &str, ct: &str, body: &str| {
+        http_request(
+            server.webrtc,
+            "POST",
+            path,
+            &[("Content-Type", ct)],
+            body.as_bytes(),
+        )
+    };
+    // Not SDP at all.
+    let (code, body) = post("/live/x/whip", "application/sdp", "hello");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("malformed SDP offer"), "{body}");
+    // Wrong content type.
+    let (code, _) = post("/live/x/whip", "text/plain", "v=0");
+    assert_eq!(code, 415);
+    // WHEP of a path nobody publishes.
+    let (code, body) = post("/live/none/whep", "application/sdp", OFFER_H264_OPUS);
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no stream"), "{body}");
+    // A video offer with only VP8 for WHIP.
+    let vp8 = OFFER_H264_OPUS.replace("H264/90000", "VP8/90000");
+    let (code, body) = post("/live/x/whip", "application/sdp", &vp8);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("H.264"), "{body}");
+    // A good offer is answered, and DELETE ends it; a second DELETE finds nothing.
+    let (code, body, headers) = http_request_full(
+        server.webrtc,
+        "POST",
+        "/live/x/whip",
+        &[("Content-Type", "application/sdp")],
+        OFFER_H264_OPUS.as_bytes(),
+    );
+    assert_eq!(code, 201, "{body}\n{}", server.log());
+    assert!(body.contains("a=ice-lite"), "{body}");
+    assert!(body.contains("a=candidate:"), "{body}");
+    let loc = header(&headers, "location").unwrap().to_owned();
+    assert!(loc.starts_with("/live/x/whip/"), "{loc}");
+    // A second publisher on the same path is refused.
+    let (code, body) = post("/live/x/whip", "application/sdp", OFFER_H264_OPUS);
+    assert_eq!(code, 409, "{body}");
+    // A bogus trickle candidate is refused; a restart is refused with 422.
+    let frag = |b: &str| {
+        http_request(
+            server.webrtc,
+            "PATCH",
+            &loc,
+            &[("Content-Type", "application/trickle-ice-sdpfrag")],
+            b.as_bytes(),
+        )
+    };
+    let (code, body) = frag("a=candidate:garbage\r\n");
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = frag("a=ice-ufrag:new1\r\na=ice-pwd:newpasswordnewpassword12\r\n");
+    assert_eq!(code, 422);
+    let (code, _) = frag("a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n");
+    assert_eq!(code, 204);
+    let (code, _) = http_request(server.webrtc, "DELETE", &loc, &[], b"");
+    assert_eq!(code, 200);
+    let (code, _) = http_request(server.webrtc, "DELETE", &loc, &[], b"");
+    assert_eq!(code, 404);
+    // Garbage on the shared UDP port disturbs nothing.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..2000u32 {
+        let mut junk = vec![0u8; 100];
+        junk[0] = (i % 256) as u8;
+        junk[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        let _ = sock.send_to(&junk, server.webrtc_udp);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _) = post("/live/y/whip", "application/sdp", OFFER_H264_OPUS);
+    assert_eq!(code, 201, "{}", server.log());
+}
+
+/// A minimal browser-like offer: H.264 video and Opus audio, both send-only.
+const OFFER_H264_OPUS: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0 1\r\n\
+a=msid-semantic: WMS\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\n\
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=sendonly\r\n\
+a=rtcp-mux\r\n\
+a=rtcp-rsize\r\n\
+a=rtpmap:102 H264/90000\r\n\
+a=rtcp-fb:102 nack\r\n\
+a=rtcp-fb:102 nack pli\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=ssrc:1111 cname:test\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\n\
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\n\
+a=mid:1\r\n\
+a=sendonly\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+a=ssrc:2222 cname:test\r\n";
+
+fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let (c, b, _) = http_request_full(addr, method, path, headers, body);
+    (c, b)
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body, headers).
+fn http_request_full(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<(String, String)>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let hdrs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (code, body.to_owned(), hdrs)
+}

@@ -1,0 +1,834 @@
+//! One WebRTC session: a task that owns a `str0m::Rtc`, feeds it the datagrams the shared port
+//! routes to it, and moves media between it and the core (WHEP: path → browser; WHIP: browser →
+//! path).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+use sluice_codec::nal::{annexb_to_avcc, avcc_to_annexb, iter_annexb, NalCodec};
+use sluice_media::stats::{LinkStats, SessionStats};
+use sluice_media::{
+    CodecId, Event as CoreEv, Frame, Publisher, Reader, SessionInfo, StreamInfo, Track, WireForm,
+};
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::audio::{FeedHandle, OpusPacket, OpusToAac, OPUS_RATE};
+use crate::udp::{Datagram, SESSION_QUEUE};
+use crate::{Answer, Error, Inner};
+
+/// Whether a session publishes (WHIP) or plays (WHEP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    Whip,
+    Whep,
+}
+
+pub(crate) enum Control {
+    Close,
+    Patch(String, oneshot::Sender<Result<(), Error>>),
+    /// A viewer of this publisher's path asked for a keyframe.
+    RequestKeyframe,
+}
+
+/// Ticks of the core's 90 kHz clock added to RTP times so they never go below zero.
+const RTP_ORIGIN: i64 = 90_000 * 100;
+
+fn random_hex(bytes: usize) -> String {
+    let mut rng = rand::rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+pub(crate) async fn start(
+    inner: Arc<Inner>,
+    kind: SessionKind,
+    path: &str,
+    offer: &str,
+    remote: Option<std::net::SocketAddr>,
+) -> Result<Answer, Error> {
+    let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| Error::BadOffer(e.to_string()))?;
+    let info = SessionInfo {
+        protocol: "webrtc",
+        remote,
+    };
+    let creds = IceCreds {
+        ufrag: random_hex(8),
+        pass: random_hex(16),
+    };
+    let mut builder = Rtc::builder()
+        .set_ice_lite(true)
+        .set_local_ice_credentials(creds.clone())
+        .set_stats_interval(Some(Duration::from_secs(1)))
+        .clear_codecs()
+        .enable_opus(true, false);
+    let role = match kind {
+        SessionKind::Whep => {
+            let mut reader = inner.registry.read(path, info).map_err(|e| match e {
+                sluice_media::ReadError::NoStream { path } => Error::NotPublished(path),
+                e => Error::Read(e),
+            })?;
+            let stream = match reader.try_recv() {
+                Some(Ok(CoreEv::Start(info))) => Some(info),
+                _ => None,
+            };
+            let video = stream.as_ref().and_then(|s| s.video().cloned());
+            builder = match video.as_ref().map(|v| v.codec) {
+                Some(CodecId::H265) => builder.enable_h265(true),
+                Some(CodecId::Vp8) => builder.enable_vp8(true),
+                Some(CodecId::Vp9) => builder.enable_vp9(true),
+                Some(CodecId::Av1) => builder.enable_av1(true),
+                _ => builder.enable_h264(true),
+            };
+            if let Some(v) = &video {
+                if !crate::video_codec_supported(v.codec) {
+                    return Err(Error::NoUsableCodec(format!(
+                        "the stream's video is {}, which WebRTC cannot carry",
+                        v.codec
+                    )));
+                }
+            }
+            let audio = inner.feeds.subscribe(&inner.registry, path);
+            Role::Whep(Box::new(Whep {
+                reader,
+                stream,
+                audio,
+                video_mid: None,
+                audio_mid: None,
+                video_pt: None,
+                audio_pt: None,
+                clock: None,
+                started: false,
+                pending: Vec::new(),
+                publisher_ctl: inner.publishers.lock().get(path).cloned(),
+            }))
+        }
+        SessionKind::Whip => {
+            if !offer.contains("H264/90000") && offer.contains("m=video") {
+                return Err(Error::NoUsableCodec(
+                    "WHIP video must be H.264 (VP8, VP9 and AV1 ingest are not supported yet)".into(),
+                ));
+            }
+            builder = builder.enable_h264(true);
+            let publisher = inner.registry.publish(path, info)?;
+            Role::Whip(Box::new(Whip {
+                publisher,
+                to_aac: None,
+                video_mid: None,
+                sps: None,
+                pps: None,
+                started: false,
+                anchor: None,
+                tracks: [None, None],
+                last_keyframe_request: None,
+                dropped_before_start: 0,
+            }))
+        }
+    };
+    let now = Instant::now();
+    let mut rtc = builder.build(now);
+    for addr in inner.udp.local_addrs() {
+        if let Ok(c) = Candidate::host(addr, "udp") {
+            rtc.add_local_candidate(c);
+        }
+    }
+    let base = inner
+        .udp
+        .local_addrs()
+        .into_iter()
+        .find(|a| !a.ip().is_loopback());
+    for addr in &inner.extra_candidates {
+        let c = match base {
+            Some(base) if base.ip() != addr.ip() => Candidate::server_reflexive(*addr, base, "udp"),
+            _ => Candidate::host(*addr, "udp"),
+        };
+        if let Ok(c) = c {
+            rtc.add_local_candidate(c);
+        }
+    }
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(sdp)
+        .map_err(|e| Error::BadOffer(e.to_string()))?;
+    let answer = answer.to_sdp_string();
+    if !answer.contains("a=rtpmap:") {
+        return Err(Error::NoUsableCodec(match kind {
+            SessionKind::Whep => "the offer accepts none of the stream's codecs (or Opus)".into(),
+            SessionKind::Whip => "the offer sends neither H.264 video nor Opus audio".into(),
+        }));
+    }
+
+    let id = random_hex(16);
+    let (dtx, drx) = mpsc::channel(SESSION_QUEUE);
+    let (ctx, crx) = mpsc::channel(16);
+    inner.udp.register(&creds.ufrag, dtx);
+    inner.sessions.lock().insert(id.clone(), ctx.clone());
+    let stats = match &role {
+        Role::Whep(w) => w.reader.stats().clone(),
+        Role::Whip(w) => w.publisher.stats().clone(),
+    };
+    if kind == SessionKind::Whip {
+        inner.publishers.lock().insert(path.to_owned(), ctx.clone());
+    }
+    let session = Session {
+        inner: inner.clone(),
+        id: id.clone(),
+        path: path.to_owned(),
+        ufrag: creds.ufrag,
+        kind,
+        rtc,
+        stats,
+        link: LinkStats {
+            state: "new",
+            ..Default::default()
+        },
+        last_rx: now,
+        connected: false,
+        ctl: ctx,
+        remote_ufrag: offer
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned),
+        last_stats: (now, 0, 0),
+    };
+    tracing::info!(
+        path,
+        session = %id,
+        ?remote,
+        "WebRTC {} session starts",
+        if kind == SessionKind::Whip { "WHIP publish" } else { "WHEP read" }
+    );
+    tokio::spawn(session.run(role, drx, crx));
+    Ok(Answer {
+        session: id,
+        sdp: answer,
+    })
+}
+
+struct Session {
+    inner: Arc<Inner>,
+    id: String,
+    path: String,
+    ufrag: String,
+    kind: SessionKind,
+    rtc: Rtc,
+    stats: Arc<SessionStats>,
+    link: LinkStats,
+    last_rx: Instant,
+    connected: bool,
+    /// This session's control channel (to tell our entry in the publishers map from a newer one).
+    ctl: mpsc::Sender<Control>,
+    /// The peer's ICE ufrag from the offer: a PATCH with another one is an ICE restart.
+    remote_ufrag: Option<String>,
+    /// (when, peer bytes sent, peer bytes received) at the previous stats event.
+    last_stats: (Instant, u64, u64),
+}
+
+enum Role {
+    Whep(Box<Whep>),
+    Whip(Box<Whip>),
+}
+
+/// What the WHEP side waits for besides the network.
+enum Media {
+    Core(Result<CoreEv, sluice_media::ReadError>),
+    Audio(Result<Arc<OpusPacket>, broadcast::error::RecvError>),
+}
+
+struct Whep {
+    reader: Reader,
+    stream: Option<Arc<StreamInfo>>,
+    audio: Option<FeedHandle>,
+    video_mid: Option<Mid>,
+    audio_mid: Option<Mid>,
+    video_pt: Option<Pt>,
+    audio_pt: Option<Pt>,
+    /// (pts of the first frame sent, when it was sent): RTP times and wallclocks derive from it.
+    clock: Option<(i64, Instant)>,
+    started: bool,
+    /// The GOP cache, taken at once when the peer connects, to be sent squeezed in time.
+    pending: Vec<Arc<Frame>>,
+    publisher_ctl: Option<mpsc::Sender<Control>>,
+}
+
+struct Whip {
+    publisher: Publisher,
+    to_aac: Option<OpusToAac>,
+    video_mid: Option<Mid>,
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
+    started: bool,
+    /// Session clock origin: the arrival of the first media packet.
+    anchor: Option<Instant>,
+    /// Per track (video, audio): first RTP time (in 90 kHz ticks) and its arrival in core ticks.
+    tracks: [Option<(i64, i64)>; 2],
+    last_keyframe_request: Option<Instant>,
+    dropped_before_start: u64,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut role: Role,
+        mut drx: mpsc::Receiver<Datagram>,
+        mut crx: mpsc::Receiver<Control>,
+    ) {
+        let reason = loop {
+            let deadline = match self.drive(&mut role) {
+                Ok(d) => d,
+                Err(e) => break e,
+            };
+            if !self.rtc.is_alive() {
+                break "the peer closed the connection".to_owned();
+            }
+            let ice_deadline = self.last_rx + self.inner.cfg.ice_timeout;
+            let wake = deadline.min(ice_deadline);
+            let connected = self.connected;
+            tokio::select! {
+                c = crx.recv() => match c {
+                    None | Some(Control::Close) => break "ended by DELETE".to_owned(),
+                    Some(Control::Patch(frag, reply)) => {
+                        let _ = reply.send(self.patch(&frag));
+                    }
+                    Some(Control::RequestKeyframe) => {
+                        if let Role::Whip(w) = &mut role {
+                            w.request_keyframe(&mut self.rtc, true);
+                        }
+                    }
+                },
+                d = drx.recv() => {
+                    let Some(d) = d else { break "the UDP port closed".to_owned() };
+                    self.receive(d);
+                    // Drain what else arrived before polling the outputs once.
+                    for _ in 0..64 {
+                        match drx.try_recv() {
+                            Ok(d) => self.receive(d),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                m = next_media(&mut role), if connected => {
+                    if let Role::Whep(w) = &mut role {
+                        if let Err(e) = w.media(&mut self.rtc, m, &self.path) {
+                            break e;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if now >= ice_deadline {
+                        break format!("no packet from the peer for {:?} (ICE timeout)", self.inner.cfg.ice_timeout);
+                    }
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                        break format!("WebRTC error: {e}");
+                    }
+                }
+            }
+        };
+        self.rtc.disconnect();
+        self.inner.udp.unregister(&self.ufrag);
+        self.inner.sessions.lock().remove(&self.id);
+        if self.kind == SessionKind::Whip {
+            // Only remove our own entry: a new publisher may already hold the path.
+            let mut pubs = self.inner.publishers.lock();
+            if pubs.get(&self.path).is_some_and(|tx| tx.same_channel(&self.ctl)) {
+                pubs.remove(&self.path);
+            }
+        }
+        self.link.state = "closed";
+        *self.stats.link.lock() = Some(self.link.clone());
+        tracing::info!(path = %self.path, session = %self.id, "WebRTC session closed: {reason}");
+    }
+
+    fn receive(&mut self, d: Datagram) {
+        self.last_rx = Instant::now();
+        let Ok(contents) = d.data[..].try_into() else {
+            // Not STUN, DTLS, RTP or RTCP after all: str0m's own check.
+            tracing::debug!(session = %self.id, "dropping an unrecognised datagram");
+            return;
+        };
+        let input = Input::Receive(
+            d.at,
+            Receive {
+                proto: Protocol::Udp,
+                source: d.source,
+                destination: d.destination,
+                contents,
+            },
+        );
+        if let Err(e) = self.rtc.handle_input(input) {
+            // A bad packet (DTLS garbage, a bad SRTP tag) is dropped; str0m keeps the session.
+            tracing::debug!(session = %self.id, "WebRTC input rejected: {e}");
+        }
+    }
+
+    fn patch(&mut self, frag: &str) -> Result<(), Error> {
+        let restart = frag
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .any(|u| Some(u) != self.remote_ufrag.as_deref());
+        if restart {
+            return Err(Error::BadCandidate(
+                "ICE restart is not supported: start a new session (POST) instead".into(),
+            ));
+        }
+        for line in frag.lines() {
+            let line = line.trim();
+            if let Some(c) = line.strip_prefix("a=candidate:") {
+                let c = Candidate::from_sdp_string(&format!("candidate:{c}"))
+                    .map_err(|e| Error::BadCandidate(format!("{line}: {e}")))?;
+                self.rtc.add_remote_candidate(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls str0m until it wants to be woken; returns when.
+    fn drive(&mut self, role: &mut Role) -> Result<Instant, String> {
+        let mut sends = Vec::new();
+        let deadline = loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    self.stats.add_bytes_out(t.contents.len() as u64);
+                    sends.push((t.source, t.destination, t.contents.to_vec()));
+                }
+                Ok(Output::Event(e)) => self.event(role, e)?,
+                Err(e) => return Err(format!("WebRTC error: {e}")),
+            }
+        };
+        if !sends.is_empty() {
+            let udp = self.inner.udp.clone();
+            // Sending cannot block the loop for long: the socket buffer is large and UDP drops.
+            tokio::spawn(async move {
+                for (src, dst, data) in sends {
+                    udp.send(src, dst, &data).await;
+                }
+            });
+        }
+        Ok(deadline)
+    }
+
+    fn event(&mut self, role: &mut Role, e: Event) -> Result<(), String> {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                self.link.state = "connected";
+                tracing::info!(path = %self.path, session = %self.id, "WebRTC peer connected (DTLS up)");
+                if let Role::Whip(w) = role {
+                    w.request_keyframe(&mut self.rtc, false);
+                }
+            }
+            Event::IceConnectionStateChange(s) => {
+                tracing::debug!(session = %self.id, "ICE state {s:?}");
+                if s == IceConnectionState::Disconnected {
+                    return Err("ICE disconnected".into());
+                }
+                if self.link.state != "connected" {
+                    self.link.state = match s {
+                        IceConnectionState::Checking => "checking",
+                        IceConnectionState::Connected | IceConnectionState::Completed => "ice-connected",
+                        _ => "new",
+                    };
+                }
+            }
+            Event::MediaAdded(m) => match role {
+                Role::Whep(w) => match m.kind {
+                    MediaKind::Video if w.video_mid.is_none() => w.video_mid = Some(m.mid),
+                    MediaKind::Audio if w.audio_mid.is_none() => w.audio_mid = Some(m.mid),
+                    _ => {}
+                },
+                Role::Whip(w) => {
+                    if m.kind == MediaKind::Video && w.video_mid.is_none() {
+                        w.video_mid = Some(m.mid);
+                    }
+                }
+            },
+            Event::MediaData(d) => {
+                if let Role::Whip(w) = role {
+                    self.stats.add_bytes_in(d.data.len() as u64);
+                    w.media(&mut self.rtc, d, &self.path)?;
+                }
+            }
+            Event::KeyframeRequest(r) => {
+                self.link.plis += 1;
+                if let Role::Whep(w) = role {
+                    if Some(r.mid) == w.video_mid {
+                        if let Some(tx) = &w.publisher_ctl {
+                            let _ = tx.try_send(Control::RequestKeyframe);
+                        }
+                    }
+                }
+            }
+            Event::PeerStats(s) => {
+                if let Some(rtt) = s.rtt {
+                    self.link.rtt_ms = rtt.as_secs_f64() * 1000.0;
+                }
+                if let Some(p) = &s.selected_candidate_pair {
+                    self.link.candidate_pair = format!("{:?} {:?} -> {:?}", p.protocol, p.local, p.remote);
+                }
+                let secs = s
+                    .timestamp
+                    .saturating_duration_since(self.last_stats.0)
+                    .as_secs_f64()
+                    .max(0.001);
+                let (tx, rx) = (s.peer_bytes_tx, s.peer_bytes_rx);
+                self.link.send_mbps = tx.saturating_sub(self.last_stats.1) as f64 * 8.0 / 1e6 / secs;
+                self.link.recv_mbps = rx.saturating_sub(self.last_stats.2) as f64 * 8.0 / 1e6 / secs;
+                self.last_stats = (s.timestamp, tx, rx);
+                *self.stats.link.lock() = Some(self.link.clone());
+            }
+            Event::MediaEgressStats(s) => {
+                self.link.packets_sent = s.packets;
+                self.link.naks_received = s.nacks;
+                self.link.plis = s.plis + s.firs;
+                if let Some(r) = &s.remote {
+                    self.link.jitter_ms = r.jitter as f64 / 90.0;
+                    self.link.packets_lost = r.packets_lost.max(0) as u64;
+                }
+            }
+            Event::MediaIngressStats(s) => {
+                self.link.packets_received = s.packets;
+                self.link.naks_sent = s.nacks;
+                self.link.jitter_ms = s.jitter as f64 / 90.0;
+                if let Some(l) = s.loss {
+                    self.link.packets_lost = (l as f64 * s.packets as f64) as u64;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+async fn next_media(role: &mut Role) -> Media {
+    match role {
+        Role::Whep(w) => {
+            if let Some(f) = w.pending.first() {
+                let _ = f;
+                return Media::Core(Ok(CoreEv::Frame(w.pending.remove(0))));
+            }
+            match &mut w.audio {
+                Some(a) => tokio::select! {
+                    biased;
+                    ev = w.reader.recv() => Media::Core(ev),
+                    p = a.rx.recv() => Media::Audio(p),
+                },
+                None => Media::Core(w.reader.recv().await),
+            }
+        }
+        Role::Whip(_) => std::future::pending().await,
+    }
+}
+
+impl Whep {
+    fn media(&mut self, rtc: &mut Rtc, m: Media, path: &str) -> Result<(), String> {
+        if !self.started {
+            self.started = true;
+            self.choose_pts(rtc);
+            // Take the GOP cache (and whatever queued while ICE and DTLS ran) in one go: it is
+            // sent at once with squeezed timestamps, so the picture comes now and the browser's
+            // jitter buffer does not take the backlog as delay.
+            let mut backlog = Vec::new();
+            let first = m;
+            let mut push = |ev: CoreEv, this: &mut Self| match ev {
+                CoreEv::Start(info) => this.stream = Some(info),
+                CoreEv::Frame(f) => backlog.push(f),
+            };
+            match first {
+                Media::Core(Ok(ev)) => push(ev, self),
+                Media::Core(Err(e)) => return Err(format!("stream ended: {e}")),
+                Media::Audio(_) => {}
+            }
+            while let Some(ev) = self.reader.try_recv() {
+                match ev {
+                    Ok(ev) => push(ev, self),
+                    Err(e) => return Err(format!("stream ended: {e}")),
+                }
+            }
+            let last = backlog.last().map(|f| f.pts);
+            let n = backlog.len() as i64;
+            for (i, f) in backlog.into_iter().enumerate() {
+                // 1 ms apart, ending at the newest frame's own time.
+                let squeezed = last.unwrap_or(f.pts) - (n - 1 - i as i64) * 90;
+                self.send_frame(rtc, &f, squeezed.min(f.pts), path)?;
+            }
+            if let Some(a) = &mut self.audio {
+                // Audio starts live.
+                *a = a.resubscribe();
+            }
+            return Ok(());
+        }
+        match m {
+            Media::Core(Ok(CoreEv::Start(info))) => {
+                if let Some(v) = info.video() {
+                    let cur = self.stream.as_ref().and_then(|s| s.video()).map(|t| t.codec);
+                    if cur.is_some() && cur != Some(v.codec) {
+                        return Err(format!("the stream's video codec changed to {}", v.codec));
+                    }
+                }
+                self.stream = Some(info);
+            }
+            Media::Core(Ok(CoreEv::Frame(f))) => self.send_frame(rtc, &f, f.pts, path)?,
+            Media::Core(Err(e)) => return Err(format!("stream ended: {e}")),
+            Media::Audio(Ok(p)) => self.send_audio(rtc, &p),
+            Media::Audio(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Media::Audio(Err(broadcast::error::RecvError::Closed)) => self.audio = None,
+        }
+        Ok(())
+    }
+
+    fn choose_pts(&mut self, rtc: &mut Rtc) {
+        let want = self.stream.as_ref().and_then(|s| s.video()).map(|t| t.codec);
+        if let Some(w) = self.video_mid.and_then(|m| rtc.writer(m)) {
+            let mut best: Option<(u8, Pt)> = None;
+            for p in w.payload_params() {
+                let spec = p.spec();
+                let ok = match want {
+                    Some(CodecId::H265) => spec.codec == Codec::H265,
+                    Some(CodecId::Vp8) => spec.codec == Codec::Vp8,
+                    Some(CodecId::Vp9) => spec.codec == Codec::Vp9,
+                    Some(CodecId::Av1) => spec.codec == Codec::Av1,
+                    _ => spec.codec == Codec::H264,
+                };
+                if !ok {
+                    continue;
+                }
+                // Prefer H.264 packetization-mode 1 (FU-A), which every browser decodes.
+                let score = match spec.format.packetization_mode {
+                    Some(1) => 2,
+                    _ => 1,
+                };
+                if best.is_none_or(|(s, _)| score > s) {
+                    best = Some((score, p.pt()));
+                }
+            }
+            self.video_pt = best.map(|(_, pt)| pt);
+        }
+        if let Some(w) = self.audio_mid.and_then(|m| rtc.writer(m)) {
+            self.audio_pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .map(|p| p.pt());
+        }
+    }
+
+    fn wallclock(&mut self, pts: i64) -> Instant {
+        let (p0, t0) = *self.clock.get_or_insert((pts, Instant::now()));
+        let d = pts - p0;
+        if d >= 0 {
+            t0 + Duration::from_micros((d as u64) * 100 / 9)
+        } else {
+            t0.checked_sub(Duration::from_micros((-d) as u64 * 100 / 9))
+                .unwrap_or(t0)
+        }
+    }
+
+    fn rtp_ticks(&self, pts: i64) -> u64 {
+        let p0 = self.clock.map_or(pts, |c| c.0);
+        (pts - p0 + RTP_ORIGIN).max(0) as u64
+    }
+
+    fn send_frame(&mut self, rtc: &mut Rtc, f: &Frame, pts: i64, path: &str) -> Result<(), String> {
+        let Some(stream) = self.stream.clone() else {
+            return Ok(());
+        };
+        let Some(track) = stream.track(f.track) else {
+            return Ok(());
+        };
+        if track.kind() != sluice_media::MediaKind::Video {
+            // Audio reaches WebRTC readers through the path's Opus converter.
+            return Ok(());
+        }
+        let (Some(mid), Some(pt)) = (self.video_mid, self.video_pt) else {
+            return Ok(());
+        };
+        let data: Arc<[u8]> = match video_payload(track, f) {
+            Ok(d) => Arc::from(&d[..]),
+            Err(e) => {
+                tracing::debug!(path, "skipping a video frame WebRTC cannot carry: {e}");
+                return Ok(());
+            }
+        };
+        let wallclock = self.wallclock(pts);
+        let rtp = MediaTime::new(self.rtp_ticks(pts), Frequency::NINETY_KHZ);
+        if let Some(w) = rtc.writer(mid) {
+            w.write(pt, wallclock, rtp, data)
+                .map_err(|e| format!("cannot send video: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn send_audio(&mut self, rtc: &mut Rtc, p: &OpusPacket) {
+        let (Some(mid), Some(pt)) = (self.audio_mid, self.audio_pt) else {
+            return;
+        };
+        if self.clock.is_none() {
+            return; // wait for video to set the clock
+        }
+        let wallclock = self.wallclock(p.pts);
+        let rtp = MediaTime::new(
+            self.rtp_ticks(p.pts) * OPUS_RATE as u64 / 90_000,
+            Frequency::FORTY_EIGHT_KHZ,
+        );
+        if let Some(w) = rtc.writer(mid) {
+            if let Err(e) = w.write(pt, wallclock, rtp, &p.data[..]) {
+                tracing::debug!("cannot send audio: {e}");
+            }
+        }
+    }
+}
+
+/// The RTP payloader's input for a video frame: Annex B for H.264/H.265 (with parameter sets
+/// on keyframes, the same bytes MPEG-TS carries, built once per frame), the frame as is otherwise.
+fn video_payload(track: &Track, f: &Frame) -> Result<Bytes, String> {
+    let (codec, params, ls) = match track.codec {
+        CodecId::H264 => {
+            let c = sluice_codec::avc::AvcConfig::parse(&track.config).map_err(|e| e.to_string())?;
+            let mut p = c.sps.clone();
+            p.extend(c.pps.iter().cloned());
+            (NalCodec::H264, p, c.length_size)
+        }
+        CodecId::H265 => {
+            let c = sluice_codec::hevc::HevcConfig::parse(&track.config).map_err(|e| e.to_string())?;
+            let mut p = c.vps.clone();
+            p.extend(c.sps.iter().cloned());
+            p.extend(c.pps.iter().cloned());
+            (NalCodec::H265, p, c.length_size)
+        }
+        _ => return Ok(f.data.clone()),
+    };
+    let mut err = None;
+    let b = f.wire(WireForm::Pes, |f| {
+        avcc_to_annexb(codec, &f.data, ls, &params, f.keyframe).unwrap_or_else(|e| {
+            err = Some(e.to_string());
+            Bytes::new()
+        })
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(b),
+    }
+}
+
+impl Whip {
+    fn request_keyframe(&mut self, rtc: &mut Rtc, throttle: bool) {
+        let Some(mid) = self.video_mid else { return };
+        if throttle
+            && self
+                .last_keyframe_request
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
+            return;
+        }
+        if let Some(mut w) = rtc.writer(mid) {
+            if w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok() {
+                self.last_keyframe_request = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Core ticks of a packet: each track is anchored at the arrival of its first packet, then
+    /// follows its own RTP clock (browsers capture audio and video on the same clock).
+    fn pts(&mut self, idx: usize, d: &MediaData) -> i64 {
+        let anchor = *self.anchor.get_or_insert(d.network_time);
+        let rtp = d.time.rebase(Frequency::NINETY_KHZ).numer() as i64;
+        let (rtp0, at0) = *self.tracks[idx].get_or_insert_with(|| {
+            let since = d.network_time.saturating_duration_since(anchor);
+            (rtp, (since.as_micros() as i64) * 9 / 100)
+        });
+        at0 + (rtp - rtp0)
+    }
+
+    fn media(&mut self, rtc: &mut Rtc, d: MediaData, path: &str) -> Result<(), String> {
+        match d.params.spec().codec {
+            Codec::H264 => {
+                if !d.contiguous {
+                    self.request_keyframe(rtc, true);
+                }
+                let mut keyframe = false;
+                let (mut sps, mut pps) = (None, None);
+                for nal in iter_annexb(&d.data) {
+                    match nal.first().map(|b| b & 0x1f) {
+                        Some(5) => keyframe = true,
+                        Some(7) => sps = Some(Bytes::copy_from_slice(nal)),
+                        Some(8) => pps = Some(Bytes::copy_from_slice(nal)),
+                        _ => {}
+                    }
+                }
+                let changed = (sps.is_some() && sps != self.sps) || (pps.is_some() && pps != self.pps);
+                if sps.is_some() {
+                    self.sps = sps;
+                }
+                if pps.is_some() {
+                    self.pps = pps;
+                }
+                if changed || !self.started {
+                    if !keyframe || self.sps.is_none() || self.pps.is_none() {
+                        self.dropped_before_start += 1;
+                        if self.dropped_before_start % 30 == 1 {
+                            self.request_keyframe(rtc, true);
+                        }
+                        return Ok(());
+                    }
+                    self.start(path)?;
+                }
+                let pts = self.pts(0, &d);
+                let data = annexb_to_avcc(&d.data);
+                self.publisher.write(Frame::new(0, pts, pts, keyframe, data));
+            }
+            Codec::Opus => {
+                if !self.started && self.video_mid.is_some() {
+                    return Ok(());
+                }
+                if !self.started {
+                    self.start(path)?;
+                }
+                let pts = self.pts(1, &d);
+                let Some(conv) = self.to_aac.as_mut() else {
+                    return Ok(());
+                };
+                match conv.push(pts, &d.data) {
+                    Ok(frames) => {
+                        for (pts, aac) in frames {
+                            self.publisher.write(Frame::new(1, pts, pts, true, aac));
+                        }
+                    }
+                    Err(e) => tracing::debug!(path, "Opus→AAC: {e}"),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, path: &str) -> Result<(), String> {
+        let mut tracks = Vec::new();
+        if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
+            let (w, h) = sluice_codec::avc::sps_dimensions(sps).unwrap_or((0, 0));
+            let config = sluice_codec::avc::AvcConfig::build(sps, pps);
+            tracks.push(Track::video(0, CodecId::H264, config, w, h));
+        }
+        if self.to_aac.is_none() {
+            self.to_aac = Some(OpusToAac::new().map_err(|e| format!("cannot start the AAC encoder: {e}"))?);
+        }
+        if let Some(c) = &self.to_aac {
+            tracks.push(c.track(1));
+        }
+        tracing::info!(
+            path,
+            tracks = %tracks.iter().map(|t| t.codec.name()).collect::<Vec<_>>().join("+"),
+            "WHIP stream starts (Opus converted to AAC)"
+        );
+        self.publisher.start(tracks);
+        self.started = true;
+        Ok(())
+    }
+}
