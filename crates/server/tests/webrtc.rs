@@ -18,7 +18,7 @@ use common::*;
 /// Re-executes the calling test inside a private network namespace; returns false in the
 /// parent (which has asserted the child's success), true where the test body should run.
 fn in_netns(test: &str) -> bool {
-    if std::env::var("SLUICE_IN_NETNS").is_ok() {
+    if std::env::var("TEST_IN_NETNS").is_ok() {
         return true;
     }
     let name = format!("sluice-{}-{}", std::process::id(), test.len());
@@ -39,7 +39,7 @@ fn in_netns(test: &str) -> bool {
         .args(["netns", "exec", &name])
         .arg(exe)
         .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env("SLUICE_IN_NETNS", &name)
+        .env("TEST_IN_NETNS", &name)
         .output()
         .unwrap();
     let _ = Command::new("ip").args(["netns", "del", &name]).status();
@@ -128,7 +128,7 @@ fn rtmp_to_whep_in_chromium_with_sound() {
         return;
     }
     let server = Server::start();
-    let _publisher = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam1"));
+    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
     wait_stream(&server, "live/cam1");
     let r = browser(
         &["watch", &server.webrtc_url("live/cam1/"), "6"],
@@ -207,7 +207,7 @@ fn vanished_viewer_is_cleaned_up_after_ice_timeout() {
         return;
     }
     let server = Server::start_with(&[("SLUICE_WEBRTC_ICE_TIMEOUT", "3s")], None);
-    let _publisher = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam1"));
+    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
     wait_stream(&server, "live/cam1");
     // The browser watches for 3 s and is then killed: no DELETE is sent.
     let r = browser(

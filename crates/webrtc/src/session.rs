@@ -555,10 +555,21 @@ impl Whep {
             }
             let last = backlog.last().map(|f| f.pts);
             let n = backlog.len() as i64;
+            // The newest frame is "now": the squeezed backlog lies just before it.
+            if let Some(last) = last {
+                self.clock = Some((last, Instant::now()));
+            }
+            tracing::debug!(
+                path,
+                frames = n,
+                first_pts = backlog.first().map(|f| f.pts),
+                last_pts = last,
+                "WHEP: sending the GOP cache"
+            );
             for (i, f) in backlog.into_iter().enumerate() {
                 // 1 ms apart, ending at the newest frame's own time.
                 let squeezed = last.unwrap_or(f.pts) - (n - 1 - i as i64) * 90;
-                self.send_frame(rtc, &f, squeezed.min(f.pts), path)?;
+                self.send_frame(rtc, &f, squeezed, path)?;
             }
             if let Some(a) = &mut self.audio {
                 // Audio starts live.

@@ -39,10 +39,13 @@ async function inbound(page) {
       if (s.kind === 'video') {
         r.video = { framesDecoded: s.framesDecoded || 0, width: s.frameWidth || 0, height: s.frameHeight || 0,
           packetsReceived: s.packetsReceived || 0, packetsLost: s.packetsLost || 0, nackCount: s.nackCount || 0,
+          framesDropped: s.framesDropped || 0, framesReceived: s.framesReceived || 0, pliCount: s.pliCount || 0,
           jitterBufferDelay: s.jitterBufferDelay || 0, jitterBufferEmittedCount: s.jitterBufferEmittedCount || 0 };
       } else if (s.kind === 'audio') {
         r.audio = { packetsReceived: s.packetsReceived || 0, audioLevel: s.audioLevel || 0,
           totalAudioEnergy: s.totalAudioEnergy || 0, totalSamplesReceived: s.totalSamplesReceived || 0,
+          concealedSamples: s.concealedSamples || 0, packetsDiscarded: s.packetsDiscarded || 0,
+          jitterBufferDelay: s.jitterBufferDelay || 0, jitterBufferEmittedCount: s.jitterBufferEmittedCount || 0,
           codec: s.codecId || '' };
       }
     });

@@ -277,6 +277,48 @@ pub fn source_flv() -> PathBuf {
     )
 }
 
+/// The same source without B-frames, as WebRTC needs (browsers drop out-of-order frames):
+/// what an encoder set up for WebRTC (OBS with `bframes=0`, a camera) sends.
+pub fn source_flv_no_bframes() -> PathBuf {
+    cached_source(
+        "src-h264-aac-nobf-v1.flv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000",
+            "-t",
+            "12",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "superfast",
+            "-bf",
+            "0",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ac",
+            "2",
+            "-b:a",
+            "96k",
+            "-f",
+            "flv",
+        ],
+    )
+}
+
 fn cached_source(name: &str, args: &[&str]) -> PathBuf {
     let out = tmp_dir().join(name);
     if out.exists() {
