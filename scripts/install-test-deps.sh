@@ -17,6 +17,8 @@ command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# nft blocks UDP inside a test's network namespace to prove the ICE-TCP fallback.
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 
 if [ "${#need[@]}" -gt 0 ]; then
   # Keep packaged services (nginx) from starting during install.

@@ -83,6 +83,9 @@ pub struct WebRtcSection {
     /// The one UDP port every WebRTC session shares.
     #[serde(deserialize_with = "de_listen")]
     pub udp_listen: SocketAddr,
+    /// ICE-TCP listener (passive TCP candidates) for networks that block UDP; "" disables it.
+    #[serde(deserialize_with = "de_opt_listen")]
+    pub tcp_listen: Option<SocketAddr>,
     /// Extra addresses (public IPs or host names) advertised as ICE candidates.
     pub additional_hosts: Vec<String>,
     #[serde(deserialize_with = "de_duration")]
@@ -219,6 +222,7 @@ impl Default for WebRtcSection {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 8889)),
             udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8189))),
             additional_hosts: Vec::new(),
             ice_timeout: Duration::from_secs(10),
         }
@@ -531,6 +535,14 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
 fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let s = String::deserialize(d)?;
     parse_listen(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    parse_listen(&s).map(Some).map_err(serde::de::Error::custom)
 }
 
 fn de_variant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HlsVariant>, D::Error> {

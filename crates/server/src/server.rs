@@ -71,6 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let wcfg = sluice_webrtc::WebRtcConfig {
             udp_listen: cfg.udp_listen,
             additional_hosts: cfg.additional_hosts.clone(),
+            tcp_listen: cfg.tcp_listen,
             ice_timeout: cfg.ice_timeout,
         };
         let webrtc = sluice_webrtc::WebRtc::start(wcfg, shared.registry.clone())

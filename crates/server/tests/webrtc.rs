@@ -191,6 +191,55 @@ fn whip_from_chromium_to_rtmp_and_whep() {
 }
 
 #[test]
+fn ice_tcp_when_udp_is_blocked() {
+    if !in_netns("ice_tcp_when_udp_is_blocked") || !have_browser() {
+        return;
+    }
+    if std::env::var("TEST_IN_NETNS").is_err() {
+        eprintln!("skipping: blocking UDP needs the test's own network namespace");
+        return;
+    }
+    let server = Server::start();
+    // Drop every UDP packet to or from the server's media port in this namespace.
+    let port = server.webrtc_udp.port().to_string();
+    for cmd in [
+        vec!["add", "table", "inet", "blockudp"],
+        vec![
+            "add",
+            "chain",
+            "inet",
+            "blockudp",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ],
+        vec![
+            "add", "rule", "inet", "blockudp", "out", "udp", "dport", &port, "drop",
+        ],
+        vec![
+            "add", "rule", "inet", "blockudp", "out", "udp", "sport", &port, "drop",
+        ],
+    ] {
+        let st = Command::new("nft")
+            .args(&cmd)
+            .status()
+            .expect("nft (scripts/install-test-deps.sh)");
+        assert!(st.success(), "nft {cmd:?}");
+    }
+    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
+    wait_stream(&server, "live/cam1");
+    let r = browser(
+        &["watch", &server.webrtc_url("live/cam1/"), "6"],
+        Duration::from_secs(60),
+    );
+    eprintln!("{r}");
+    assert_eq!(r["state"], "connected", "{r}\n{}", server.log());
+    assert!(num(&r, &["video", "framesDecoded"]) >= 60.0, "{r}");
+    assert!(num(&r, &["audio", "packetsReceived"]) >= 100.0, "{r}");
+    let log = server.log();
+    assert!(log.contains("with protocol Tcp"), "not over TCP:\n{log}");
+}
+
+#[test]
 fn glass_to_glass_delay() {
     if !in_netns("glass_to_glass_delay") || !have_browser() {
         return;

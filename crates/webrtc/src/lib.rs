@@ -21,7 +21,8 @@ use parking_lot::Mutex;
 use sluice_media::{CodecId, PublishError, ReadError, Registry};
 use tokio::sync::{mpsc, oneshot};
 
-pub use session::SessionKind;
+pub use session::{negotiate, SessionKind};
+pub use str0m::{Candidate, IceCreds};
 
 /// Settings of the WebRTC listener.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct WebRtcConfig {
     pub udp_listen: SocketAddr,
     /// Extra addresses to advertise as candidates: a public IP or a host name (NAT, Docker).
     pub additional_hosts: Vec<String>,
+    /// The ICE-TCP listener (passive TCP candidates), for networks that block UDP; `None` disables it.
+    pub tcp_listen: Option<SocketAddr>,
     /// A session that receives nothing for this long is closed (a viewer that left without DELETE).
     pub ice_timeout: Duration,
 }
@@ -39,6 +42,7 @@ impl Default for WebRtcConfig {
         WebRtcConfig {
             udp_listen: "0.0.0.0:8189".parse().expect("valid"),
             additional_hosts: Vec::new(),
+            tcp_listen: Some("0.0.0.0:8189".parse().expect("valid")),
             ice_timeout: Duration::from_secs(10),
         }
     }
@@ -94,7 +98,7 @@ impl WebRtc {
     pub async fn start(cfg: WebRtcConfig, registry: Registry) -> std::io::Result<WebRtc> {
         static CRYPTO: std::sync::Once = std::sync::Once::new();
         CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
-        let udp = udp::Udp::bind(cfg.udp_listen).await?;
+        let udp = udp::Udp::bind(cfg.udp_listen, cfg.tcp_listen).await?;
         let port = udp.port();
         let mut extra_candidates = Vec::new();
         for host in &cfg.additional_hosts {
@@ -122,6 +126,11 @@ impl WebRtc {
     /// The addresses the UDP port is bound on.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.inner.udp.local_addrs()
+    }
+
+    /// The addresses of the ICE-TCP listener.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.udp.tcp_addrs().to_vec()
     }
 
     /// Answers a WHEP offer: a reader of `path`.

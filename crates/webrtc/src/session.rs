@@ -2,6 +2,7 @@
 //! routes to it, and moves media between it and the core (WHEP: path → browser; WHIP: browser →
 //! path).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use sluice_media::{
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -47,6 +48,48 @@ fn random_hex(bytes: usize) -> String {
         .collect()
 }
 
+/// Builds the `Rtc` for a session and answers `offer`: the whole SDP path, without I/O (also
+/// what the fuzz target drives). `video` is the stream's codec for WHEP, `None` for WHIP.
+pub fn negotiate(
+    kind: SessionKind,
+    video: Option<CodecId>,
+    offer: &str,
+    creds: IceCreds,
+    candidates: Vec<Candidate>,
+    now: Instant,
+) -> Result<(Rtc, String), Error> {
+    let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| Error::BadOffer(e.to_string()))?;
+    let builder = Rtc::builder()
+        .set_ice_lite(true)
+        .set_local_ice_credentials(creds)
+        .set_stats_interval(Some(Duration::from_secs(1)))
+        .clear_codecs()
+        .enable_opus(true, false);
+    let builder = match (kind, video) {
+        (SessionKind::Whep, Some(CodecId::H265)) => builder.enable_h265(true),
+        (SessionKind::Whep, Some(CodecId::Vp8)) => builder.enable_vp8(true),
+        (SessionKind::Whep, Some(CodecId::Vp9)) => builder.enable_vp9(true),
+        (SessionKind::Whep, Some(CodecId::Av1)) => builder.enable_av1(true),
+        _ => builder.enable_h264(true),
+    };
+    let mut rtc = builder.build(now);
+    for c in candidates {
+        rtc.add_local_candidate(c);
+    }
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(sdp)
+        .map_err(|e| Error::BadOffer(e.to_string()))?
+        .to_sdp_string();
+    if !answer.contains("a=rtpmap:") {
+        return Err(Error::NoUsableCodec(match kind {
+            SessionKind::Whep => "the offer accepts none of the stream's codecs (or Opus)".into(),
+            SessionKind::Whip => "the offer sends neither H.264 video nor Opus audio".into(),
+        }));
+    }
+    Ok((rtc, answer))
+}
+
 pub(crate) async fn start(
     inner: Arc<Inner>,
     kind: SessionKind,
@@ -54,7 +97,6 @@ pub(crate) async fn start(
     offer: &str,
     remote: Option<std::net::SocketAddr>,
 ) -> Result<Answer, Error> {
-    let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| Error::BadOffer(e.to_string()))?;
     let info = SessionInfo {
         protocol: "webrtc",
         remote,
@@ -63,12 +105,9 @@ pub(crate) async fn start(
         ufrag: random_hex(8),
         pass: random_hex(16),
     };
-    let mut builder = Rtc::builder()
-        .set_ice_lite(true)
-        .set_local_ice_credentials(creds.clone())
-        .set_stats_interval(Some(Duration::from_secs(1)))
-        .clear_codecs()
-        .enable_opus(true, false);
+    // Validate before claiming the path or opening a reader.
+    SdpOffer::from_sdp_string(offer).map_err(|e| Error::BadOffer(e.to_string()))?;
+    let mut video_codec = None;
     let role = match kind {
         SessionKind::Whep => {
             let mut reader = inner.registry.read(path, info).map_err(|e| match e {
@@ -80,13 +119,7 @@ pub(crate) async fn start(
                 _ => None,
             };
             let video = stream.as_ref().and_then(|s| s.video().cloned());
-            builder = match video.as_ref().map(|v| v.codec) {
-                Some(CodecId::H265) => builder.enable_h265(true),
-                Some(CodecId::Vp8) => builder.enable_vp8(true),
-                Some(CodecId::Vp9) => builder.enable_vp9(true),
-                Some(CodecId::Av1) => builder.enable_av1(true),
-                _ => builder.enable_h264(true),
-            };
+            video_codec = video.as_ref().map(|v| v.codec);
             if let Some(v) = &video {
                 if !crate::video_codec_supported(v.codec) {
                     return Err(Error::NoUsableCodec(format!(
@@ -116,7 +149,6 @@ pub(crate) async fn start(
                     "WHIP video must be H.264 (VP8, VP9 and AV1 ingest are not supported yet)".into(),
                 ));
             }
-            builder = builder.enable_h264(true);
             let publisher = inner.registry.publish(path, info)?;
             Role::Whip(Box::new(Whip {
                 publisher,
@@ -133,11 +165,19 @@ pub(crate) async fn start(
         }
     };
     let now = Instant::now();
-    let mut rtc = builder.build(now);
+    let mut candidates = Vec::new();
     for addr in inner.udp.local_addrs() {
-        if let Ok(c) = Candidate::host(addr, "udp") {
-            rtc.add_local_candidate(c);
-        }
+        candidates.extend(Candidate::host(addr, "udp").ok());
+    }
+    for addr in inner.udp.tcp_addrs() {
+        candidates.extend(
+            Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .ok(),
+        );
     }
     let base = inner
         .udp
@@ -149,21 +189,9 @@ pub(crate) async fn start(
             Some(base) if base.ip() != addr.ip() => Candidate::server_reflexive(*addr, base, "udp"),
             _ => Candidate::host(*addr, "udp"),
         };
-        if let Ok(c) = c {
-            rtc.add_local_candidate(c);
-        }
+        candidates.extend(c.ok());
     }
-    let answer = rtc
-        .sdp_api()
-        .accept_offer(sdp)
-        .map_err(|e| Error::BadOffer(e.to_string()))?;
-    let answer = answer.to_sdp_string();
-    if !answer.contains("a=rtpmap:") {
-        return Err(Error::NoUsableCodec(match kind {
-            SessionKind::Whep => "the offer accepts none of the stream's codecs (or Opus)".into(),
-            SessionKind::Whip => "the offer sends neither H.264 video nor Opus audio".into(),
-        }));
-    }
+    let (rtc, answer) = negotiate(kind, video_codec, offer, creds.clone(), candidates, now)?;
 
     let id = random_hex(16);
     let (dtx, drx) = mpsc::channel(SESSION_QUEUE);
@@ -357,7 +385,7 @@ impl Session {
         let input = Input::Receive(
             d.at,
             Receive {
-                proto: Protocol::Udp,
+                proto: d.proto,
                 source: d.source,
                 destination: d.destination,
                 contents,
@@ -392,24 +420,33 @@ impl Session {
 
     /// Polls str0m until it wants to be woken; returns when.
     fn drive(&mut self, role: &mut Role) -> Result<Instant, String> {
-        let mut sends = Vec::new();
+        // Datagrams go out at once; only if the socket buffer is full does the rest wait in a
+        // task (UDP: the loop never blocks on a slow peer).
+        let mut backlog: Vec<(Protocol, SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
         let deadline = loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
                     self.stats.add_bytes_out(t.contents.len() as u64);
-                    sends.push((t.source, t.destination, t.contents.to_vec()));
+                    if !backlog.is_empty()
+                        || self
+                            .inner
+                            .udp
+                            .try_send(t.proto, t.source, t.destination, &t.contents)
+                            .is_err()
+                    {
+                        backlog.push((t.proto, t.source, t.destination, t.contents.to_vec()));
+                    }
                 }
                 Ok(Output::Event(e)) => self.event(role, e)?,
                 Err(e) => return Err(format!("WebRTC error: {e}")),
             }
         };
-        if !sends.is_empty() {
+        if !backlog.is_empty() {
             let udp = self.inner.udp.clone();
-            // Sending cannot block the loop for long: the socket buffer is large and UDP drops.
             tokio::spawn(async move {
-                for (src, dst, data) in sends {
-                    udp.send(src, dst, &data).await;
+                for (proto, src, dst, data) in backlog {
+                    udp.send(proto, src, dst, &data).await;
                 }
             });
         }
@@ -491,7 +528,7 @@ impl Session {
                 self.link.plis = s.plis + s.firs;
                 if let Some(r) = &s.remote {
                     self.link.jitter_ms = r.jitter as f64 / 90.0;
-                    self.link.packets_lost = r.packets_lost.max(0) as u64;
+                    self.link.packets_lost = r.packets_lost;
                 }
             }
             Event::MediaIngressStats(s) => {

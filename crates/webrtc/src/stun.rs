@@ -33,7 +33,7 @@ pub fn classify(b: &[u8]) -> Kind<'_> {
 fn is_stun(b: &[u8]) -> bool {
     b.len() >= 20 && b[0] & 0xc0 == 0 && b[4..8] == MAGIC_COOKIE && {
         let len = u16::from_be_bytes([b[2], b[3]]) as usize;
-        len % 4 == 0 && 20 + len <= b.len()
+        len.is_multiple_of(4) && 20 + len <= b.len()
     }
 }
 

@@ -1,6 +1,7 @@
-//! The shared UDP port: one socket per local address on the same port (so every datagram's
-//! destination address is known without `IP_PKTINFO`), and the routing of datagrams to sessions,
-//! by ICE username fragment for STUN and by the peer's address for DTLS/SRTP.
+//! The shared port: one UDP socket per local address on the same port (so every datagram's
+//! destination address is known without `IP_PKTINFO`), an ICE-TCP listener (RFC 6544 passive
+//! candidates, RFC 4571 framing) as the fallback for networks that block UDP, and the routing of
+//! packets to sessions, by ICE username fragment for STUN and by the peer's address after that.
 
 use std::collections::HashMap;
 use std::io;
@@ -11,7 +12,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::net::UdpSocket;
+use str0m::net::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::stun::{self, Kind};
@@ -22,6 +25,7 @@ pub(crate) struct Datagram {
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub at: Instant,
+    pub proto: Protocol,
 }
 
 /// Datagrams queued for one session before the port drops them (the session is not keeping up).
@@ -29,6 +33,10 @@ pub(crate) const SESSION_QUEUE: usize = 1024;
 
 pub(crate) struct Udp {
     sockets: Vec<Arc<UdpSocket>>,
+    /// Local addresses of the ICE-TCP listener, offered as passive TCP candidates.
+    tcp_addrs: Vec<SocketAddr>,
+    /// Open ICE-TCP connections by the peer's address: where a session's TCP packets go.
+    tcp_conns: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
     routes: Mutex<Routes>,
     /// Datagrams dropped because no session owns them (unknown ufrag or address, garbage).
     pub dropped_unknown: AtomicU64,
@@ -42,7 +50,7 @@ struct Routes {
 
 impl Udp {
     /// Binds `listen`; an unspecified address binds every IPv4 address of this host on its port.
-    pub async fn bind(listen: SocketAddr) -> io::Result<Arc<Udp>> {
+    pub async fn bind(listen: SocketAddr, tcp_listen: Option<SocketAddr>) -> io::Result<Arc<Udp>> {
         let mut ips = Vec::new();
         if listen.ip().is_unspecified() {
             for iface in if_addrs::get_if_addrs()? {
@@ -71,13 +79,34 @@ impl Udp {
             port = sock.local_addr()?.port();
             sockets.push(Arc::new(sock));
         }
+        let mut tcp_addrs = Vec::new();
+        let mut tcp_listener = None;
+        if let Some(tl) = tcp_listen {
+            let l = TcpListener::bind(tl)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for ICE-TCP on {tl}: {e}")))?;
+            let port = l.local_addr()?.port();
+            if tl.ip().is_unspecified() {
+                for s in &sockets {
+                    tcp_addrs.push(SocketAddr::new(s.local_addr()?.ip(), port));
+                }
+            } else {
+                tcp_addrs.push(l.local_addr()?);
+            }
+            tcp_listener = Some(l);
+        }
         let udp = Arc::new(Udp {
             sockets,
+            tcp_addrs,
+            tcp_conns: Mutex::new(HashMap::new()),
             routes: Mutex::new(Routes::default()),
             dropped_unknown: AtomicU64::new(0),
         });
         for s in &udp.sockets {
             tokio::spawn(recv_loop(udp.clone(), s.clone()));
+        }
+        if let Some(l) = tcp_listener {
+            tokio::spawn(tcp_accept(udp.clone(), l));
         }
         Ok(udp)
     }
@@ -85,6 +114,11 @@ impl Udp {
     /// The addresses of the bound sockets: the server's host candidates.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
+    }
+
+    /// The ICE-TCP listener's addresses (passive TCP candidates).
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
     }
 
     pub fn port(&self) -> u16 {
@@ -101,13 +135,53 @@ impl Udp {
         r.by_addr.retain(|_, u| u != ufrag);
     }
 
-    /// Sends from the socket bound to `source` (or the first one).
-    pub async fn send(&self, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
-        let sock = self
-            .sockets
+    /// Sends now if the socket has room; gives the datagram back if it would block.
+    pub fn try_send(
+        &self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), ()> {
+        if proto != Protocol::Udp {
+            self.send_tcp(destination, data);
+            return Ok(());
+        }
+        let sock = self.socket_for(source);
+        match sock.try_send_to(data, destination) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(()),
+            Err(e) => {
+                tracing::debug!(%destination, "WebRTC UDP send failed: {e}");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
+    fn socket_for(&self, source: SocketAddr) -> &Arc<UdpSocket> {
+        if self.sockets.len() == 1 {
+            return &self.sockets[0];
+        }
+        self.sockets
             .iter()
             .find(|s| s.local_addr().is_ok_and(|a| a == source))
-            .unwrap_or(&self.sockets[0]);
+            .unwrap_or(&self.sockets[0])
+    }
+
+    /// Queues a packet on the peer's ICE-TCP connection; dropped if it is gone or full (as UDP).
+    fn send_tcp(&self, destination: SocketAddr, data: &[u8]) {
+        if let Some(tx) = self.tcp_conns.lock().get(&destination) {
+            let _ = tx.try_send(Bytes::copy_from_slice(data));
+        }
+    }
+
+    /// Sends from the socket bound to `source` (or the first one).
+    pub async fn send(&self, proto: Protocol, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        if proto != Protocol::Udp {
+            self.send_tcp(destination, data);
+            return;
+        }
+        let sock = self.socket_for(source);
         let res = match sock.try_send_to(data, destination) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send_to(data, destination).await,
             r => r,
@@ -165,6 +239,7 @@ async fn recv_loop(udp: Arc<Udp>, sock: Arc<UdpSocket>) {
                     source,
                     destination: local,
                     at: Instant::now(),
+                    proto: Protocol::Udp,
                 };
                 if tx.try_send(d).is_err() {
                     udp.dropped_unknown.fetch_add(1, Relaxed);
@@ -183,4 +258,88 @@ async fn recv_loop(udp: Arc<Udp>, sock: Arc<UdpSocket>) {
             }
         }
     }
+}
+
+/// A peer has this long to send its first valid ICE check over a new TCP connection.
+const TCP_FIRST_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn tcp_accept(udp: Arc<Udp>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(tcp_conn(udp.clone(), stream, remote));
+            }
+            Err(e) => {
+                tracing::warn!("ICE-TCP accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One ICE-TCP connection: RFC 4571 frames (a 16-bit length, then the packet) both ways.
+async fn tcp_conn(udp: Arc<Udp>, stream: TcpStream, remote: SocketAddr) {
+    let Ok(local) = stream.local_addr() else { return };
+    let (mut rd, wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
+    udp.tcp_conns.lock().insert(remote, tx);
+    let writer = tokio::spawn(async move {
+        let mut w = BufWriter::new(wr);
+        while let Some(p) = rx.recv().await {
+            let mut next = Some(p);
+            // Write everything queued, then flush once.
+            while let Some(p) = next {
+                if w.write_u16(p.len() as u16).await.is_err() || w.write_all(&p).await.is_err() {
+                    return;
+                }
+                next = rx.try_recv().ok();
+            }
+            if w.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut routed = false;
+    let started = Instant::now();
+    let reason = loop {
+        let len = if routed {
+            rd.read_u16().await
+        } else {
+            match tokio::time::timeout(TCP_FIRST_CHECK.saturating_sub(started.elapsed()), rd.read_u16()).await
+            {
+                Ok(r) => r,
+                Err(_) => break "no valid ICE check in time".to_owned(),
+            }
+        };
+        let len = match len {
+            Ok(l) => l as usize,
+            Err(_) => break "closed".to_owned(),
+        };
+        let mut buf = vec![0u8; len];
+        if let Err(e) = rd.read_exact(&mut buf).await {
+            break format!("read: {e}");
+        }
+        let data = Bytes::from(buf);
+        let Some(tx) = udp.route(&data, remote) else {
+            udp.dropped_unknown.fetch_add(1, Relaxed);
+            if !routed {
+                break "the first packet is not an ICE check for a known session".to_owned();
+            }
+            continue;
+        };
+        routed = true;
+        let d = Datagram {
+            data,
+            source: remote,
+            destination: local,
+            at: Instant::now(),
+            proto: Protocol::Tcp,
+        };
+        let _ = tx.try_send(d);
+    };
+    tracing::debug!(%remote, "ICE-TCP connection ends: {reason}");
+    writer.abort();
+    udp.tcp_conns.lock().remove(&remote);
+    udp.routes.lock().by_addr.remove(&remote);
 }

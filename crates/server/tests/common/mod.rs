@@ -84,6 +84,7 @@ impl Server {
             .env("SLUICE_SRT_LISTEN", srt.to_string())
             .env("SLUICE_WEBRTC_LISTEN", webrtc.to_string())
             .env("SLUICE_WEBRTC_UDP_LISTEN", webrtc_udp.to_string())
+            .env("SLUICE_WEBRTC_TCP_LISTEN", format!("127.0.0.1:{}", free_port()))
             .env("SLUICE_LOG_LEVEL", "debug")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

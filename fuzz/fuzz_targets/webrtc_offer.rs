@@ -1,0 +1,22 @@
+//! WebRTC offer handling: any bytes POSTed as an SDP offer (WHIP or WHEP) give an answer or a
+//! clear error, never a panic; and the shared port's datagram classifier takes any bytes.
+#![no_main]
+use std::time::Instant;
+
+use libfuzzer_sys::fuzz_target;
+use sluice_webrtc::{negotiate, stun, Candidate, IceCreds, SessionKind};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = stun::classify(data);
+    let Ok(offer) = std::str::from_utf8(data) else { return };
+    let creds = IceCreds {
+        ufrag: "fuzzufrg".into(),
+        pass: "fuzzpasswordfuzzpassword".into(),
+    };
+    let cand = Candidate::host("127.0.0.1:8189".parse().unwrap(), "udp").unwrap();
+    for kind in [SessionKind::Whip, SessionKind::Whep] {
+        if let Ok((_, answer)) = negotiate(kind, None, offer, creds.clone(), vec![cand.clone()], Instant::now()) {
+            assert!(answer.contains("a=ice-lite"));
+        }
+    }
+});
