@@ -1,6 +1,6 @@
 //! Frames: access units shared by every reader, with a per-protocol cache of their wire form.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -39,6 +39,7 @@ pub struct Frame {
     pub keyframe: bool,
     pub data: Bytes,
     wire: [OnceLock<Bytes>; WIRE_FORMS],
+    rtp: OnceLock<Arc<[Arc<[u8]>]>>,
 }
 
 impl Frame {
@@ -50,6 +51,7 @@ impl Frame {
             keyframe,
             data,
             wire: Default::default(),
+            rtp: OnceLock::new(),
         }
     }
 
@@ -61,6 +63,11 @@ impl Frame {
     /// Returns this frame's `form`, building it with `build` the first time any reader asks.
     pub fn wire(&self, form: WireForm, build: impl FnOnce(&Frame) -> Bytes) -> Bytes {
         self.wire[form as usize].get_or_init(|| build(self)).clone()
+    }
+
+    /// The frame's RTP payloads (WebRTC), packetized once with `build` and shared by every reader.
+    pub fn rtp_payloads(&self, build: impl FnOnce(&Frame) -> Arc<[Arc<[u8]>]>) -> Arc<[Arc<[u8]>]> {
+        self.rtp.get_or_init(|| build(self)).clone()
     }
 
     pub(crate) fn shift(&mut self, offset: i64) {

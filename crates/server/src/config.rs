@@ -127,6 +127,9 @@ pub struct PathConfig {
     pub srt_publish_pass: String,
     pub srt_read_user: String,
     pub srt_read_pass: String,
+    /// Token a WHIP publisher / WHEP reader must present (Bearer, or Basic password); "" = none.
+    pub webrtc_publish_token: String,
+    pub webrtc_read_token: String,
     #[serde(deserialize_with = "de_duration")]
     pub srt_latency: Duration,
     pub srt_max_bandwidth: i64,
@@ -151,6 +154,8 @@ pub struct PathOverride {
     pub srt_publish_pass: Option<String>,
     pub srt_read_user: Option<String>,
     pub srt_read_pass: Option<String>,
+    pub webrtc_publish_token: Option<String>,
+    pub webrtc_read_token: Option<String>,
     #[serde(deserialize_with = "de_opt_duration")]
     pub srt_latency: Option<Duration>,
     pub srt_max_bandwidth: Option<i64>,
@@ -254,6 +259,8 @@ impl Default for PathConfig {
             srt_publish_pass: String::new(),
             srt_read_user: String::new(),
             srt_read_pass: String::new(),
+            webrtc_publish_token: String::new(),
+            webrtc_read_token: String::new(),
             srt_latency: Duration::from_millis(200),
             srt_max_bandwidth: 0,
             srt_payload_size: 1316,
@@ -376,6 +383,8 @@ impl Config {
             (&o.srt_publish_pass, &mut c.srt_publish_pass),
             (&o.srt_read_user, &mut c.srt_read_user),
             (&o.srt_read_pass, &mut c.srt_read_pass),
+            (&o.webrtc_publish_token, &mut c.webrtc_publish_token),
+            (&o.webrtc_read_token, &mut c.webrtc_read_token),
             (&o.source, &mut c.source),
         ];
         for (from, to) in strings {

@@ -196,7 +196,9 @@ async fn offer(
     let Ok(sdp) = std::str::from_utf8(body) else {
         return text(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8");
     };
-    let _ = &st.shared;
+    if let Some(refused) = authorize(st, path, whip, remote, headers) {
+        return refused;
+    }
     let res = if whip {
         st.webrtc.whip(path, sdp, Some(remote)).await
     } else {
@@ -229,6 +231,85 @@ async fn offer(
     }
 }
 
+/// Checks the path's WebRTC token against the request's credentials (Bearer, or the password of
+/// Basic); `Some(401)` when it does not match.
+fn authorize(st: &St, path: &str, whip: bool, remote: SocketAddr, headers: &HeaderMap) -> Option<Response> {
+    let pcfg = st.shared.config.path(path)?;
+    let want = if whip {
+        &pcfg.webrtc_publish_token
+    } else {
+        &pcfg.webrtc_read_token
+    };
+    if want.is_empty() {
+        return None;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(credential);
+    if given
+        .as_deref()
+        .is_some_and(|g| constant_time_eq(g.as_bytes(), want.as_bytes()))
+    {
+        return None;
+    }
+    let action = if whip { "publish" } else { "read" };
+    tracing::info!(%remote, path, "WebRTC {action} refused: {}", if given.is_some() { "wrong token" } else { "no token" });
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [
+                (header::WWW_AUTHENTICATE, "Bearer realm=\"sluice\""),
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            ],
+            format!("this path needs a token to {action}: send Authorization: Bearer TOKEN\n"),
+        )
+            .into_response(),
+    )
+}
+
+/// The secret of an `Authorization` value: a Bearer token, or the password of Basic credentials.
+fn credential(v: &str) -> Option<String> {
+    let (scheme, rest) = v.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64_decode(rest.trim())?;
+        let text = String::from_utf8(decoded).ok()?;
+        return text.split_once(':').map(|(_, pass)| pass.to_owned());
+    }
+    None
+}
+
+/// Standard base64 (RFC 4648) with or without padding; `None` on any other character.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 fn page(template: &str, path: &str) -> Response {
     let page = template.replace("{{PATH}}", &crate::http::html_escape(path));
     (
@@ -239,4 +320,47 @@ fn page(template: &str, path: &str) -> Response {
         page,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_from_bearer_and_basic() {
+        assert_eq!(credential("Bearer s3cret").as_deref(), Some("s3cret"));
+        // "obs:s3cret"
+        assert_eq!(credential("Basic b2JzOnMzY3JldA==").as_deref(), Some("s3cret"));
+        assert_eq!(credential("Basic !!!"), None);
+        assert_eq!(credential("Digest x"), None);
+        assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
+    }
+
+    #[test]
+    fn routes() {
+        assert!(matches!(
+            route("/live/cam1/whip"),
+            Some(Route::Offer {
+                path: "live/cam1",
+                whip: true
+            })
+        ));
+        assert!(matches!(
+            route("/live/cam1/whep"),
+            Some(Route::Offer {
+                path: "live/cam1",
+                whip: false
+            })
+        ));
+        assert!(matches!(
+            route("/live/cam1/whep/abc"),
+            Some(Route::Session { id: "abc" })
+        ));
+        assert!(matches!(route("/live/cam1/"), Some(Route::Player("live/cam1"))));
+        assert!(matches!(
+            route("/live/cam1/publish"),
+            Some(Route::Publisher("live/cam1"))
+        ));
+        assert!(route("/").is_none());
+    }
 }

@@ -239,6 +239,62 @@ fn ice_tcp_when_udp_is_blocked() {
     assert!(log.contains("with protocol Tcp"), "not over TCP:\n{log}");
 }
 
+/// Runs `nft` rules in the test's namespace (only called inside it).
+fn nft(rules: &[Vec<&str>]) {
+    for cmd in rules {
+        let st = Command::new("nft")
+            .args(cmd)
+            .status()
+            .expect("nft (scripts/install-test-deps.sh)");
+        assert!(st.success(), "nft {cmd:?}");
+    }
+}
+
+#[test]
+fn whep_recovers_from_loss_with_nack() {
+    if !in_netns("whep_recovers_from_loss_with_nack") || !have_browser() {
+        return;
+    }
+    if std::env::var("TEST_IN_NETNS").is_err() {
+        eprintln!("skipping: dropping packets needs the test's own network namespace");
+        return;
+    }
+    let server = Server::start();
+    // 3% of the server's media packets are lost on the way to the browser.
+    let port = server.webrtc_udp.port().to_string();
+    nft(&[
+        vec!["add", "table", "inet", "lossy"],
+        vec![
+            "add",
+            "chain",
+            "inet",
+            "lossy",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ],
+        vec![
+            "add", "rule", "inet", "lossy", "out", "udp", "sport", &port, "numgen", "random", "mod", "100",
+            "<", "3", "drop",
+        ],
+    ]);
+    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
+    wait_stream(&server, "live/cam1");
+    let r = browser(
+        &["watch", &server.webrtc_url("live/cam1/"), "8"],
+        Duration::from_secs(60),
+    );
+    eprintln!("{r}");
+    assert_eq!(r["state"], "connected", "{r}\n{}", server.log());
+    // The browser asked for the lost packets again and the server resent them: the picture
+    // keeps going (30 fps source) without falling back to keyframe requests.
+    assert!(
+        num(&r, &["video", "nackCount"]) > 0.0,
+        "no NACK sent at 3% loss: {r}"
+    );
+    assert!(num(&r, &["video", "framesDecoded"]) >= 150.0, "{r}");
+    assert!(num(&r, &["audio", "packetsReceived"]) >= 200.0, "{r}");
+}
+
 #[test]
 fn glass_to_glass_delay() {
     if !in_netns("glass_to_glass_delay") || !have_browser() {
@@ -358,6 +414,51 @@ fn bad_offers_get_clear_errors() {
     std::thread::sleep(Duration::from_millis(300));
     let (code, _) = post("/live/y/whip", "application/sdp", OFFER_H264_OPUS);
     assert_eq!(code, 201, "{}", server.log());
+}
+
+#[test]
+fn whip_and_whep_tokens_are_checked() {
+    let config = r#"
+[paths."live/secure"]
+webrtc_publish_token = "s3cret"
+webrtc_read_token = "watch"
+
+[paths."live/*"]
+"#;
+    let server = Server::start_with(&[], Some(config));
+    let post = |path: &str, auth: Option<&str>| {
+        let mut h = vec![("Content-Type", "application/sdp")];
+        if let Some(a) = auth {
+            h.push(("Authorization", a));
+        }
+        http_request_full(server.webrtc, "POST", path, &h, OFFER_H264_OPUS.as_bytes())
+    };
+    let (code, body, headers) = post("/live/secure/whip", None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("needs a token"), "{body}");
+    assert_eq!(
+        header(&headers, "www-authenticate"),
+        Some("Bearer realm=\"sluice\"")
+    );
+    let (code, _, _) = post("/live/secure/whip", Some("Bearer wrong"));
+    assert_eq!(code, 401);
+    // The read token does not let anyone publish.
+    let (code, _, _) = post("/live/secure/whip", Some("Bearer watch"));
+    assert_eq!(code, 401);
+    // OBS sends Bearer; Basic works with the token as the password ("obs:s3cret").
+    let (code, body, headers) = post("/live/secure/whip", Some("Bearer s3cret"));
+    assert_eq!(code, 201, "{body}\n{}", server.log());
+    let loc = header(&headers, "location").unwrap().to_owned();
+    assert_eq!(http_request(server.webrtc, "DELETE", &loc, &[], b"").0, 200);
+    let (code, body, _) = post("/live/secure/whip", Some("Basic b2JzOnMzY3JldA=="));
+    assert_eq!(code, 201, "{body}");
+    // Other paths ask for nothing.
+    let (code, body, _) = post("/live/open/whip", None);
+    assert_eq!(code, 201, "{body}");
+    // And a path no table matches is not configured: 403.
+    let (code, body, _) = post("/other/x/whip", None);
+    assert_eq!(code, 403, "{body}");
+    assert!(server.log().contains("WebRTC publish refused: wrong token"));
 }
 
 /// A minimal browser-like offer: H.264 video and Opus audio, both send-only.

@@ -17,6 +17,8 @@ use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::unversioned::{H264Packetizer, Packetizer};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -63,6 +65,8 @@ pub fn negotiate(
         .set_ice_lite(true)
         .set_local_ice_credentials(creds)
         .set_stats_interval(Some(Duration::from_secs(1)))
+        // WHEP of H.264: we packetize once per frame for every viewer and write RTP directly.
+        .set_rtp_mode(kind == SessionKind::Whep && matches!(video, None | Some(CodecId::H264)))
         .clear_codecs()
         .enable_opus(true, false);
     let builder = match (kind, video) {
@@ -140,6 +144,9 @@ pub(crate) async fn start(
                 clock: None,
                 started: false,
                 pending: Vec::new(),
+                rtp_mode: matches!(video_codec, None | Some(CodecId::H264)),
+                video_seq: rand::rng().random_range(0..30_000),
+                audio_seq: rand::rng().random_range(0..30_000),
                 publisher_ctl: inner.publishers.lock().get(path).cloned(),
             }))
         }
@@ -284,6 +291,11 @@ struct Whep {
     /// The GOP cache, taken at once when the peer connects, to be sent squeezed in time.
     pending: Vec<Arc<Frame>>,
     publisher_ctl: Option<mpsc::Sender<Control>>,
+    /// H.264 and Opus are written as RTP packets packetized once per frame (str0m's RTP mode);
+    /// other codecs go through str0m's per-session packetizers.
+    rtp_mode: bool,
+    video_seq: u64,
+    audio_seq: u64,
 }
 
 struct Whip {
@@ -372,7 +384,20 @@ impl Session {
         }
         self.link.state = "closed";
         *self.stats.link.lock() = Some(self.link.clone());
-        tracing::info!(path = %self.path, session = %self.id, "WebRTC session closed: {reason}");
+        let l = &self.link;
+        tracing::info!(
+            path = %self.path,
+            session = %self.id,
+            rtt_ms = l.rtt_ms,
+            packets_sent = l.packets_sent,
+            packets_received = l.packets_received,
+            packets_lost = l.packets_lost,
+            nacks_received = l.naks_received,
+            plis = l.plis,
+            jitter_ms = l.jitter_ms,
+            pair = %l.candidate_pair,
+            "WebRTC session closed: {reason}"
+        );
     }
 
     fn receive(&mut self, d: Datagram) {
@@ -635,9 +660,22 @@ impl Whep {
 
     fn choose_pts(&mut self, rtc: &mut Rtc) {
         let want = self.stream.as_ref().and_then(|s| s.video()).map(|t| t.codec);
-        if let Some(w) = self.video_mid.and_then(|m| rtc.writer(m)) {
+        // The negotiated payload types of a media line (what its writer would list; the
+        // writer itself is not available in RTP mode).
+        let params = |rtc: &Rtc, mid: Mid| -> Vec<str0m::format::PayloadParams> {
+            let Some(m) = rtc.media(mid) else {
+                return Vec::new();
+            };
+            rtc.codec_config()
+                .params()
+                .iter()
+                .filter(|p| m.remote_pts().contains(&p.pt()))
+                .cloned()
+                .collect()
+        };
+        if let Some(mid) = self.video_mid {
             let mut best: Option<(u8, Pt)> = None;
-            for p in w.payload_params() {
+            for p in params(rtc, mid) {
                 let spec = p.spec();
                 let ok = match want {
                     Some(CodecId::H265) => spec.codec == Codec::H265,
@@ -660,9 +698,9 @@ impl Whep {
             }
             self.video_pt = best.map(|(_, pt)| pt);
         }
-        if let Some(w) = self.audio_mid.and_then(|m| rtc.writer(m)) {
-            self.audio_pt = w
-                .payload_params()
+        if let Some(mid) = self.audio_mid {
+            self.audio_pt = params(rtc, mid)
+                .iter()
                 .find(|p| p.spec().codec == Codec::Opus)
                 .map(|p| p.pt());
         }
@@ -698,6 +736,32 @@ impl Whep {
         let (Some(mid), Some(pt)) = (self.video_mid, self.video_pt) else {
             return Ok(());
         };
+        if self.rtp_mode {
+            let payloads = match rtp_payloads(track, f) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(path, "skipping a video frame WebRTC cannot carry: {e}");
+                    return Ok(());
+                }
+            };
+            let wallclock = self.wallclock(pts);
+            let time = self.rtp_ticks(pts) as u32;
+            let mut api = rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                return Ok(());
+            };
+            let n = payloads.len();
+            for (i, p) in payloads.iter().enumerate() {
+                let seq = SeqNo::from(self.video_seq);
+                self.video_seq += 1;
+                tx.write_rtp(
+                    RtpWrite::new(pt, seq, time, wallclock, p.clone())
+                        .marker(i + 1 == n)
+                        .nackable(true),
+                );
+            }
+            return Ok(());
+        }
         let data: Arc<[u8]> = match video_payload(track, f) {
             Ok(d) => Arc::from(&d[..]),
             Err(e) => {
@@ -726,12 +790,39 @@ impl Whep {
             self.rtp_ticks(p.pts) * OPUS_RATE as u64 / 90_000,
             Frequency::FORTY_EIGHT_KHZ,
         );
+        if self.rtp_mode {
+            let mut api = rtc.direct_api();
+            if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                let seq = SeqNo::from(self.audio_seq);
+                self.audio_seq += 1;
+                let payload: Arc<[u8]> = Arc::from(&p.data[..]);
+                tx.write_rtp(RtpWrite::new(pt, seq, rtp.numer() as u32, wallclock, payload).nackable(true));
+            }
+            return;
+        }
         if let Some(w) = rtc.writer(mid) {
             if let Err(e) = w.write(pt, wallclock, rtp, &p.data[..]) {
                 tracing::debug!("cannot send audio: {e}");
             }
         }
     }
+}
+
+/// Payload bytes per RTP packet: leaves room for the RTP header, extensions and the SRTP tag
+/// within the ~1200-byte datagrams WebRTC uses.
+const RTP_PAYLOAD_MTU: usize = 1100;
+
+/// A frame's H.264 RTP payloads (single NAL units and FU-A fragments, RFC 6184), made once per
+/// frame with str0m's own packetizer and shared by every WHEP session.
+fn rtp_payloads(track: &Track, f: &Frame) -> Result<Arc<[Arc<[u8]>]>, String> {
+    let annexb = video_payload(track, f)?;
+    Ok(f.rtp_payloads(|_| {
+        let mut p = H264Packetizer::default();
+        match p.packetize(RTP_PAYLOAD_MTU, &annexb) {
+            Ok(v) => v.into_iter().map(Arc::from).collect(),
+            Err(_) => Arc::from(Vec::new()),
+        }
+    }))
 }
 
 /// The RTP payloader's input for a video frame: Annex B for H.264/H.265 (with parameter sets
@@ -878,5 +969,60 @@ impl Whip {
         self.publisher.start(tracks);
         self.started = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102 49\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack pli\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:49 H265/90000\r\na=rtcp-fb:49 nack pli\r\na=fmtp:49 level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\na=mid:1\r\na=recvonly\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
+
+    fn answer(video: Option<CodecId>, offer: &str) -> Result<String, Error> {
+        let creds = IceCreds {
+            ufrag: "srvufrag".into(),
+            pass: "serverpasswordserverpass".into(),
+        };
+        let c = Candidate::host("127.0.0.1:8189".parse().unwrap(), "udp").unwrap();
+        negotiate(SessionKind::Whep, video, offer, creds, vec![c], Instant::now()).map(|(_, a)| a)
+    }
+
+    #[test]
+    fn whep_answer_carries_the_stream_codec_and_opus() {
+        let a = answer(Some(CodecId::H264), OFFER).unwrap();
+        assert!(a.contains("H264/90000") && !a.contains("H265/90000"), "{a}");
+        assert!(a.contains("opus/48000/2"), "{a}");
+        assert!(
+            a.contains("a=ice-lite") && a.contains("a=ice-ufrag:srvufrag"),
+            "{a}"
+        );
+        assert!(a.contains("a=candidate:") && a.contains("127.0.0.1 8189"), "{a}");
+        assert!(a.contains("a=sendonly"), "{a}");
+        // H.265 is offered when the source is H.265 and the browser negotiates it.
+        let a = answer(Some(CodecId::H265), OFFER).unwrap();
+        assert!(a.contains("H265/90000") && !a.contains("H264/90000"), "{a}");
+    }
+
+    #[test]
+    fn bad_offers_are_refused_with_a_reason() {
+        assert!(matches!(answer(None, "hello"), Err(Error::BadOffer(_))));
+        assert!(matches!(answer(None, ""), Err(Error::BadOffer(_))));
+        // Only a codec nobody here speaks: no media line can be accepted.
+        let g722 = OFFER
+            .replace("opus/48000/2", "G722/8000")
+            .replace("H264/90000", "FOO/90000")
+            .replace("H265/90000", "BAR/90000");
+        match answer(None, &g722) {
+            Err(Error::NoUsableCodec(_)) | Err(Error::BadOffer(_)) => {}
+            other => panic!("{other:?}"),
+        }
     }
 }
