@@ -2,7 +2,6 @@
 //! routes to it, and moves media between it and the core (WHEP: path → browser; WHIP: browser →
 //! path).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,14 +15,14 @@ use sluice_media::{
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Frequency, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt};
-use str0m::net::{Protocol, Receive, TcpType};
+use str0m::net::{Receive, TcpType};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::unversioned::{H264Packetizer, Packetizer};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::audio::{FeedHandle, OpusPacket, OpusToAac, OPUS_RATE};
-use crate::udp::{Datagram, SESSION_QUEUE};
+use crate::udp::{Datagram, Out, SESSION_QUEUE};
 use crate::{Answer, Error, Inner};
 
 /// Whether a session publishes (WHIP) or plays (WHEP).
@@ -445,35 +444,35 @@ impl Session {
 
     /// Polls str0m until it wants to be woken; returns when.
     fn drive(&mut self, role: &mut Role) -> Result<Instant, String> {
-        // Datagrams go out at once; only if the socket buffer is full does the rest wait in a
-        // task (UDP: the loop never blocks on a slow peer).
-        let mut backlog: Vec<(Protocol, SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+        // Everything str0m wants sent goes out in one batch (GSO per run to one peer); only if
+        // the socket buffer is full does the rest wait in a task, so the loop never blocks.
+        let mut batch = Vec::new();
         let deadline = loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
                     self.stats.add_bytes_out(t.contents.len() as u64);
-                    if !backlog.is_empty()
-                        || self
-                            .inner
-                            .udp
-                            .try_send(t.proto, t.source, t.destination, &t.contents)
-                            .is_err()
-                    {
-                        backlog.push((t.proto, t.source, t.destination, t.contents.to_vec()));
-                    }
+                    batch.push(Out {
+                        proto: t.proto,
+                        source: t.source,
+                        destination: t.destination,
+                        data: t.contents.to_vec(),
+                    });
                 }
                 Ok(Output::Event(e)) => self.event(role, e)?,
                 Err(e) => return Err(format!("WebRTC error: {e}")),
             }
         };
-        if !backlog.is_empty() {
-            let udp = self.inner.udp.clone();
-            tokio::spawn(async move {
-                for (proto, src, dst, data) in backlog {
-                    udp.send(proto, src, dst, &data).await;
-                }
-            });
+        if !batch.is_empty() {
+            let left = self.inner.udp.send_all(batch);
+            if !left.is_empty() {
+                let udp = self.inner.udp.clone();
+                tokio::spawn(async move {
+                    for o in left {
+                        udp.send(o.proto, o.source, o.destination, &o.data).await;
+                    }
+                });
+            }
         }
         Ok(deadline)
     }

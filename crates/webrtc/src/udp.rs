@@ -31,8 +31,22 @@ pub(crate) struct Datagram {
 /// Datagrams queued for one session before the port drops them (the session is not keeping up).
 pub(crate) const SESSION_QUEUE: usize = 1024;
 
+/// One packet a session wants sent.
+pub(crate) struct Out {
+    pub proto: Protocol,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Largest GSO batch: the kernel takes up to 64 segments and 64 KB per send.
+const GSO_MAX_SEGMENTS: usize = 64;
+const GSO_MAX_BYTES: usize = 60_000;
+
 pub(crate) struct Udp {
     sockets: Vec<Arc<UdpSocket>>,
+    /// quinn-udp's per-socket state (GSO support and segment limit), by index of `sockets`.
+    gso: Vec<quinn_udp::UdpSocketState>,
     /// Local addresses of the ICE-TCP listener, offered as passive TCP candidates.
     tcp_addrs: Vec<SocketAddr>,
     /// Open ICE-TCP connections by the peer's address: where a session's TCP packets go.
@@ -95,8 +109,13 @@ impl Udp {
             }
             tcp_listener = Some(l);
         }
+        let mut gso = Vec::new();
+        for s in &sockets {
+            gso.push(quinn_udp::UdpSocketState::new((&**s).into())?);
+        }
         let udp = Arc::new(Udp {
             sockets,
+            gso,
             tcp_addrs,
             tcp_conns: Mutex::new(HashMap::new()),
             routes: Mutex::new(Routes::default()),
@@ -135,37 +154,78 @@ impl Udp {
         r.by_addr.retain(|_, u| u != ufrag);
     }
 
-    /// Sends now if the socket has room; gives the datagram back if it would block.
-    pub fn try_send(
-        &self,
-        proto: Protocol,
-        source: SocketAddr,
-        destination: SocketAddr,
-        data: &[u8],
-    ) -> Result<(), ()> {
-        if proto != Protocol::Udp {
-            self.send_tcp(destination, data);
-            return Ok(());
-        }
-        let sock = self.socket_for(source);
-        match sock.try_send_to(data, destination) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(()),
-            Err(e) => {
-                tracing::debug!(%destination, "WebRTC UDP send failed: {e}");
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-        }
+    fn socket_for(&self, source: SocketAddr) -> &Arc<UdpSocket> {
+        &self.sockets[self.socket_index(source)]
     }
 
-    fn socket_for(&self, source: SocketAddr) -> &Arc<UdpSocket> {
+    fn socket_index(&self, source: SocketAddr) -> usize {
         if self.sockets.len() == 1 {
-            return &self.sockets[0];
+            return 0;
         }
         self.sockets
             .iter()
-            .find(|s| s.local_addr().is_ok_and(|a| a == source))
-            .unwrap_or(&self.sockets[0])
+            .position(|s| s.local_addr().is_ok_and(|a| a == source))
+            .unwrap_or(0)
+    }
+
+    /// Sends a session's packets now, batching runs of equal-size datagrams to one peer into one
+    /// GSO send. Returns what could not be sent because the socket buffer is full, in order.
+    pub fn send_all(&self, mut batch: Vec<Out>) -> Vec<Out> {
+        let mut i = 0;
+        let mut buf = Vec::new();
+        while i < batch.len() {
+            let o = &batch[i];
+            if o.proto != Protocol::Udp {
+                self.send_tcp(o.destination, &o.data);
+                i += 1;
+                continue;
+            }
+            let idx = self.socket_index(o.source);
+            let state = &self.gso[idx];
+            let max = state.max_gso_segments().min(GSO_MAX_SEGMENTS);
+            let seg = o.data.len();
+            let same =
+                |b: &Out| b.proto == Protocol::Udp && b.destination == o.destination && b.source == o.source;
+            let mut j = i + 1;
+            let mut total = seg;
+            while j < batch.len() && j - i < max && same(&batch[j]) && total + seg <= GSO_MAX_BYTES {
+                let len = batch[j].data.len();
+                if len > seg {
+                    break;
+                }
+                total += len;
+                j += 1;
+                if len < seg {
+                    break; // a shorter datagram can only end a GSO batch
+                }
+            }
+            let sock = &self.sockets[idx];
+            let res = if j - i == 1 {
+                sock.try_send_to(&o.data, o.destination).map(|_| ())
+            } else {
+                buf.clear();
+                for b in &batch[i..j] {
+                    buf.extend_from_slice(&b.data);
+                }
+                let t = quinn_udp::Transmit {
+                    destination: o.destination,
+                    ecn: None,
+                    contents: &buf,
+                    segment_size: Some(seg),
+                    src_ip: None,
+                };
+                sock.try_io(tokio::io::Interest::WRITABLE, || {
+                    state.try_send((&**sock).into(), &t)
+                })
+            };
+            match res {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return batch.split_off(i),
+                Err(e) => tracing::debug!(destination = %o.destination, "WebRTC UDP send failed: {e}"),
+                Ok(()) => {}
+            }
+            i = j;
+        }
+        Vec::new()
     }
 
     /// Queues a packet on the peer's ICE-TCP connection; dropped if it is gone or full (as UDP).
