@@ -22,7 +22,7 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::audio::{FeedHandle, OpusPacket, OpusToAac, OPUS_RATE};
-use crate::udp::{Datagram, Out, SESSION_QUEUE};
+use crate::udp::{Batch, Datagram, SESSION_QUEUE};
 use crate::{Answer, Error, Inner};
 
 /// Whether a session publishes (WHIP) or plays (WHEP).
@@ -231,6 +231,7 @@ pub(crate) async fn start(
             .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
             .map(str::to_owned),
         last_stats: (now, 0, 0),
+        batch: Batch::default(),
     };
     tracing::info!(
         path,
@@ -263,6 +264,8 @@ struct Session {
     remote_ufrag: Option<String>,
     /// (when, peer bytes sent, peer bytes received) at the previous stats event.
     last_stats: (Instant, u64, u64),
+    /// Packets of the current round, reused from round to round.
+    batch: Batch,
 }
 
 enum Role {
@@ -446,25 +449,21 @@ impl Session {
     fn drive(&mut self, role: &mut Role) -> Result<Instant, String> {
         // Everything str0m wants sent goes out in one batch (GSO per run to one peer); only if
         // the socket buffer is full does the rest wait in a task, so the loop never blocks.
-        let mut batch = Vec::new();
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
         let deadline = loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
                     self.stats.add_bytes_out(t.contents.len() as u64);
-                    batch.push(Out {
-                        proto: t.proto,
-                        source: t.source,
-                        destination: t.destination,
-                        data: t.contents.to_vec(),
-                    });
+                    batch.push(t.proto, t.source, t.destination, &t.contents);
                 }
                 Ok(Output::Event(e)) => self.event(role, e)?,
                 Err(e) => return Err(format!("WebRTC error: {e}")),
             }
         };
         if !batch.is_empty() {
-            let left = self.inner.udp.send_all(batch);
+            let left = self.inner.udp.send_all(&batch);
             if !left.is_empty() {
                 let udp = self.inner.udp.clone();
                 tokio::spawn(async move {
@@ -474,6 +473,7 @@ impl Session {
                 });
             }
         }
+        self.batch = batch;
         Ok(deadline)
     }
 

@@ -39,6 +39,54 @@ pub(crate) struct Out {
     pub data: Vec<u8>,
 }
 
+/// The packets of one round of a session, back to back in one buffer, so that a run of them to
+/// one peer is already the contiguous buffer a GSO send takes (no copy to assemble it).
+#[derive(Default)]
+pub(crate) struct Batch {
+    buf: Vec<u8>,
+    items: Vec<(Protocol, SocketAddr, SocketAddr, usize, usize)>,
+}
+
+impl Batch {
+    pub fn push(&mut self, proto: Protocol, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(data);
+        self.items.push((proto, source, destination, start, data.len()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.items.clear();
+        // A GOP burst to a new viewer makes one big round; do not keep that much per session.
+        self.buf.shrink_to(64 * 1024);
+        self.items.shrink_to(64);
+    }
+
+    fn data(&self, i: usize) -> &[u8] {
+        let (_, _, _, start, len) = self.items[i];
+        &self.buf[start..start + len]
+    }
+
+    /// The packets from `i` on, owned (for the rare send that has to wait).
+    fn rest(&self, i: usize) -> Vec<Out> {
+        (i..self.items.len())
+            .map(|k| {
+                let (proto, source, destination, _, _) = self.items[k];
+                Out {
+                    proto,
+                    source,
+                    destination,
+                    data: self.data(k).to_vec(),
+                }
+            })
+            .collect()
+    }
+}
+
 /// Largest GSO batch: the kernel takes up to 64 segments and 64 KB per send.
 const GSO_MAX_SEGMENTS: usize = 64;
 const GSO_MAX_BYTES: usize = 60_000;
@@ -170,27 +218,24 @@ impl Udp {
 
     /// Sends a session's packets now, batching runs of equal-size datagrams to one peer into one
     /// GSO send. Returns what could not be sent because the socket buffer is full, in order.
-    pub fn send_all(&self, mut batch: Vec<Out>) -> Vec<Out> {
+    pub fn send_all(&self, batch: &Batch) -> Vec<Out> {
+        let n = batch.items.len();
         let mut i = 0;
-        let mut buf = Vec::new();
-        while i < batch.len() {
-            let o = &batch[i];
-            if o.proto != Protocol::Udp {
-                self.send_tcp(o.destination, &o.data);
+        while i < n {
+            let (proto, source, destination, start, seg) = batch.items[i];
+            if proto != Protocol::Udp {
+                self.send_tcp(destination, batch.data(i));
                 i += 1;
                 continue;
             }
-            let idx = self.socket_index(o.source);
+            let idx = self.socket_index(source);
             let state = &self.gso[idx];
             let max = state.max_gso_segments().min(GSO_MAX_SEGMENTS);
-            let seg = o.data.len();
-            let same =
-                |b: &Out| b.proto == Protocol::Udp && b.destination == o.destination && b.source == o.source;
             let mut j = i + 1;
             let mut total = seg;
-            while j < batch.len() && j - i < max && same(&batch[j]) && total + seg <= GSO_MAX_BYTES {
-                let len = batch[j].data.len();
-                if len > seg {
+            while j < n && j - i < max && total + seg <= GSO_MAX_BYTES {
+                let (p, s, d, _, len) = batch.items[j];
+                if p != Protocol::Udp || s != source || d != destination || len > seg {
                     break;
                 }
                 total += len;
@@ -201,16 +246,12 @@ impl Udp {
             }
             let sock = &self.sockets[idx];
             let res = if j - i == 1 {
-                sock.try_send_to(&o.data, o.destination).map(|_| ())
+                sock.try_send_to(batch.data(i), destination).map(|_| ())
             } else {
-                buf.clear();
-                for b in &batch[i..j] {
-                    buf.extend_from_slice(&b.data);
-                }
                 let t = quinn_udp::Transmit {
-                    destination: o.destination,
+                    destination,
                     ecn: None,
-                    contents: &buf,
+                    contents: &batch.buf[start..start + total],
                     segment_size: Some(seg),
                     src_ip: None,
                 };
@@ -219,8 +260,8 @@ impl Udp {
                 })
             };
             match res {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return batch.split_off(i),
-                Err(e) => tracing::debug!(destination = %o.destination, "WebRTC UDP send failed: {e}"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return batch.rest(i),
+                Err(e) => tracing::debug!(%destination, "WebRTC UDP send failed: {e}"),
                 Ok(()) => {}
             }
             i = j;
