@@ -88,6 +88,11 @@ pub struct WebRtcSection {
     pub tcp_listen: Option<SocketAddr>,
     /// Extra addresses (public IPs or host names) advertised as ICE candidates.
     pub additional_hosts: Vec<String>,
+    /// STUN/TURN servers handed to WHIP/WHEP clients (Link headers, and the pages).
+    pub ice_servers: Vec<String>,
+    /// Credentials for the `turn:`/`turns:` entries of `ice_servers`.
+    pub ice_servers_user: String,
+    pub ice_servers_pass: String,
     #[serde(deserialize_with = "de_duration")]
     pub ice_timeout: Duration,
 }
@@ -229,6 +234,9 @@ impl Default for WebRtcSection {
             udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
             tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8189))),
             additional_hosts: Vec::new(),
+            ice_servers: Vec::new(),
+            ice_servers_user: String::new(),
+            ice_servers_pass: String::new(),
             ice_timeout: Duration::from_secs(10),
         }
     }

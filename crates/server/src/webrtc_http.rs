@@ -127,9 +127,11 @@ async fn handle(
         );
     };
     match (r, &method) {
-        (Route::Player(path), &Method::GET | &Method::HEAD) => page(include_str!("webrtc_player.html"), path),
+        (Route::Player(path), &Method::GET | &Method::HEAD) => {
+            page(&st, include_str!("webrtc_player.html"), path)
+        }
         (Route::Publisher(path), &Method::GET | &Method::HEAD) => {
-            page(include_str!("webrtc_publish.html"), path)
+            page(&st, include_str!("webrtc_publish.html"), path)
         }
         (Route::NoSlash(path), &Method::GET | &Method::HEAD) => {
             Redirect::permanent(&format!("/{path}/")).into_response()
@@ -208,8 +210,15 @@ async fn offer(
         Ok(a) => {
             let kind = if whip { "whip" } else { "whep" };
             let location = format!("/{path}/{kind}/{}", a.session);
+            let mut links = HeaderMap::new();
+            for l in ice_server_links(&st.shared.config.webrtc) {
+                if let Ok(v) = HeaderValue::from_str(&l) {
+                    links.append(header::LINK, v);
+                }
+            }
             (
                 StatusCode::CREATED,
+                links,
                 [
                     (header::CONTENT_TYPE, "application/sdp".to_owned()),
                     (header::LOCATION, location),
@@ -310,8 +319,46 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-fn page(template: &str, path: &str) -> Response {
-    let page = template.replace("{{PATH}}", &crate::http::html_escape(path));
+/// RFC 9725 section 4.6: one `Link: <URL>; rel="ice-server"` per configured STUN/TURN server.
+fn ice_server_links(cfg: &crate::config::WebRtcSection) -> Vec<String> {
+    cfg.ice_servers
+        .iter()
+        .map(|url| {
+            if url.starts_with("turn") && !cfg.ice_servers_user.is_empty() {
+                format!(
+                    "<{url}>; rel=\"ice-server\"; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                    cfg.ice_servers_user, cfg.ice_servers_pass
+                )
+            } else {
+                format!("<{url}>; rel=\"ice-server\"")
+            }
+        })
+        .collect()
+}
+
+/// The pages' `RTCPeerConnection` configuration: the same servers as JSON.
+fn ice_servers_json(cfg: &crate::config::WebRtcSection) -> String {
+    let servers: Vec<serde_json::Value> = cfg
+        .ice_servers
+        .iter()
+        .map(|url| {
+            if url.starts_with("turn") && !cfg.ice_servers_user.is_empty() {
+                serde_json::json!({"urls": url, "username": cfg.ice_servers_user, "credential": cfg.ice_servers_pass})
+            } else {
+                serde_json::json!({"urls": url})
+            }
+        })
+        .collect();
+    // Inside a <script>: keep "</" from ending it.
+    serde_json::Value::Array(servers)
+        .to_string()
+        .replace("</", "<\\/")
+}
+
+fn page(st: &St, template: &str, path: &str) -> Response {
+    let page = template
+        .replace("{{PATH}}", &crate::http::html_escape(path))
+        .replace("{{ICE_SERVERS}}", &ice_servers_json(&st.shared.config.webrtc));
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

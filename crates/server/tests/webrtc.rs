@@ -419,6 +419,11 @@ fn bad_offers_get_clear_errors() {
 #[test]
 fn whip_and_whep_tokens_are_checked() {
     let config = r#"
+[webrtc]
+ice_servers = ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"]
+ice_servers_user = "u"
+ice_servers_pass = "p"
+
 [paths."live/secure"]
 webrtc_publish_token = "s3cret"
 webrtc_read_token = "watch"
@@ -452,9 +457,25 @@ webrtc_read_token = "watch"
     assert_eq!(http_request(server.webrtc, "DELETE", &loc, &[], b"").0, 200);
     let (code, body, _) = post("/live/secure/whip", Some("Basic b2JzOnMzY3JldA=="));
     assert_eq!(code, 201, "{body}");
-    // Other paths ask for nothing.
-    let (code, body, _) = post("/live/open/whip", None);
+    // Other paths ask for nothing. The answer names the STUN/TURN servers (RFC 9725 Link).
+    let (code, body, headers) = post("/live/open/whip", None);
     assert_eq!(code, 201, "{body}");
+    let links: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k == "link")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(links.len(), 2, "{headers:?}");
+    assert_eq!(links[0], r#"<stun:127.0.0.1:3478>; rel="ice-server""#);
+    assert!(
+        links[1].contains(r#"username="u"; credential="p""#),
+        "{}",
+        links[1]
+    );
+    // The pages get them too.
+    let (code, page, _) = http_request_full(server.webrtc, "GET", "/live/open/", &[], b"");
+    assert_eq!(code, 200);
+    assert!(page.contains(r#"{"urls":"stun:127.0.0.1:3478"}"#), "{page}");
     // And a path no table matches is not configured: 403.
     let (code, body, _) = post("/other/x/whip", None);
     assert_eq!(code, 403, "{body}");

@@ -142,7 +142,7 @@ pub(crate) async fn start(
                 audio_pt: None,
                 clock: None,
                 started: false,
-                pending: Vec::new(),
+                pending: Default::default(),
                 rtp_mode: matches!(video_codec, None | Some(CodecId::H264)),
                 video_seq: rand::rng().random_range(0..30_000),
                 audio_seq: rand::rng().random_range(0..30_000),
@@ -277,6 +277,8 @@ enum Role {
 enum Media {
     Core(Result<CoreEv, sluice_media::ReadError>),
     Audio(Result<Arc<OpusPacket>, broadcast::error::RecvError>),
+    /// A frame of the GOP cache, with its squeezed timestamp.
+    Backlog(Arc<Frame>, i64),
 }
 
 struct Whep {
@@ -291,7 +293,7 @@ struct Whep {
     clock: Option<(i64, Instant)>,
     started: bool,
     /// The GOP cache, taken at once when the peer connects, to be sent squeezed in time.
-    pending: Vec<Arc<Frame>>,
+    pending: std::collections::VecDeque<(Arc<Frame>, i64)>,
     publisher_ctl: Option<mpsc::Sender<Control>>,
     /// H.264 and Opus are written as RTP packets packetized once per frame (str0m's RTP mode);
     /// other codecs go through str0m's per-session packetizers.
@@ -572,9 +574,10 @@ impl Session {
 async fn next_media(role: &mut Role) -> Media {
     match role {
         Role::Whep(w) => {
-            if let Some(f) = w.pending.first() {
-                let _ = f;
-                return Media::Core(Ok(CoreEv::Frame(w.pending.remove(0))));
+            // The squeezed GOP cache goes first, one frame per round, so that str0m's send
+            // buffer is drained between frames however big the GOP is.
+            if let Some((f, pts)) = w.pending.pop_front() {
+                return Media::Backlog(f, pts);
             }
             match &mut w.audio {
                 Some(a) => tokio::select! {
@@ -606,7 +609,7 @@ impl Whep {
             match first {
                 Media::Core(Ok(ev)) => push(ev, self),
                 Media::Core(Err(e)) => return Err(format!("stream ended: {e}")),
-                Media::Audio(_) => {}
+                Media::Audio(_) | Media::Backlog(..) => {}
             }
             while let Some(ev) = self.reader.try_recv() {
                 match ev {
@@ -630,7 +633,7 @@ impl Whep {
             for (i, f) in backlog.into_iter().enumerate() {
                 // 1 ms apart, ending at the newest frame's own time.
                 let squeezed = last.unwrap_or(f.pts) - (n - 1 - i as i64) * 90;
-                self.send_frame(rtc, &f, squeezed, path)?;
+                self.pending.push_back((f, squeezed));
             }
             if let Some(a) = &mut self.audio {
                 // Audio starts live.
@@ -649,6 +652,7 @@ impl Whep {
                 self.stream = Some(info);
             }
             Media::Core(Ok(CoreEv::Frame(f))) => self.send_frame(rtc, &f, f.pts, path)?,
+            Media::Backlog(f, pts) => self.send_frame(rtc, &f, pts, path)?,
             Media::Core(Err(e)) => return Err(format!("stream ended: {e}")),
             Media::Audio(Ok(p)) => self.send_audio(rtc, &p),
             Media::Audio(Err(broadcast::error::RecvError::Lagged(_))) => {}
