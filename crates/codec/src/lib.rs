@@ -8,6 +8,7 @@ pub mod avc;
 mod bits;
 pub mod hevc;
 pub mod nal;
+pub mod vpx;
 
 /// Errors of the codec parsers.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

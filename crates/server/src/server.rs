@@ -82,9 +82,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen for WebRTC (WHIP/WHEP) on {addr}"))?;
         let udp: Vec<String> = webrtc.local_addrs().iter().map(|a| a.to_string()).collect();
+        let tcp: Vec<String> = webrtc.tcp_addrs().iter().map(|a| a.to_string()).collect();
         tracing::info!(
-            "WebRTC (WHIP/WHEP) listening on {addr}, media on UDP {}",
-            udp.join(", ")
+            "WebRTC (WHIP/WHEP) listening on {addr}, media on UDP {} and ICE-TCP {}",
+            udp.join(", "),
+            if tcp.is_empty() {
+                "off".to_owned()
+            } else {
+                tcp.join(", ")
+            }
         );
         let app = crate::webrtc_http::router(shared.clone(), webrtc);
         tasks.push(tokio::spawn(async move {

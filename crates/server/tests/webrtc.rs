@@ -296,6 +296,37 @@ fn whep_recovers_from_loss_with_nack() {
 }
 
 #[test]
+fn whip_vp9_from_chromium_to_whep_and_hls() {
+    if !in_netns("whip_vp9_from_chromium_to_whep_and_hls") || !have_browser() {
+        return;
+    }
+    let server = Server::start();
+    let publisher = browser_bg(
+        &["publish", &server.webrtc_url("live/vp9/publish?codec=VP9"), "16"],
+        16,
+    );
+    assert!(
+        server.wait_log("WHIP stream starts", Duration::from_secs(20)),
+        "no WHIP stream:\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("tracks=vp9+aac"), "{}", server.log());
+    let r = browser(
+        &["watch", &server.webrtc_url("live/vp9/"), "5"],
+        Duration::from_secs(60),
+    );
+    eprintln!("{r}");
+    assert_eq!(r["state"], "connected", "{r}");
+    assert!(num(&r, &["video", "framesDecoded"]) >= 30.0, "{r}");
+    // HLS (fMP4) carries VP9 too.
+    let p = probe(&server.http_url("live/vp9/index.m3u8"), 3);
+    assert_eq!(p.video().codec_name, "vp9", "{}", server.log());
+    assert_eq!(p.audio().codec_name, "aac");
+    let out = publisher.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#"{"state":"connected""#));
+}
+
+#[test]
 fn glass_to_glass_delay() {
     if !in_netns("glass_to_glass_delay") || !have_browser() {
         return;
@@ -362,11 +393,11 @@ fn bad_offers_get_clear_errors() {
     let (code, body) = post("/live/none/whep", "application/sdp", OFFER_H264_OPUS);
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("no stream"), "{body}");
-    // A video offer with only VP8 for WHIP.
-    let vp8 = OFFER_H264_OPUS.replace("H264/90000", "VP8/90000");
-    let (code, body) = post("/live/x/whip", "application/sdp", &vp8);
+    // A video offer with a codec WHIP does not ingest.
+    let av1 = OFFER_H264_OPUS.replace("H264/90000", "AV1/90000");
+    let (code, body) = post("/live/x/whip", "application/sdp", &av1);
     assert_eq!(code, 400, "{body}");
-    assert!(body.contains("H.264"), "{body}");
+    assert!(body.contains("H.264, VP9 or VP8"), "{body}");
     // A good offer is answered, and DELETE ends it; a second DELETE finds nothing.
     let (code, body, headers) = http_request_full(
         server.webrtc,

@@ -73,6 +73,8 @@ pub fn negotiate(
         (SessionKind::Whep, Some(CodecId::Vp8)) => builder.enable_vp8(true),
         (SessionKind::Whep, Some(CodecId::Vp9)) => builder.enable_vp9(true),
         (SessionKind::Whep, Some(CodecId::Av1)) => builder.enable_av1(true),
+        // WHIP: H.264 when offered (every output carries it), else VP9 or VP8.
+        (SessionKind::Whip, Some(CodecId::Vp9 | CodecId::Vp8)) => builder.enable_vp9(true).enable_vp8(true),
         _ => builder.enable_h264(true),
     };
     let mut rtc = builder.build(now);
@@ -150,10 +152,14 @@ pub(crate) async fn start(
             }))
         }
         SessionKind::Whip => {
-            if !offer.contains("H264/90000") && offer.contains("m=video") {
-                return Err(Error::NoUsableCodec(
-                    "WHIP video must be H.264 (VP8, VP9 and AV1 ingest are not supported yet)".into(),
-                ));
+            if offer.contains("m=video") && !offer.contains("H264/90000") {
+                if offer.contains("VP9/90000") || offer.contains("VP8/90000") {
+                    video_codec = Some(CodecId::Vp9);
+                } else {
+                    return Err(Error::NoUsableCodec(
+                        "WHIP video must be H.264, VP9 or VP8 (AV1 ingest is not supported yet)".into(),
+                    ));
+                }
             }
             let publisher = inner.registry.publish(path, info)?;
             Role::Whip(Box::new(Whip {
@@ -162,6 +168,7 @@ pub(crate) async fn start(
                 video_mid: None,
                 sps: None,
                 pps: None,
+                vpx_track: None,
                 started: false,
                 anchor: None,
                 tracks: [None, None],
@@ -308,6 +315,8 @@ struct Whip {
     video_mid: Option<Mid>,
     sps: Option<Bytes>,
     pps: Option<Bytes>,
+    /// VP8/VP9: the video track, known from the first keyframe.
+    vpx_track: Option<Track>,
     started: bool,
     /// Session clock origin: the arrival of the first media packet.
     anchor: Option<Instant>,
@@ -926,6 +935,42 @@ impl Whip {
                 let data = annexb_to_avcc(&d.data);
                 self.publisher.write(Frame::new(0, pts, pts, keyframe, data));
             }
+            codec @ (Codec::Vp8 | Codec::Vp9) => {
+                if !d.contiguous {
+                    self.request_keyframe(rtc, true);
+                }
+                let (id, info) = if codec == Codec::Vp8 {
+                    (CodecId::Vp8, sluice_codec::vpx::vp8_frame(&d.data))
+                } else {
+                    (CodecId::Vp9, sluice_codec::vpx::vp9_frame(&d.data))
+                };
+                let Some(info) = info else {
+                    tracing::debug!(path, "dropping a {id} frame with a malformed header");
+                    return Ok(());
+                };
+                if let (true, Some((w, h))) = (info.keyframe, info.size) {
+                    let t = Track::video(0, id, Bytes::new(), w, h);
+                    if self.vpx_track.as_ref() != Some(&t) {
+                        self.vpx_track = Some(t);
+                        self.start(path)?;
+                    }
+                }
+                if !self.started || self.vpx_track.is_none() {
+                    self.dropped_before_start += 1;
+                    if self.dropped_before_start % 30 == 1 {
+                        self.request_keyframe(rtc, true);
+                    }
+                    return Ok(());
+                }
+                let pts = self.pts(0, &d);
+                self.publisher.write(Frame::new(
+                    0,
+                    pts,
+                    pts,
+                    info.keyframe,
+                    Bytes::copy_from_slice(&d.data),
+                ));
+            }
             Codec::Opus => {
                 if !self.started && self.video_mid.is_some() {
                     return Ok(());
@@ -953,7 +998,9 @@ impl Whip {
 
     fn start(&mut self, path: &str) -> Result<(), String> {
         let mut tracks = Vec::new();
-        if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
+        if let Some(t) = &self.vpx_track {
+            tracks.push(t.clone());
+        } else if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
             let (w, h) = sluice_codec::avc::sps_dimensions(sps).unwrap_or((0, 0));
             let config = sluice_codec::avc::AvcConfig::build(sps, pps);
             tracks.push(Track::video(0, CodecId::H264, config, w, h));

@@ -74,7 +74,7 @@ try {
   } else if (mode === 'publish') {
     const page = await context.newPage();
     page.on('console', (m) => console.log(`# console: ${m.text()}`));
-    await page.goto(url + '?autostart');
+    await page.goto(url + (url.includes('?') ? '&' : '?') + 'autostart');
     const end = Date.now() + Number(a3) * 1000;
     let state = 'none';
     while (Date.now() < end) {
