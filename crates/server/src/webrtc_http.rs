@@ -142,7 +142,7 @@ async fn handle(
             "POST an SDP offer (Content-Type: application/sdp)",
         ),
         (Route::Session { id, .. }, &Method::DELETE) => {
-            if st.webrtc.delete(id) {
+            if st.webrtc.delete(id).await {
                 StatusCode::OK.into_response()
             } else {
                 text(StatusCode::NOT_FOUND, Error::NoSession)

@@ -160,15 +160,16 @@ impl WebRtc {
         rx.await.map_err(|_| Error::NoSession)?
     }
 
-    /// Ends a session (HTTP DELETE). False if there is no such session.
-    pub fn delete(&self, session: &str) -> bool {
-        match self.inner.sessions.lock().remove(session) {
-            Some(tx) => {
-                let _ = tx.try_send(session::Control::Close);
-                true
-            }
-            None => false,
+    /// Ends a session (HTTP DELETE) and waits (up to 2 s) until it has let go of its path, so a
+    /// client may publish again at once. False if there is no such session.
+    pub async fn delete(&self, session: &str) -> bool {
+        let tx = self.inner.sessions.lock().remove(session);
+        let Some(tx) = tx else { return false };
+        let (done, rx) = oneshot::channel();
+        if tx.send(session::Control::Close(Some(done))).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
         }
+        true
     }
 
     /// Live sessions.

@@ -33,7 +33,8 @@ pub enum SessionKind {
 }
 
 pub(crate) enum Control {
-    Close,
+    /// End the session; the sender is told once the session has let go of its path.
+    Close(Option<oneshot::Sender<()>>),
     Patch(String, oneshot::Sender<Result<(), Error>>),
     /// A viewer of this publisher's path asked for a keyframe.
     RequestKeyframe,
@@ -333,6 +334,12 @@ impl Session {
         mut drx: mpsc::Receiver<Datagram>,
         mut crx: mpsc::Receiver<Control>,
     ) {
+        // One timer for the session's life, moved only when str0m's deadline changes (most
+        // rounds it does not): no timer-wheel insert and remove per packet.
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut fired = true;
+        let mut closed_ack = None;
         let reason = loop {
             let deadline = match self.drive(&mut role) {
                 Ok(d) => d,
@@ -342,11 +349,19 @@ impl Session {
                 break "the peer closed the connection".to_owned();
             }
             let ice_deadline = self.last_rx + self.inner.cfg.ice_timeout;
-            let wake = deadline.min(ice_deadline);
+            let wake = tokio::time::Instant::from_std(deadline.min(ice_deadline));
+            if fired || sleep.deadline() != wake {
+                sleep.as_mut().reset(wake);
+                fired = false;
+            }
             let connected = self.connected;
             tokio::select! {
                 c = crx.recv() => match c {
-                    None | Some(Control::Close) => break "ended by DELETE".to_owned(),
+                    None => break "ended by DELETE".to_owned(),
+                    Some(Control::Close(done)) => {
+                        closed_ack = done;
+                        break "ended by DELETE".to_owned();
+                    }
                     Some(Control::Patch(frag, reply)) => {
                         let _ = reply.send(self.patch(&frag));
                     }
@@ -374,7 +389,8 @@ impl Session {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {
+                _ = &mut sleep => {
+                    fired = true;
                     let now = Instant::now();
                     if now >= ice_deadline {
                         break format!("no packet from the peer for {:?} (ICE timeout)", self.inner.cfg.ice_timeout);
@@ -411,6 +427,11 @@ impl Session {
             pair = %l.candidate_pair,
             "WebRTC session closed: {reason}"
         );
+        // The publisher (WHIP) or reader (WHEP) lets go of the path here.
+        drop(role);
+        if let Some(done) = closed_ack {
+            let _ = done.send(());
+        }
     }
 
     fn receive(&mut self, d: Datagram) {
