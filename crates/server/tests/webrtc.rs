@@ -513,6 +513,38 @@ webrtc_read_token = "watch"
     assert!(server.log().contains("WebRTC publish refused: wrong token"));
 }
 
+#[test]
+fn whep_readers_of_a_path_share_one_audio_converter() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let server = Server::start();
+    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
+    wait_stream(&server, "live/cam1");
+    let offer = OFFER_H264_OPUS.replace("a=sendonly", "a=recvonly");
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let (code, body, headers) = http_request_full(
+            server.webrtc,
+            "POST",
+            "/live/cam1/whep",
+            &[("Content-Type", "application/sdp")],
+            offer.as_bytes(),
+        );
+        assert_eq!(code, 201, "{body}\n{}", server.log());
+        assert!(
+            body.contains("opus/48000/2") && body.contains("H264/90000"),
+            "{body}"
+        );
+        sessions.push(header(&headers, "location").unwrap().to_owned());
+    }
+    let log = server.log();
+    assert_eq!(log.matches("WebRTC audio converter starts").count(), 1, "{log}");
+    for s in &sessions {
+        assert_eq!(http_request(server.webrtc, "DELETE", s, &[], b"").0, 200);
+    }
+}
+
 /// A minimal browser-like offer: H.264 video and Opus audio, both send-only.
 const OFFER_H264_OPUS: &str = "v=0\r\n\
 o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\

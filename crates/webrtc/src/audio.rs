@@ -302,6 +302,10 @@ impl OpusFeeds {
             )
             .ok()?;
         let (tx, rx) = broadcast::channel(256);
+        tracing::info!(
+            path,
+            "WebRTC audio converter starts (one per path, shared by its WebRTC readers)"
+        );
         let task = tokio::spawn(convert(reader, tx.clone())).abort_handle();
         let feed = Arc::new(Feed { tx, task });
         feeds.insert(path.to_owned(), Arc::downgrade(&feed));
