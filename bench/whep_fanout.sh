@@ -10,8 +10,23 @@
 #
 # Usage: bench/whep_fanout.sh [SECONDS_PER_RUN] [VIEWER COUNTS...]   e.g. bench/whep_fanout.sh 20 50 100 200
 # Writes a Markdown table to bench/results/whep_fanout-<date>.md.
+#
+# On loopback the kernel delivers each datagram to the receiving socket on the sending core, so
+# core 0 also pays for the viewers' receive path. RPS=1 runs the benchmark in its own network
+# namespace whose `lo` steers receive processing to core 1 (receive packet steering), as a real
+# network would put it on the viewers' machines (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${RPS:-0}" = 1 ] && [ -z "${WHEP_BENCH_NS:-}" ]; then
+    NS="sluice-whep-bench-$$"
+    ip netns add "$NS"
+    trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
+    ip -n "$NS" link set lo up
+    ip netns exec "$NS" sh -c 'echo 2 > /sys/class/net/lo/queues/rx-0/rps_cpus'
+    WHEP_BENCH_NS="$NS" ip netns exec "$NS" bash "$0" "$@"
+    exit $?
+fi
 
 SECS=${1:-20}
 shift || true
@@ -49,11 +64,14 @@ read -r b0 t0 < <(cpu0); sleep 10; read -r b1 t1 < <(cpu0)
 BASE=$(pct "$b0" "$t0" "$b1" "$t1")
 echo "baseline (publisher only): core0 ${BASE}%"
 
-OUT="bench/results/whep_fanout-$(date +%Y%m%d-%H%M).md"
+OUT="bench/results/whep_fanout-$(date +%Y%m%d-%H%M)${WHEP_BENCH_NS:+-rps}.md"
 {
     echo "# WHEP fan-out, $(date -u +%Y-%m-%d) — ${SECS} s per run, source 2.5 Mb/s 720p30 H.264 + AAC (converted to Opus)"
     echo
     echo "Server pinned to core 0 (whole-core CPU from /proc/stat); publisher and str0m load generator on core 1."
+    if [ -n "${WHEP_BENCH_NS:-}" ]; then
+        echo "RPS=1: the viewers' kernel receive path is steered to core 1 (own network namespace)."
+    fi
     echo "Publisher-only baseline: ${BASE}% of core 0."
     echo
     echo "| viewers | connected | core 0 CPU | CPU per viewer | egress received | egress Mb/s per core | min viewer Mb/s | server RSS |"

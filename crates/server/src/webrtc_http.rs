@@ -163,10 +163,14 @@ async fn handle(
                 return text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8");
             };
             match st.webrtc.patch(id, frag).await {
-                Ok(()) => StatusCode::NO_CONTENT.into_response(),
-                Err(Error::BadCandidate(m)) if m.starts_with("ICE restart") => {
-                    text(StatusCode::UNPROCESSABLE_ENTITY, m)
-                }
+                Ok(None) => StatusCode::NO_CONTENT.into_response(),
+                // ICE restart: our new credentials and candidates.
+                Ok(Some(answer)) => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
+                    answer,
+                )
+                    .into_response(),
                 Err(e) => error_response(&e),
             }
         }

@@ -327,6 +327,30 @@ fn whip_vp9_from_chromium_to_whep_and_hls() {
 }
 
 #[test]
+fn whep_ice_restart_keeps_playing() {
+    if !in_netns("whep_ice_restart_keeps_playing") || !have_browser() {
+        return;
+    }
+    let server = Server::start();
+    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
+    wait_stream(&server, "live/cam1");
+    let r = browser(
+        &["restart", &server.webrtc_url("live/cam1/"), "4"],
+        Duration::from_secs(60),
+    );
+    eprintln!("{r}");
+    assert_eq!(r["restart"], 200, "{r}\n{}", server.log());
+    let log = server.log();
+    assert!(log.contains("WebRTC ICE restart"), "{log}");
+    // The new credentials were checked and a new pair nominated (str0m's log).
+    assert!(log.matches("Force success nominated pair").count() >= 2, "{log}");
+    assert_eq!(r["state"], "connected", "{r}");
+    // Frames kept coming after the restart (30 fps source, 4 s).
+    let gained = num(&r, &["after"]) - num(&r, &["before"]);
+    assert!(gained >= 60.0, "{gained} frames after the ICE restart: {r}");
+}
+
+#[test]
 fn glass_to_glass_delay() {
     if !in_netns("glass_to_glass_delay") || !have_browser() {
         return;
@@ -426,8 +450,15 @@ fn bad_offers_get_clear_errors() {
     };
     let (code, body) = frag("a=candidate:garbage\r\n");
     assert_eq!(code, 400, "{body}");
-    let (code, _) = frag("a=ice-ufrag:new1\r\na=ice-pwd:newpasswordnewpassword12\r\n");
-    assert_eq!(code, 422);
+    // An ICE restart without the new password is refused; with it, answered with ours.
+    let (code, _) = frag("a=ice-ufrag:new1\r\n");
+    assert_eq!(code, 400);
+    let (code, body) = frag("a=ice-ufrag:new1\r\na=ice-pwd:newpasswordnewpassword12\r\n");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("a=ice-ufrag:") && body.contains("a=ice-pwd:") && body.contains("a=candidate:"),
+        "{body}"
+    );
     let (code, _) = frag("a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n");
     assert_eq!(code, 204);
     let (code, _) = http_request(server.webrtc, "DELETE", &loc, &[], b"");

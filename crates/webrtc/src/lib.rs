@@ -143,9 +143,9 @@ impl WebRtc {
         session::start(self.inner.clone(), SessionKind::Whip, path, offer, remote).await
     }
 
-    /// Trickle ICE (RFC 8840 fragment with `a=candidate` lines). An ICE restart is refused
-    /// with [`Error::BadCandidate`] naming it; the client then starts a new session.
-    pub async fn patch(&self, session: &str, fragment: &str) -> Result<(), Error> {
+    /// Trickle ICE (RFC 8840 fragment with `a=candidate` lines), or an ICE restart (a fragment
+    /// with new `a=ice-ufrag`/`a=ice-pwd`), which is answered with our new credentials.
+    pub async fn patch(&self, session: &str, fragment: &str) -> Result<Option<String>, Error> {
         let tx = self
             .inner
             .sessions

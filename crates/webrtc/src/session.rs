@@ -35,7 +35,8 @@ pub enum SessionKind {
 pub(crate) enum Control {
     /// End the session; the sender is told once the session has let go of its path.
     Close(Option<oneshot::Sender<()>>),
-    Patch(String, oneshot::Sender<Result<(), Error>>),
+    /// Trickle ICE or ICE restart; an ICE restart is answered with our new credentials.
+    Patch(String, oneshot::Sender<Result<Option<String>, Error>>),
     /// A viewer of this publisher's path asked for a keyframe.
     RequestKeyframe,
 }
@@ -205,12 +206,12 @@ pub(crate) async fn start(
         };
         candidates.extend(c.ok());
     }
-    let (rtc, answer) = negotiate(kind, video_codec, offer, creds.clone(), candidates, now)?;
+    let (rtc, answer) = negotiate(kind, video_codec, offer, creds.clone(), candidates.clone(), now)?;
 
     let id = random_hex(16);
     let (dtx, drx) = mpsc::channel(SESSION_QUEUE);
     let (ctx, crx) = mpsc::channel(16);
-    inner.udp.register(&creds.ufrag, dtx);
+    inner.udp.register(&creds.ufrag, dtx.clone());
     inner.sessions.lock().insert(id.clone(), ctx.clone());
     let stats = match &role {
         Role::Whep(w) => w.reader.stats().clone(),
@@ -223,7 +224,9 @@ pub(crate) async fn start(
         inner: inner.clone(),
         id: id.clone(),
         path: path.to_owned(),
-        ufrag: creds.ufrag,
+        ufrags: vec![creds.ufrag.clone()],
+        dtx: dtx.clone(),
+        candidates: candidates.clone(),
         kind,
         rtc,
         stats,
@@ -259,7 +262,12 @@ struct Session {
     inner: Arc<Inner>,
     id: String,
     path: String,
-    ufrag: String,
+    /// Our ICE ufrags (the first, then one per ICE restart): the shared port routes them here.
+    ufrags: Vec<String>,
+    /// This session's datagram queue, for routing a new ufrag after an ICE restart.
+    dtx: mpsc::Sender<Datagram>,
+    /// Our candidates, repeated in the answer to an ICE restart.
+    candidates: Vec<Candidate>,
     kind: SessionKind,
     rtc: Rtc,
     stats: Arc<SessionStats>,
@@ -402,7 +410,9 @@ impl Session {
             }
         };
         self.rtc.disconnect();
-        self.inner.udp.unregister(&self.ufrag);
+        for ufrag in &self.ufrags {
+            self.inner.udp.unregister(ufrag);
+        }
         self.inner.sessions.lock().remove(&self.id);
         if self.kind == SessionKind::Whip {
             // Only remove our own entry: a new publisher may already hold the path.
@@ -456,15 +466,42 @@ impl Session {
         }
     }
 
-    fn patch(&mut self, frag: &str) -> Result<(), Error> {
-        let restart = frag
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
-            .any(|u| Some(u) != self.remote_ufrag.as_deref());
-        if restart {
-            return Err(Error::BadCandidate(
-                "ICE restart is not supported: start a new session (POST) instead".into(),
-            ));
+    fn patch(&mut self, frag: &str) -> Result<Option<String>, Error> {
+        let attr = |name: &str| {
+            frag.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .map(str::to_owned)
+        };
+        let mut answer = None;
+        if let Some(ufrag) = attr("a=ice-ufrag:").filter(|u| Some(u) != self.remote_ufrag.as_ref()) {
+            // ICE restart (RFC 9725 section 4.4): new credentials both ways; the media flows
+            // on over the old pair until the new checks nominate a new one.
+            let pass = attr("a=ice-pwd:").ok_or_else(|| {
+                Error::BadCandidate("an ICE restart needs a=ice-pwd with the new a=ice-ufrag".into())
+            })?;
+            let local = IceCreds {
+                ufrag: random_hex(8),
+                pass: random_hex(16),
+            };
+            let mut api = self.rtc.direct_api();
+            api.set_remote_ice_credentials(IceCreds {
+                ufrag: ufrag.clone(),
+                pass,
+            });
+            api.set_local_ice_credentials(local.clone());
+            self.inner.udp.register(&local.ufrag, self.dtx.clone());
+            self.ufrags.push(local.ufrag.clone());
+            self.remote_ufrag = Some(ufrag);
+            tracing::info!(path = %self.path, session = %self.id, "WebRTC ICE restart");
+            let mut a = format!(
+                "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+                local.ufrag, local.pass
+            );
+            for c in &self.candidates {
+                a.push_str(&format!("a={}\r\n", c.to_sdp_string()));
+            }
+            a.push_str("a=end-of-candidates\r\n");
+            answer = Some(a);
         }
         for line in frag.lines() {
             let line = line.trim();
@@ -474,7 +511,7 @@ impl Session {
                 self.rtc.add_remote_candidate(c);
             }
         }
-        Ok(())
+        Ok(answer)
     }
 
     /// Polls str0m until it wants to be woken; returns when.

@@ -71,6 +71,40 @@ try {
       await sleep(250);
     }
     out({ ...last, firstFrameMs });
+  } else if (mode === 'restart') {
+    // Watch, then restart ICE through a WHEP PATCH (RFC 9725 4.4) and keep watching.
+    const page = await context.newPage();
+    await page.goto(url);
+    const until = async (pred, ms) => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) { const r = await inbound(page); if (pred(r)) return r; await sleep(200); }
+      return inbound(page);
+    };
+    const before = await until((r) => r.video && r.video.framesDecoded > 30, 15000);
+    const restart = await page.evaluate(async () => {
+      const pc = window.pc;
+      pc.restartIce();
+      const offer = await pc.createOffer({ iceRestart: true });
+      await pc.setLocalDescription(offer);
+      const ufrag = offer.sdp.match(/a=ice-ufrag:(.*)\r\n/)[1];
+      const pwd = offer.sdp.match(/a=ice-pwd:(.*)\r\n/)[1];
+      const res = await fetch(window.whepSession, { method: 'PATCH',
+        headers: { 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*' },
+        body: `a=ice-ufrag:${ufrag}\r\na=ice-pwd:${pwd}\r\n` });
+      const frag = await res.text();
+      if (res.status !== 200) return { status: res.status, frag };
+      const nu = frag.match(/a=ice-ufrag:(.*)\r\n/)[1];
+      const np = frag.match(/a=ice-pwd:(.*)\r\n/)[1];
+      const sdp = pc.remoteDescription.sdp.replace(/a=ice-ufrag:.*\r\n/g, `a=ice-ufrag:${nu}\r\n`)
+        .replace(/a=ice-pwd:.*\r\n/g, `a=ice-pwd:${np}\r\n`);
+      await pc.setRemoteDescription({ type: 'answer', sdp });
+      return { status: res.status, frag };
+    });
+    console.log(`# restart: ${JSON.stringify(restart)}`);
+    await sleep(Number(a3) * 1000);
+    const after = await inbound(page);
+    out({ restart: restart.status, before: before.video ? before.video.framesDecoded : 0,
+      after: after.video ? after.video.framesDecoded : 0, state: after.state });
   } else if (mode === 'publish') {
     const page = await context.newPage();
     page.on('console', (m) => console.log(`# console: ${m.text()}`));
