@@ -179,6 +179,13 @@ fn whip_from_chromium_to_rtmp_and_whep() {
     assert_eq!(r["state"], "connected", "{r}");
     assert!(num(&r, &["video", "framesDecoded"]) >= 40.0, "{r}");
     assert!(num(&r, &["audio", "packetsReceived"]) >= 100.0, "{r}");
+    assert!(num(&r, &["audio", "totalAudioEnergy"]) > 0.0, "{r}");
+    // WebRTC readers of a WebRTC publisher get its own Opus: no AAC round trip.
+    assert!(
+        !server.log().contains("WebRTC audio converter starts"),
+        "{}",
+        server.log()
+    );
     // The publisher stayed connected all along (its driver reports the state at its end).
     let out = publisher.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&out.stdout);

@@ -251,15 +251,47 @@ impl OpusToAac {
     }
 }
 
-/// One AAC→Opus converter per path, shared by all its WebRTC readers.
+/// One AAC→Opus converter per path, shared by all its WebRTC readers; or, when a WebRTC
+/// publisher feeds the path, its original Opus (no conversion at all).
 #[derive(Default, Clone)]
 pub struct OpusFeeds {
     feeds: Arc<Mutex<HashMap<String, Weak<Feed>>>>,
+    direct: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<OpusPacket>>>>>,
+}
+
+/// A WebRTC publisher's Opus, offered to the path's WebRTC readers as it arrives. Dropping it
+/// hands the path back to the converter.
+pub struct DirectOpus {
+    feeds: OpusFeeds,
+    path: String,
+    tx: broadcast::Sender<Arc<OpusPacket>>,
+}
+
+impl DirectOpus {
+    pub fn send(&self, pts: i64, data: &[u8]) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(OpusPacket {
+                pts,
+                data: Bytes::copy_from_slice(data),
+            }));
+        }
+    }
+}
+
+impl Drop for DirectOpus {
+    fn drop(&mut self) {
+        let mut d = self.feeds.direct.lock();
+        if d.get(&self.path).is_some_and(|tx| tx.same_channel(&self.tx)) {
+            d.remove(&self.path);
+        }
+    }
 }
 
 /// A subscription to a path's Opus audio. The converter stops when the last one is dropped.
 pub struct FeedHandle {
-    feed: Arc<Feed>,
+    /// The converter this keeps running (none for a publisher's own Opus).
+    feed: Option<Arc<Feed>>,
+    tx: broadcast::Sender<Arc<OpusPacket>>,
     pub rx: broadcast::Receiver<Arc<OpusPacket>>,
 }
 
@@ -267,7 +299,8 @@ impl FeedHandle {
     pub fn resubscribe(&self) -> FeedHandle {
         FeedHandle {
             feed: self.feed.clone(),
-            rx: self.feed.tx.subscribe(),
+            tx: self.tx.clone(),
+            rx: self.tx.subscribe(),
         }
     }
 }
@@ -286,11 +319,23 @@ impl Drop for Feed {
 impl OpusFeeds {
     /// Subscribes to `path`'s Opus audio, starting its converter if none runs.
     pub fn subscribe(&self, registry: &Registry, path: &str) -> Option<FeedHandle> {
+        if let Some(tx) = self.direct.lock().get(path) {
+            return Some(FeedHandle {
+                feed: None,
+                tx: tx.clone(),
+                rx: tx.subscribe(),
+            });
+        }
         let mut feeds = self.feeds.lock();
         feeds.retain(|_, f| f.strong_count() > 0);
         if let Some(feed) = feeds.get(path).and_then(Weak::upgrade) {
             let rx = feed.tx.subscribe();
-            return Some(FeedHandle { feed, rx });
+            let tx = feed.tx.clone();
+            return Some(FeedHandle {
+                feed: Some(feed),
+                tx,
+                rx,
+            });
         }
         let reader = registry
             .read(
@@ -307,9 +352,24 @@ impl OpusFeeds {
             "WebRTC audio converter starts (one per path, shared by its WebRTC readers)"
         );
         let task = tokio::spawn(convert(reader, tx.clone())).abort_handle();
-        let feed = Arc::new(Feed { tx, task });
+        let feed = Arc::new(Feed { tx: tx.clone(), task });
         feeds.insert(path.to_owned(), Arc::downgrade(&feed));
-        Some(FeedHandle { feed, rx })
+        Some(FeedHandle {
+            feed: Some(feed),
+            tx,
+            rx,
+        })
+    }
+
+    /// A WebRTC publisher of `path` offers its own Opus to the path's WebRTC readers.
+    pub fn publish_direct(&self, path: &str) -> DirectOpus {
+        let (tx, _) = broadcast::channel(256);
+        self.direct.lock().insert(path.to_owned(), tx.clone());
+        DirectOpus {
+            feeds: self.clone(),
+            path: path.to_owned(),
+            tx,
+        }
     }
 
     /// Paths with a running converter (for tests and stats).

@@ -166,6 +166,7 @@ pub(crate) async fn start(
             let publisher = inner.registry.publish(path, info)?;
             Role::Whip(Box::new(Whip {
                 publisher,
+                direct_opus: inner.feeds.publish_direct(path),
                 to_aac: None,
                 video_mid: None,
                 sps: None,
@@ -320,6 +321,8 @@ struct Whep {
 
 struct Whip {
     publisher: Publisher,
+    /// The original Opus, straight to this path's WebRTC readers (no AAC round trip).
+    direct_opus: crate::audio::DirectOpus,
     to_aac: Option<OpusToAac>,
     video_mid: Option<Mid>,
     sps: Option<Bytes>,
@@ -1037,6 +1040,7 @@ impl Whip {
                     self.start(path)?;
                 }
                 let pts = self.pts(1, &d);
+                self.direct_opus.send(pts, &d.data);
                 let Some(conv) = self.to_aac.as_mut() else {
                     return Ok(());
                 };
