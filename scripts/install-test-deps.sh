@@ -17,6 +17,14 @@ command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# GStreamer's webrtcbin (through python3-gi) as a second WHIP publisher; openssl makes its
+# ECDSA DTLS certificate.
+/usr/bin/python3 -c 'import gi; gi.require_version("GstWebRTC", "1.0")' >/dev/null 2>&1 \
+  && gst-inspect-1.0 x264enc >/dev/null 2>&1 && gst-inspect-1.0 nicesrc >/dev/null 2>&1 \
+  || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+            gstreamer1.0-plugins-ugly gstreamer1.0-nice python3-gi gir1.2-gstreamer-1.0
+            gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # nft blocks UDP inside a test's network namespace to prove the ICE-TCP fallback.
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 

@@ -358,6 +358,79 @@ fn whep_ice_restart_keeps_playing() {
 }
 
 #[test]
+fn whip_from_gstreamer_webrtcbin() {
+    if !in_netns("whip_from_gstreamer_webrtcbin") || !require("ffmpeg") {
+        return;
+    }
+    let have_gst = Command::new("/usr/bin/python3")
+        .args(["-c", "import gi; gi.require_version('GstWebRTC', '1.0')"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_gst {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("GStreamer and python3-gi are required in CI; run scripts/install-test-deps.sh");
+        }
+        eprintln!("skipping: GStreamer/python3-gi missing");
+        return;
+    }
+    // GStreamer's default DTLS certificate is RSA; str0m's DTLS takes ECDSA only.
+    let dir = tmp_dir().join(format!("gst-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert, pem) = (dir.join("k.pem"), dir.join("c.pem"), dir.join("ec.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "2", "-subj", "/CN=gst-whip"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    let both = std::fs::read_to_string(&cert).unwrap() + &std::fs::read_to_string(&key).unwrap();
+    std::fs::write(&pem, both).unwrap();
+
+    let server = Server::start();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gst/whip_publish.py");
+    let publisher = Command::new("timeout")
+        .args(["40", "/usr/bin/python3"])
+        .arg(script)
+        .arg(server.webrtc_url("live/gst/whip"))
+        .arg("14")
+        .arg(&pem)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    assert!(
+        server.wait_log("WHIP stream starts", Duration::from_secs(15)),
+        "GStreamer did not get a stream going:\n{}",
+        server.log()
+    );
+    let p = probe(&server.rtmp_url("live/gst"), 4);
+    assert_eq!(p.video().codec_name, "h264", "{}", server.log());
+    assert_eq!(p.video().width, 640);
+    assert_eq!(p.audio().codec_name, "aac");
+    assert!(p.count(true) >= 60, "{} video frames in 4 s", p.count(true));
+    assert!(p.count(false) >= 100, "{} audio frames in 4 s", p.count(false));
+    let out = publisher.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("whip 201") && out.contains("done completed"),
+        "{out}"
+    );
+}
+
+#[test]
 fn glass_to_glass_delay() {
     if !in_netns("glass_to_glass_delay") || !have_browser() {
         return;
