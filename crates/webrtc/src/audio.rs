@@ -476,6 +476,46 @@ mod tests {
             .collect()
     }
 
+    /// One converter per path, fed by the path's AAC, stopped when the last reader leaves.
+    #[tokio::test]
+    async fn one_converter_per_path_stops_with_the_last_reader() {
+        let registry = Registry::default();
+        let info = SessionInfo {
+            protocol: "test",
+            remote: None,
+        };
+        let mut publisher = registry.publish("live/a", info).unwrap();
+        let mut to_aac = OpusToAac::new().unwrap();
+        publisher.start(vec![to_aac.track(0)]);
+        let feeds = OpusFeeds::default();
+        let mut a = feeds.subscribe(&registry, "live/a").unwrap();
+        let b = feeds.subscribe(&registry, "live/a").unwrap();
+        assert_eq!(feeds.running(), 1);
+        // 1 s of a tone, as AAC on the path.
+        let mut enc =
+            opus::Encoder::new(OPUS_RATE, opus::Channels::Stereo, opus::Application::Audio).unwrap();
+        let mut buf = [0u8; 4000];
+        for k in 0..50 {
+            let n = enc
+                .encode(&sine(OPUS_FRAME, OPUS_RATE, k * OPUS_FRAME), &mut buf)
+                .unwrap();
+            for (pts, aac) in to_aac.push(k as i64 * 1800, &buf[..n]).unwrap() {
+                publisher.write(sluice_media::Frame::new(0, pts, pts, true, aac));
+            }
+            tokio::task::yield_now().await;
+        }
+        let mut got = 0;
+        while let Ok(Ok(p)) = tokio::time::timeout(std::time::Duration::from_millis(500), a.rx.recv()).await {
+            assert!(!p.data.is_empty());
+            got += 1;
+        }
+        assert!(got >= 30, "{got} Opus packets for 1 s of AAC");
+        drop(a);
+        assert_eq!(feeds.running(), 1, "one reader is left");
+        drop(b);
+        assert_eq!(feeds.running(), 0, "the converter stops with the last reader");
+    }
+
     #[test]
     fn resampler_keeps_the_rate() {
         let mut r = Resampler::new(44_100, 48_000);
