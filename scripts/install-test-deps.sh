@@ -15,7 +15,11 @@ command -v rtmpdump >/dev/null 2>&1 || need+=(rtmpdump)
 command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
 # WebRTC tests: headless Chromium driven by Playwright (playwright-core from npm, below).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+# The tests stop processes with kill(1) and wrap peers in timeout(1).
+command -v kill >/dev/null 2>&1 || need+=(procps)
+command -v timeout >/dev/null 2>&1 || need+=(coreutils)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # GStreamer's webrtcbin (through python3-gi) as a second WHIP publisher; openssl makes its
 # ECDSA DTLS certificate.

@@ -1,5 +1,6 @@
-//! WebRTC offer handling: any bytes POSTed as an SDP offer (WHIP or WHEP) give an answer or a
-//! clear error, never a panic; and the shared port's datagram classifier takes any bytes.
+//! WebRTC input: any bytes POSTed as an SDP offer (WHIP or WHEP) give an answer or a clear
+//! error, never a panic; the same for trickle-ICE candidate lines, the shared port's datagram
+//! classifier, and the VP8/VP9 frame headers of WHIP video.
 #![no_main]
 use std::time::Instant;
 
@@ -8,7 +9,14 @@ use sluice_webrtc::{negotiate, stun, Candidate, IceCreds, SessionKind};
 
 fuzz_target!(|data: &[u8]| {
     let _ = stun::classify(data);
+    let _ = sluice_codec::vpx::vp8_frame(data);
+    let _ = sluice_codec::vpx::vp9_frame(data);
     let Ok(offer) = std::str::from_utf8(data) else { return };
+    for line in offer.lines() {
+        if let Some(c) = line.trim().strip_prefix("a=") {
+            let _ = Candidate::from_sdp_string(c);
+        }
+    }
     let creds = IceCreds {
         ufrag: "fuzzufrg".into(),
         pass: "fuzzpasswordfuzzpassword".into(),

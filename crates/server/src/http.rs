@@ -22,15 +22,18 @@ use crate::server::Shared;
 const PLAYLIST_CACHE: &str = "max-age=1";
 const SEGMENT_CACHE: &str = "public, max-age=3600, immutable";
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    let origin = &shared.config.http.cors_origin;
-    let allow = if origin == "*" {
+/// `Access-Control-Allow-Origin` from `[http] cors_origin`, for every HTTP listener.
+pub fn cors_origin(origin: &str) -> AllowOrigin {
+    if origin == "*" {
         AllowOrigin::any()
     } else {
         AllowOrigin::exact(HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("null")))
-    };
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
     let cors = CorsLayer::new()
-        .allow_origin(allow)
+        .allow_origin(cors_origin(&shared.config.http.cors_origin))
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
         .allow_headers([header::RANGE, header::CONTENT_TYPE])
         .expose_headers([header::CONTENT_LENGTH]);

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Router;
 use sluice_webrtc::{Error, WebRtc};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::CorsLayer;
 
 use crate::server::Shared;
 
@@ -27,14 +27,8 @@ struct St {
 }
 
 pub fn router(shared: Arc<Shared>, webrtc: WebRtc) -> Router {
-    let origin = &shared.config.http.cors_origin;
-    let allow = if origin == "*" {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::exact(HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("null")))
-    };
     let cors = CorsLayer::new()
-        .allow_origin(allow)
+        .allow_origin(crate::http::cors_origin(&shared.config.http.cors_origin))
         .allow_methods([
             Method::GET,
             Method::POST,
@@ -325,32 +319,31 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// RFC 9725 section 4.6: one `Link: <URL>; rel="ice-server"` per configured STUN/TURN server.
 fn ice_server_links(cfg: &crate::config::WebRtcSection) -> Vec<String> {
-    cfg.ice_servers
-        .iter()
-        .map(|url| {
-            if url.starts_with("turn") && !cfg.ice_servers_user.is_empty() {
-                format!(
-                    "<{url}>; rel=\"ice-server\"; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
-                    cfg.ice_servers_user, cfg.ice_servers_pass
-                )
-            } else {
-                format!("<{url}>; rel=\"ice-server\"")
-            }
+    ice_servers(cfg)
+        .map(|(url, creds)| match creds {
+            Some((user, pass)) => format!(
+                "<{url}>; rel=\"ice-server\"; username=\"{user}\"; credential=\"{pass}\"; credential-type=\"password\""
+            ),
+            None => format!("<{url}>; rel=\"ice-server\""),
         })
         .collect()
 }
 
+/// The configured STUN/TURN servers, with the credentials that go with the `turn:` ones.
+fn ice_servers(cfg: &crate::config::WebRtcSection) -> impl Iterator<Item = (&str, Option<(&str, &str)>)> {
+    cfg.ice_servers.iter().map(|url| {
+        let creds = (url.starts_with("turn") && !cfg.ice_servers_user.is_empty())
+            .then_some((cfg.ice_servers_user.as_str(), cfg.ice_servers_pass.as_str()));
+        (url.as_str(), creds)
+    })
+}
+
 /// The pages' `RTCPeerConnection` configuration: the same servers as JSON.
 fn ice_servers_json(cfg: &crate::config::WebRtcSection) -> String {
-    let servers: Vec<serde_json::Value> = cfg
-        .ice_servers
-        .iter()
-        .map(|url| {
-            if url.starts_with("turn") && !cfg.ice_servers_user.is_empty() {
-                serde_json::json!({"urls": url, "username": cfg.ice_servers_user, "credential": cfg.ice_servers_pass})
-            } else {
-                serde_json::json!({"urls": url})
-            }
+    let servers: Vec<serde_json::Value> = ice_servers(cfg)
+        .map(|(url, creds)| match creds {
+            Some((user, pass)) => serde_json::json!({"urls": url, "username": user, "credential": pass}),
+            None => serde_json::json!({"urls": url}),
         })
         .collect();
     // Inside a <script>: keep "</" from ending it.

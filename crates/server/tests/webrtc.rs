@@ -114,6 +114,13 @@ fn browser_bg(args: &[&str], seconds: u64) -> std::process::Child {
         .expect("node")
 }
 
+/// ffmpeg publishing the B-frame-free H.264 + AAC source on `path` over RTMP, once it is live.
+fn publish_rtmp(server: &Server, path: &str) -> Publisher {
+    let p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url(path));
+    wait_stream(server, path);
+    p
+}
+
 fn num(v: &serde_json::Value, path: &[&str]) -> f64 {
     let mut v = v;
     for p in path {
@@ -128,8 +135,7 @@ fn rtmp_to_whep_in_chromium_with_sound() {
         return;
     }
     let server = Server::start();
-    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
-    wait_stream(&server, "live/cam1");
+    let _publisher = publish_rtmp(&server, "live/cam1");
     let r = browser(
         &["watch", &server.webrtc_url("live/cam1/"), "6"],
         Duration::from_secs(60),
@@ -232,8 +238,7 @@ fn ice_tcp_when_udp_is_blocked() {
             .expect("nft (scripts/install-test-deps.sh)");
         assert!(st.success(), "nft {cmd:?}");
     }
-    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
-    wait_stream(&server, "live/cam1");
+    let _publisher = publish_rtmp(&server, "live/cam1");
     let r = browser(
         &["watch", &server.webrtc_url("live/cam1/"), "6"],
         Duration::from_secs(60),
@@ -284,8 +289,7 @@ fn whep_recovers_from_loss_with_nack() {
             "<", "3", "drop",
         ],
     ]);
-    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
-    wait_stream(&server, "live/cam1");
+    let _publisher = publish_rtmp(&server, "live/cam1");
     let r = browser(
         &["watch", &server.webrtc_url("live/cam1/"), "8"],
         Duration::from_secs(60),
@@ -339,8 +343,7 @@ fn whep_ice_restart_keeps_playing() {
         return;
     }
     let server = Server::start();
-    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
-    wait_stream(&server, "live/cam1");
+    let _publisher = publish_rtmp(&server, "live/cam1");
     let r = browser(
         &["restart", &server.webrtc_url("live/cam1/"), "4"],
         Duration::from_secs(60),
@@ -454,8 +457,7 @@ fn vanished_viewer_is_cleaned_up_after_ice_timeout() {
         return;
     }
     let server = Server::start_with(&[("SLUICE_WEBRTC_ICE_TIMEOUT", "3s")], None);
-    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
-    wait_stream(&server, "live/cam1");
+    let _publisher = publish_rtmp(&server, "live/cam1");
     // The browser watches for 3 s and is then killed: no DELETE is sent.
     let r = browser(
         &["watch", &server.webrtc_url("live/cam1/"), "3"],
@@ -630,8 +632,7 @@ fn whep_readers_of_a_path_share_one_audio_converter() {
         return;
     }
     let server = Server::start();
-    let _publisher = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam1"));
-    wait_stream(&server, "live/cam1");
+    let _publisher = publish_rtmp(&server, "live/cam1");
     let offer = OFFER_H264_OPUS.replace("a=sendonly", "a=recvonly");
     let mut sessions = Vec::new();
     for _ in 0..3 {

@@ -27,7 +27,8 @@ const AAC_FRAME: usize = 1024;
 #[derive(Debug)]
 pub struct OpusPacket {
     pub pts: i64,
-    pub data: Bytes,
+    /// Shared as is by every WebRTC reader's RTP write.
+    pub data: Arc<[u8]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +172,7 @@ impl AacToOpus {
             let pts = self.pending_pts.unwrap_or(pts);
             packets.push(OpusPacket {
                 pts,
-                data: Bytes::copy_from_slice(&self.out[..len]),
+                data: Arc::from(&self.out[..len]),
             });
             self.pending.drain(..OPUS_FRAME * 2);
             self.pending_pts = Some(pts + OPUS_FRAME as i64 * CLOCK_RATE / OPUS_RATE as i64);
@@ -272,7 +273,7 @@ impl DirectOpus {
         if self.tx.receiver_count() > 0 {
             let _ = self.tx.send(Arc::new(OpusPacket {
                 pts,
-                data: Bytes::copy_from_slice(data),
+                data: Arc::from(data),
             }));
         }
     }
@@ -430,7 +431,7 @@ async fn convert(mut reader: sluice_media::Reader, tx: broadcast::Sender<Arc<Opu
                     if live {
                         let _ = tx.send(Arc::new(OpusPacket {
                             pts: f.pts,
-                            data: f.data.clone(),
+                            data: Arc::from(&f.data[..]),
                         }));
                     }
                     continue;

@@ -145,6 +145,7 @@ pub(crate) async fn start(
                 video_pt: None,
                 audio_pt: None,
                 clock: None,
+                nal: None,
                 started: false,
                 pending: Default::default(),
                 rtp_mode: matches!(video_codec, None | Some(CodecId::H264)),
@@ -306,8 +307,12 @@ struct Whep {
     audio_mid: Option<Mid>,
     video_pt: Option<Pt>,
     audio_pt: Option<Pt>,
-    /// (pts of the first frame sent, when it was sent): RTP times and wallclocks derive from it.
+    /// (pts of the live edge when the peer connected, that instant): RTP times and wallclocks
+    /// derive from it.
     clock: Option<(i64, Instant)>,
+    /// H.264/H.265: how the stream's frames become Annex B (codec, parameter sets, NAL length
+    /// size), parsed once per stream rather than per frame.
+    nal: Option<NalForm>,
     started: bool,
     /// The GOP cache, taken at once when the peer connects, to be sent squeezed in time.
     pending: std::collections::VecDeque<(Arc<Frame>, i64)>,
@@ -667,9 +672,10 @@ impl Whep {
         if !self.started {
             self.started = true;
             self.choose_pts(rtc);
-            // Take the GOP cache (and whatever queued while ICE and DTLS ran) in one go: it is
-            // sent at once with squeezed timestamps, so the picture comes now and the browser's
-            // jitter buffer does not take the backlog as delay.
+            // Take the GOP cache (and whatever queued while ICE and DTLS ran) in one go: it goes
+            // out first, a frame per round, with timestamps squeezed just before the live edge,
+            // so the picture comes now and the browser's jitter buffer does not take the backlog
+            // as delay.
             let mut backlog = Vec::new();
             let first = m;
             let mut push = |ev: CoreEv, this: &mut Self| match ev {
@@ -802,6 +808,17 @@ impl Whep {
         let Some(track) = stream.track(f.track) else {
             return Ok(());
         };
+        if self.nal.as_ref().is_none_or(|n| n.track != *track) {
+            self.nal = NalForm::of(track);
+        }
+        if matches!(track.codec, CodecId::H264 | CodecId::H265) && self.nal.is_none() {
+            tracing::debug!(
+                path,
+                "skipping a video frame: the stream's {} config does not parse",
+                track.codec
+            );
+            return Ok(());
+        }
         if track.kind() != sluice_media::MediaKind::Video {
             // Audio reaches WebRTC readers through the path's Opus converter.
             return Ok(());
@@ -810,7 +827,7 @@ impl Whep {
             return Ok(());
         };
         if self.rtp_mode {
-            let payloads = match rtp_payloads(track, f) {
+            let payloads = match rtp_payloads(self.nal.as_ref(), f) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!(path, "skipping a video frame WebRTC cannot carry: {e}");
@@ -835,7 +852,7 @@ impl Whep {
             }
             return Ok(());
         }
-        let data: Arc<[u8]> = match video_payload(track, f) {
+        let data: Arc<[u8]> = match video_payload(self.nal.as_ref(), f) {
             Ok(d) => Arc::from(&d[..]),
             Err(e) => {
                 tracing::debug!(path, "skipping a video frame WebRTC cannot carry: {e}");
@@ -868,8 +885,9 @@ impl Whep {
             if let Some(tx) = api.stream_tx_by_mid(mid, None) {
                 let seq = SeqNo::from(self.audio_seq);
                 self.audio_seq += 1;
-                let payload: Arc<[u8]> = Arc::from(&p.data[..]);
-                tx.write_rtp(RtpWrite::new(pt, seq, rtp.numer() as u32, wallclock, payload).nackable(true));
+                tx.write_rtp(
+                    RtpWrite::new(pt, seq, rtp.numer() as u32, wallclock, p.data.clone()).nackable(true),
+                );
             }
             return;
         }
@@ -886,40 +904,73 @@ impl Whep {
 const RTP_PAYLOAD_MTU: usize = 1100;
 
 /// A frame's H.264 RTP payloads (single NAL units and FU-A fragments, RFC 6184), made once per
-/// frame with str0m's own packetizer and shared by every WHEP session.
-fn rtp_payloads(track: &Track, f: &Frame) -> Result<Arc<[Arc<[u8]>]>, String> {
-    let annexb = video_payload(track, f)?;
-    Ok(f.rtp_payloads(|_| {
+/// frame with str0m's own packetizer and shared by every WHEP session: the first viewer to send
+/// the frame builds them, the others take the cached ones.
+fn rtp_payloads(nal: Option<&NalForm>, f: &Frame) -> Result<Arc<[Arc<[u8]>]>, String> {
+    let mut err = None;
+    let payloads = f.rtp_payloads(|f| {
+        let annexb = match video_payload(nal, f) {
+            Ok(b) => b,
+            Err(e) => {
+                err = Some(e);
+                return Arc::from(Vec::new());
+            }
+        };
         let mut p = H264Packetizer::default();
         match p.packetize(RTP_PAYLOAD_MTU, &annexb) {
             Ok(v) => v.into_iter().map(Arc::from).collect(),
-            Err(_) => Arc::from(Vec::new()),
+            Err(e) => {
+                err = Some(format!("cannot packetize: {e}"));
+                Arc::from(Vec::new())
+            }
         }
-    }))
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(payloads),
+    }
+}
+
+/// How a stream's H.264/H.265 frames become Annex B.
+struct NalForm {
+    track: Track,
+    codec: NalCodec,
+    params: Vec<Bytes>,
+    length_size: u8,
+}
+
+impl NalForm {
+    /// `None` for codecs that are sent as they are (VP8, VP9, AV1) or a config that does not parse.
+    fn of(track: &Track) -> Option<NalForm> {
+        let (codec, params, length_size) = match track.codec {
+            CodecId::H264 => {
+                let c = sluice_codec::avc::AvcConfig::parse(&track.config).ok()?;
+                (NalCodec::H264, [c.sps, c.pps].concat(), c.length_size)
+            }
+            CodecId::H265 => {
+                let c = sluice_codec::hevc::HevcConfig::parse(&track.config).ok()?;
+                (NalCodec::H265, [c.vps, c.sps, c.pps].concat(), c.length_size)
+            }
+            _ => return None,
+        };
+        Some(NalForm {
+            track: track.clone(),
+            codec,
+            params,
+            length_size,
+        })
+    }
 }
 
 /// The RTP payloader's input for a video frame: Annex B for H.264/H.265 (with parameter sets
 /// on keyframes, the same bytes MPEG-TS carries, built once per frame), the frame as is otherwise.
-fn video_payload(track: &Track, f: &Frame) -> Result<Bytes, String> {
-    let (codec, params, ls) = match track.codec {
-        CodecId::H264 => {
-            let c = sluice_codec::avc::AvcConfig::parse(&track.config).map_err(|e| e.to_string())?;
-            let mut p = c.sps.clone();
-            p.extend(c.pps.iter().cloned());
-            (NalCodec::H264, p, c.length_size)
-        }
-        CodecId::H265 => {
-            let c = sluice_codec::hevc::HevcConfig::parse(&track.config).map_err(|e| e.to_string())?;
-            let mut p = c.vps.clone();
-            p.extend(c.sps.iter().cloned());
-            p.extend(c.pps.iter().cloned());
-            (NalCodec::H265, p, c.length_size)
-        }
-        _ => return Ok(f.data.clone()),
+fn video_payload(nal: Option<&NalForm>, f: &Frame) -> Result<Bytes, String> {
+    let Some(n) = nal else {
+        return Ok(f.data.clone());
     };
     let mut err = None;
     let b = f.wire(WireForm::Pes, |f| {
-        avcc_to_annexb(codec, &f.data, ls, &params, f.keyframe).unwrap_or_else(|e| {
+        avcc_to_annexb(n.codec, &f.data, n.length_size, &n.params, f.keyframe).unwrap_or_else(|e| {
             err = Some(e.to_string());
             Bytes::new()
         })

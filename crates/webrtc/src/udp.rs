@@ -93,6 +93,8 @@ const GSO_MAX_BYTES: usize = 60_000;
 
 pub(crate) struct Udp {
     sockets: Vec<Arc<UdpSocket>>,
+    /// The sockets' local addresses, by index (read once: no getsockname per send).
+    addrs: Vec<SocketAddr>,
     /// quinn-udp's per-socket state (GSO support and segment limit), by index of `sockets`.
     gso: Vec<quinn_udp::UdpSocketState>,
     /// Local addresses of the ICE-TCP listener, offered as passive TCP candidates.
@@ -158,11 +160,14 @@ impl Udp {
             tcp_listener = Some(l);
         }
         let mut gso = Vec::new();
+        let mut addrs = Vec::new();
         for s in &sockets {
             gso.push(quinn_udp::UdpSocketState::new((&**s).into())?);
+            addrs.push(s.local_addr()?);
         }
         let udp = Arc::new(Udp {
             sockets,
+            addrs,
             gso,
             tcp_addrs,
             tcp_conns: Mutex::new(HashMap::new()),
@@ -180,7 +185,7 @@ impl Udp {
 
     /// The addresses of the bound sockets: the server's host candidates.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.addrs.clone()
     }
 
     /// The ICE-TCP listener's addresses (passive TCP candidates).
@@ -210,10 +215,7 @@ impl Udp {
         if self.sockets.len() == 1 {
             return 0;
         }
-        self.sockets
-            .iter()
-            .position(|s| s.local_addr().is_ok_and(|a| a == source))
-            .unwrap_or(0)
+        self.addrs.iter().position(|a| *a == source).unwrap_or(0)
     }
 
     /// Sends a session's packets now, batching runs of equal-size datagrams to one peer into one

@@ -239,50 +239,18 @@ pub fn tmp_dir() -> PathBuf {
 /// A 12 s test source encoded once and cached: testsrc2 640x360 30 fps, x264 with B-frames and
 /// a 2 s GOP, AAC 48 kHz stereo. Publishing it with `-c copy` costs almost no CPU.
 pub fn source_flv() -> PathBuf {
-    cached_source(
-        "src-h264-aac-v1.flv",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=1000:sample_rate=48000",
-            "-t",
-            "12",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "superfast",
-            "-bf",
-            "2",
-            "-g",
-            "60",
-            "-keyint_min",
-            "60",
-            "-sc_threshold",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-ac",
-            "2",
-            "-b:a",
-            "96k",
-            "-f",
-            "flv",
-        ],
-    )
+    h264_aac_source("src-h264-aac-v1.flv", "2")
 }
 
 /// The same source without B-frames, as WebRTC needs (browsers drop out-of-order frames):
 /// what an encoder set up for WebRTC (OBS with `bframes=0`, a camera) sends.
 pub fn source_flv_no_bframes() -> PathBuf {
+    h264_aac_source("src-h264-aac-nobf-v1.flv", "0")
+}
+
+fn h264_aac_source(name: &str, bframes: &str) -> PathBuf {
     cached_source(
-        "src-h264-aac-nobf-v1.flv",
+        name,
         &[
             "-f",
             "lavfi",
@@ -299,7 +267,7 @@ pub fn source_flv_no_bframes() -> PathBuf {
             "-preset",
             "superfast",
             "-bf",
-            "0",
+            bframes,
             "-g",
             "60",
             "-keyint_min",
