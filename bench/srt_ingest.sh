@@ -34,8 +34,8 @@ enabled = false
 enabled = false
 [srt]
 listen = "127.0.0.1:19890"
-[path_defaults]
-srt_latency = "${LATENCY_MS}ms"
+[path_defaults.srt]
+latency = "${LATENCY_MS}ms"
 EOF
 
 RESULTS=()

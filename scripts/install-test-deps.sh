@@ -20,6 +20,8 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # The tests stop processes with kill(1) and wrap peers in timeout(1).
 command -v kill >/dev/null 2>&1 || need+=(procps)
 command -v timeout >/dev/null 2>&1 || need+=(coreutils)
+# The API, push, pull and record tests talk to the API with curl.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # GStreamer's webrtcbin (through python3-gi) as a second WHIP publisher; openssl makes its
 # ECDSA DTLS certificate.
@@ -31,6 +33,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # nft blocks UDP inside a test's network namespace to prove the ICE-TCP fallback.
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+# Python test tools (below) live in a venv of the project's: python3 with its venv module.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3 python3-venv)
+# Metrics tests: Debian's Prometheus server scrapes /metrics (its service is not started:
+# policy-rc.d below; the tests run their own on a free port).
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 
 if [ "${#need[@]}" -gt 0 ]; then
   # Keep packaged services (nginx) from starting during install.
@@ -51,6 +58,26 @@ fi
 browser_dir="$(dirname "$0")/../crates/server/tests/browser"
 if [ ! -d "$browser_dir/node_modules/playwright-core" ]; then
   (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# hls.js for the recording playback test (a VOD playlist played and sought in Chromium).
+web_dir="$(dirname "$0")/../crates/server/tests/web"
+if [ ! -d "$web_dir/node_modules/hls.js" ]; then
+  (cd "$web_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Python test tools (schemathesis against the OpenAPI document, and other PyPI packages) go in a
+# virtual environment of the project's, so no system Python is touched:
+# target/test-venv/bin/<tool>. Tests find them there.
+venv="$(dirname "$0")/../target/test-venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+py_need=()
+"$venv/bin/python" -c 'import schemathesis' >/dev/null 2>&1 || py_need+=("schemathesis==4.32.5")
+# The metrics tests parse /metrics with prometheus_client's parsers (Prometheus text and OpenMetrics).
+"$venv/bin/python" -c 'import prometheus_client' >/dev/null 2>&1 || py_need+=("prometheus_client==0.26.0")
+if [ "${#py_need[@]}" -gt 0 ]; then
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${py_need[@]}"
 fi
 
 echo "test dependencies ready: $(ffmpeg -version | head -n1)"

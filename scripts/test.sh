@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
 
 export CI="${CI:-}"
+# The API tests drive the load generators (RTMP viewers, WHEP viewers) as real clients; cargo
+# only builds a package's binaries for its own integration tests, so build them here.
+cargo build -p sluice-loadgen --bins
 # Integration tests drive real ffmpeg/ffprobe against the real binary.
 cargo nextest run --workspace --all-targets --profile ci "$@"
 # Doc tests are not run by nextest.

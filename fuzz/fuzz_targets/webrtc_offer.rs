@@ -1,6 +1,6 @@
 //! WebRTC input: any bytes POSTed as an SDP offer (WHIP or WHEP) give an answer or a clear
 //! error, never a panic; the same for trickle-ICE candidate lines, the shared port's datagram
-//! classifier, and the VP8/VP9 frame headers of WHIP video.
+//! classifier, the VP8/VP9 frame headers of WHIP video, and a WHIP server's answer to our push.
 #![no_main]
 use std::time::Instant;
 
@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = sluice_codec::vpx::vp8_frame(data);
     let _ = sluice_codec::vpx::vp9_frame(data);
     let Ok(offer) = std::str::from_utf8(data) else { return };
+    let _ = sluice_webrtc::accept_answer_for_fuzzing(offer);
     for line in offer.lines() {
         if let Some(c) = line.trim().strip_prefix("a=") {
             let _ = Candidate::from_sdp_string(c);

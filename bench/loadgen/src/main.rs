@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
-use sluice_container::amf0::Amf0Value;
-use sluice_rtmp::chunk::{types, ChunkDecoder, ChunkEncoder, Limits};
-use sluice_rtmp::{control, handshake};
+use sluice_rtmp::chunk::{types, Limits};
+use sluice_rtmp::client::{self, ClientEvent, ClientSession, Mode, RtmpUrl};
+use sluice_rtmp::control;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -131,119 +131,34 @@ async fn viewer(
 ) -> Result<()> {
     let mut sock = TcpStream::connect(addr).await.context("connect")?;
     sock.set_nodelay(true)?;
-    let mut seed = t0.elapsed().subsec_nanos() | 1;
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        seed as u8
-    };
-    sock.write_all(&handshake::client_c0c1(&mut random)).await?;
-    let mut s = vec![0u8; 1 + 2 * 1536];
-    sock.read_exact(&mut s).await.context("handshake")?;
-    sock.write_all(&handshake::client_c2(&s)?).await?;
-
-    let enc = ChunkEncoder::new(128);
-    let tc_url = format!("rtmp://{addr}/{app}");
-    let obj = |kv: &[(&str, Amf0Value)]| {
-        Amf0Value::Object(kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
-    };
-    let mut out = Vec::new();
-    out.extend_from_slice(&control::command(
-        &enc,
-        3,
-        0,
-        &[
-            Amf0Value::String("connect".into()),
-            Amf0Value::Number(1.0),
-            obj(&[
-                ("app", Amf0Value::String(app.into())),
-                ("flashVer", Amf0Value::String("LNX 9,0,124,2".into())),
-                ("tcUrl", Amf0Value::String(tc_url)),
-                ("fpad", Amf0Value::Boolean(false)),
-                ("capabilities", Amf0Value::Number(15.0)),
-                ("audioCodecs", Amf0Value::Number(4071.0)),
-                ("videoCodecs", Amf0Value::Number(252.0)),
-                ("videoFunction", Amf0Value::Number(1.0)),
-            ]),
-        ],
-    ));
-    out.extend_from_slice(&control::window_ack_size(&enc, 2_500_000));
-    out.extend_from_slice(&control::command(
-        &enc,
-        3,
-        0,
-        &[
-            Amf0Value::String("createStream".into()),
-            Amf0Value::Number(2.0),
-            Amf0Value::Null,
-        ],
-    ));
-    sock.write_all(&out).await?;
-
-    let mut dec = ChunkDecoder::new(Limits::default());
+    // The command phase: the project's RTMP client (the server's own session state machine).
+    let url = RtmpUrl::parse(&format!("rtmp://{addr}/{app}/{stream}")).map_err(|e| anyhow!(e))?;
+    let mut session = ClientSession::new(url, Mode::Play, 4096, Limits::default());
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut received: u64 = 0;
-    let mut acked: u64 = 0;
-    let mut window: u64 = 2_500_000;
-    let mut playing = false;
+    client::connect(&mut sock, &mut session, &mut buf, Duration::from_secs(20))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let enc = session.encoder();
     // Phase 1: decode messages until the first video frame.
     loop {
-        while let Some(m) = dec.decode(&mut buf).map_err(|e| anyhow!("chunk: {e}"))? {
-            match m.type_id {
-                types::SET_CHUNK_SIZE if m.payload.len() >= 4 => {
-                    let n = u32::from_be_bytes(m.payload[..4].try_into()?);
-                    dec.set_chunk_size(n).map_err(|e| anyhow!("{e}"))?;
+        let mut out = Vec::new();
+        for ev in session.receive(&mut buf, &mut out).map_err(|e| anyhow!("{e}"))? {
+            let ClientEvent::Media(m) = ev else { continue };
+            if m.type_id == types::VIDEO && m.payload.len() > 1 {
+                // Skip sequence headers (AVC packet type 0 / enhanced sequence start).
+                let b0 = m.payload[0];
+                let seq_header = if b0 & 0x80 != 0 {
+                    b0 & 0x0f == 0
+                } else {
+                    m.payload[1] == 0
+                };
+                if !seq_header && ttff.is_none() {
+                    *ttff = Some(t0.elapsed());
                 }
-                types::WINDOW_ACK_SIZE if m.payload.len() >= 4 => {
-                    window = u32::from_be_bytes(m.payload[..4].try_into()?) as u64;
-                }
-                types::COMMAND_AMF0 if !playing => {
-                    let vals = sluice_container::amf0::decode_all(&m.payload).map_err(|e| anyhow!("{e}"))?;
-                    if vals.first().and_then(|v| v.as_str()) == Some("_result")
-                        && vals.get(1) == Some(&Amf0Value::Number(2.0))
-                    {
-                        let sid = match vals.get(3) {
-                            Some(Amf0Value::Number(n)) => *n as u32,
-                            _ => 1,
-                        };
-                        let mut o = Vec::new();
-                        o.extend_from_slice(&control::command(
-                            &enc,
-                            8,
-                            sid,
-                            &[
-                                Amf0Value::String("play".into()),
-                                Amf0Value::Number(0.0),
-                                Amf0Value::Null,
-                                Amf0Value::String(stream.into()),
-                                Amf0Value::Number(-2000.0),
-                            ],
-                        ));
-                        let mut p = vec![0, 3];
-                        p.extend_from_slice(&sid.to_be_bytes());
-                        p.extend_from_slice(&3000u32.to_be_bytes());
-                        o.extend_from_slice(&enc.encode_to_bytes(2, 0, types::USER_CONTROL, 0, &p));
-                        sock.write_all(&o).await?;
-                        playing = true;
-                    } else if vals.first().and_then(|v| v.as_str()) == Some("_error") {
-                        bail!("server refused: {vals:?}");
-                    }
-                }
-                types::VIDEO if m.payload.len() > 1 => {
-                    // Skip sequence headers (AVC packet type 0 / enhanced sequence start).
-                    let b0 = m.payload[0];
-                    let seq_header = if b0 & 0x80 != 0 {
-                        b0 & 0x0f == 0
-                    } else {
-                        m.payload[1] == 0
-                    };
-                    if !seq_header {
-                        *ttff = Some(t0.elapsed());
-                    }
-                }
-                _ => {}
             }
+        }
+        for o in &out {
+            sock.write_all(o).await?;
         }
         if ttff.is_some() {
             break;
@@ -252,14 +167,12 @@ async fn viewer(
         if n == 0 {
             bail!("server closed the connection");
         }
-        received += n as u64;
         totals.bytes.fetch_add(n as u64, Relaxed);
-        if received - acked >= window / 2 {
-            sock.write_all(&control::ack(&enc, received as u32)).await?;
-            acked = received;
-        }
     }
-    // Phase 2: count bytes only.
+    // Phase 2: count bytes only (and acknowledge them).
+    let mut received: u64 = 0;
+    let mut acked: u64 = 0;
+    let window: u64 = 2_500_000;
     let mut raw = vec![0u8; 256 * 1024];
     loop {
         let n = sock.read(&mut raw).await?;

@@ -91,9 +91,34 @@ pub fn avcc_to_annexb(
     params: &[Bytes],
     keyframe: bool,
 ) -> Result<Bytes, Error> {
+    to_annexb(codec, data, length_size, params, keyframe, true)
+}
+
+/// Like [`avcc_to_annexb`] without the access unit delimiter: what RTP packetizers (WebRTC,
+/// RTSP) take, since an AUD on the wire is useless to a browser's decoder.
+pub fn avcc_to_annexb_no_aud(
+    codec: NalCodec,
+    data: &[u8],
+    length_size: u8,
+    params: &[Bytes],
+    keyframe: bool,
+) -> Result<Bytes, Error> {
+    to_annexb(codec, data, length_size, params, keyframe, false)
+}
+
+fn to_annexb(
+    codec: NalCodec,
+    data: &[u8],
+    length_size: u8,
+    params: &[Bytes],
+    keyframe: bool,
+    aud: bool,
+) -> Result<Bytes, Error> {
     let mut out =
         BytesMut::with_capacity(data.len() + 64 + params.iter().map(|p| p.len() + 4).sum::<usize>());
-    out.put_slice(codec.aud());
+    if aud {
+        out.put_slice(codec.aud());
+    }
     let mut has_params = false;
     for nal in iter_avcc(data, length_size) {
         if codec.is_parameter_set(codec.nal_type(nal?)) {

@@ -5,7 +5,7 @@
 //! `Opus`/`mp4a`/`.mp3`) into the core's model, and builds them back from core tracks and frames.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sluice_media::{ticks_to_ms, CodecId, Frame, MediaKind, StreamInfo, Track, WireForm};
+use sluice_media::{ticks_to_ms, CodecId, Frame, FrameForm, MediaKind, StreamInfo, Track};
 
 use crate::amf0::{self, Amf0Value};
 use crate::Error;
@@ -242,9 +242,16 @@ pub fn sequence_header(track: &Track) -> Option<Bytes> {
     Some(b.freeze())
 }
 
-/// The tag body of one frame. Built once per frame via [`Frame::wire`] and shared by all readers.
+/// A frame's FLV tag body (the RTMP audio/video message payload), as a [`FrameForm`].
+pub struct FlvBody;
+
+impl FrameForm for FlvBody {
+    type Value = Bytes;
+}
+
+/// The tag body of one frame. Built once per frame via [`Frame::form`] and shared by all readers.
 pub fn frame_body(track: &Track, frame: &Frame) -> Bytes {
-    frame.wire(WireForm::FlvBody, |f| build_frame_body(track, f))
+    frame.form_infallible::<FlvBody>(|f| build_frame_body(track, f))
 }
 
 fn build_frame_body(track: &Track, f: &Frame) -> Bytes {

@@ -134,6 +134,20 @@ impl Fmp4Writer {
 
     /// The initialization segment: `ftyp` and `moov`.
     pub fn init(&self) -> Bytes {
+        self.build_init(false).0
+    }
+
+    /// The initialization segment of a file that grows fragment by fragment (the recorder): the
+    /// same with an `mvex/mehd` box whose 64-bit fragment duration, in milliseconds, is 0 until
+    /// the file is complete. Returns the bytes and the offset of that duration field, which the
+    /// writer patches in place when it closes the file (players then read the duration from the
+    /// header; until then they find it from the fragments).
+    pub fn file_init(&self) -> (Bytes, usize) {
+        self.build_init(true)
+    }
+
+    fn build_init(&self, mehd: bool) -> (Bytes, usize) {
+        let mut mehd_at = 0;
         let mut out = BytesMut::with_capacity(1024);
         boxed(&mut out, b"ftyp", |b| {
             b.put_slice(b"iso6");
@@ -159,6 +173,12 @@ impl Fmp4Writer {
                 trak(b, t);
             }
             boxed(b, b"mvex", |b| {
+                if mehd {
+                    full(b, b"mehd", 1, 0, |b| {
+                        mehd_at = b.len();
+                        b.put_u64(0);
+                    });
+                }
                 for t in &self.traks {
                     full(b, b"trex", 0, 0, |b| {
                         b.put_u32(t.id);
@@ -174,13 +194,24 @@ impl Fmp4Writer {
                 }
             });
         });
-        out.freeze()
+        (out.freeze(), mehd_at)
     }
 
     /// One media fragment (`moof` + `mdat`) holding `frag`'s samples. `next_dts` gives, per track,
     /// the decode time of the first sample after this fragment when known, so that the last
     /// sample's duration is exact; otherwise the previous sample's duration is reused.
     pub fn fragment(&mut self, frag: &Fragment, next_dts: &dyn Fn(TrackId) -> Option<i64>) -> Bytes {
+        self.fragment_from(frag, next_dts, 0)
+    }
+
+    /// The same with every decode time taken from `origin` (the fragment's times start at
+    /// `dts - origin`): a file of its own whose timeline starts at 0.
+    pub fn fragment_from(
+        &mut self,
+        frag: &Fragment,
+        next_dts: &dyn Fn(TrackId) -> Option<i64>,
+        origin: i64,
+    ) -> Bytes {
         self.sequence += 1;
         struct Run<'a> {
             trak: &'a Trak,
@@ -196,7 +227,7 @@ impl Fmp4Writer {
             if samples.is_empty() {
                 continue;
             }
-            let conv = |dts: i64| rescale(dts.max(0), t.timescale);
+            let conv = |dts: i64| rescale(dts.saturating_sub(origin).max(0), t.timescale);
             let times: Vec<u64> = samples.iter().map(|s| conv(s.dts)).collect();
             let mut durations: Vec<u32> = times
                 .windows(2)

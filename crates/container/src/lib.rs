@@ -1,9 +1,13 @@
 //! Sans-IO container formats: FLV (and AMF0), MPEG-TS and fMP4/CMAF, read and written from the
-//! media core's types. No I/O: callers hand in bytes and get bytes back.
+//! media core's types, and the segmenter that cuts frames into CMAF/TS segments and parts. No I/O:
+//! callers hand in bytes (and the time) and get bytes back.
 
 pub mod amf0;
+pub mod codec_info;
 pub mod flv;
 pub mod fmp4;
+pub mod fmp4_demux;
+pub mod segmenter;
 pub mod ts;
 pub mod ts_demux;
 

@@ -2,14 +2,14 @@
 //!
 //! Video goes out as Annex B with an access unit delimiter and, on keyframes, the parameter sets
 //! (so a player can start at any segment); AAC as ADTS. The PES payload is built once per frame
-//! ([`WireForm::Pes`]) and shared by every muxer that carries the frame.
+//! ([`PesPayload`]) and shared by every muxer that carries the frame.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_codec::aac::AudioSpecificConfig;
 use sluice_codec::avc::AvcConfig;
 use sluice_codec::hevc::HevcConfig;
 use sluice_codec::nal::{avcc_to_annexb, NalCodec};
-use sluice_media::{CodecId, Frame, MediaKind, Track, TrackId, WireForm};
+use sluice_media::{CodecId, Frame, FrameForm, MediaKind, Track, TrackId};
 
 use crate::Error;
 
@@ -18,6 +18,14 @@ const PID_PMT: u16 = 0x1000;
 const PID_VIDEO: u16 = 0x100;
 const PID_AUDIO: u16 = 0x101;
 const TS_MASK: i64 = (1 << 33) - 1;
+
+/// A frame's PES payload (Annex B video with an access unit delimiter and, on keyframes, the
+/// parameter sets; ADTS AAC; Opus with its control header), as a [`FrameForm`].
+pub struct PesPayload;
+
+impl FrameForm for PesPayload {
+    type Value = Bytes;
+}
 
 #[derive(Debug)]
 struct Stream {
@@ -168,25 +176,17 @@ impl TsMuxer {
                 params,
             } => {
                 let (codec, ls) = (*codec, *length_size);
-                let mut err = None;
-                let p = frame.wire(WireForm::Pes, |f| {
-                    avcc_to_annexb(codec, &f.data, ls, params, f.keyframe).unwrap_or_else(|e| {
-                        err = Some(e);
-                        Bytes::new()
-                    })
-                });
-                if let Some(e) = err {
-                    return Err(Error::Ts(format!("bad video frame: {e}")));
-                }
-                p
+                frame
+                    .form::<PesPayload, _>(|f| avcc_to_annexb(codec, &f.data, ls, params, f.keyframe))
+                    .map_err(|e| Error::Ts(format!("bad video frame: {e}")))?
             }
-            Kind::Aac(asc) => frame.wire(WireForm::Pes, |f| {
+            Kind::Aac(asc) => frame.form_infallible::<PesPayload>(|f| {
                 let mut b = BytesMut::with_capacity(f.data.len() + 7);
                 b.put_slice(&asc.adts_header(f.data.len()));
                 b.put_slice(&f.data);
                 b.freeze()
             }),
-            Kind::Opus => frame.wire(WireForm::Pes, |f| {
+            Kind::Opus => frame.form_infallible::<PesPayload>(|f| {
                 // Opus control header (ETSI TS 102 366 Annex): prefix 0x7fe0 and the size in 255-steps.
                 let mut b = BytesMut::with_capacity(f.data.len() + 8);
                 b.put_slice(&[0x7f, 0xe0]);

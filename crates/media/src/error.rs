@@ -13,6 +13,9 @@ pub enum PublishError {
     /// The configuration has `[paths]` tables and none matches this path.
     #[error("path {path} is not configured: no [paths] table matches it")]
     NotConfigured { path: String },
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 /// Why a reader could not start or had to stop.
@@ -31,4 +34,7 @@ pub enum ReadError {
     /// The reader fell behind too often and was disconnected.
     #[error("reader is too slow: fell behind {lags} times, {dropped} frames dropped")]
     TooSlow { lags: u32, dropped: u64 },
+    /// The session was asked to end (kicked through the API, or the server is shutting down).
+    #[error("session ended: {reason}")]
+    Closed { reason: String },
 }

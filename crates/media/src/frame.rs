@@ -1,24 +1,26 @@
-//! Frames: access units shared by every reader, with a per-protocol cache of their wire form.
-
-use std::sync::{Arc, OnceLock};
+//! Frames: access units shared by every reader, with a cache of the forms consumers derive from
+//! them (a wire encoding, RTP payloads, ...), built once per frame and shared.
 
 use bytes::Bytes;
+use std::any::{Any, TypeId};
+use std::sync::OnceLock;
 
 use crate::TrackId;
 
-/// Wire forms that more than one reader of a frame needs, built once per frame and shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum WireForm {
-    /// The FLV tag body (RTMP audio/video message payload), used by RTMP play and HTTP-FLV.
-    FlvBody = 0,
-    /// The PES payload for MPEG-TS (Annex B video, ADTS audio).
-    Pes = 1,
-    /// The complete chunked RTMP message (headers included) at the server's outgoing chunk size.
-    RtmpMessage = 2,
+/// A form of a frame that a consumer builds once and every reader of that consumer shares: an
+/// FLV tag body, a chunked RTMP message, a PES payload, RTP payloads...
+///
+/// The implementing type is the cache slot's key, so each form has exactly one owner (the crate
+/// that defines the type) and the core names no protocol. A build that fails is returned as an
+/// error to that reader and never cached: the next reader tries again.
+pub trait FrameForm: 'static {
+    type Value: Clone + Send + Sync + 'static;
 }
 
-const WIRE_FORMS: usize = 3;
+/// How many forms one frame caches; a form asked for beyond that is built but not kept.
+const FORM_SLOTS: usize = 6;
+
+type Slot = OnceLock<(TypeId, Box<dyn Any + Send + Sync>)>;
 
 /// One access unit of one track.
 ///
@@ -28,7 +30,6 @@ const WIRE_FORMS: usize = 3;
 /// - VP8 / VP9: the frame as in MP4 samples.
 /// - AAC: one raw access unit (no ADTS header). Opus: one packet. MP3: one frame.
 /// - G.711: the raw samples.
-#[derive(Debug)]
 pub struct Frame {
     pub track: TrackId,
     /// Decode timestamp in [`CLOCK_RATE`](crate::CLOCK_RATE) ticks.
@@ -38,8 +39,21 @@ pub struct Frame {
     /// A random access point: an IDR/IRAP/key frame for video; always true for audio.
     pub keyframe: bool,
     pub data: Bytes,
-    wire: [OnceLock<Bytes>; WIRE_FORMS],
-    rtp: OnceLock<Arc<[Arc<[u8]>]>>,
+    /// Allocated when the first reader builds a form; read without locks (every viewer of a
+    /// frame reads its forms, so a lock here would be taken by all of them).
+    forms: OnceLock<Box<[Slot; FORM_SLOTS]>>,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("track", &self.track)
+            .field("dts", &self.dts)
+            .field("pts", &self.pts)
+            .field("keyframe", &self.keyframe)
+            .field("len", &self.data.len())
+            .finish()
+    }
 }
 
 impl Frame {
@@ -50,8 +64,7 @@ impl Frame {
             pts,
             keyframe,
             data,
-            wire: Default::default(),
-            rtp: OnceLock::new(),
+            forms: OnceLock::new(),
         }
     }
 
@@ -60,14 +73,56 @@ impl Frame {
         self.pts - self.dts
     }
 
-    /// Returns this frame's `form`, building it with `build` the first time any reader asks.
-    pub fn wire(&self, form: WireForm, build: impl FnOnce(&Frame) -> Bytes) -> Bytes {
-        self.wire[form as usize].get_or_init(|| build(self)).clone()
+    /// This frame's form `F`, built with `build` by the first reader that asks and shared with
+    /// the others. An error is returned to the caller and not cached.
+    pub fn form<F: FrameForm, E>(
+        &self,
+        build: impl FnOnce(&Frame) -> Result<F::Value, E>,
+    ) -> Result<F::Value, E> {
+        let key = TypeId::of::<F>();
+        if let Some(v) = self.cached::<F>(key) {
+            return Ok(v);
+        }
+        // Built without the lock held: a build may itself ask for another form of this frame
+        // (the RTMP message is made of the FLV body). Two readers racing may both build; the
+        // first value stored is the one every later reader gets.
+        let value = build(self)?;
+        let slots = self.forms.get_or_init(Default::default);
+        for slot in slots.iter() {
+            let (k, v) = slot.get_or_init(|| (key, Box::new(value.clone())));
+            if *k == key {
+                // Ours, or another reader's that won the race: the same for everyone from now.
+                if let Some(v) = v.downcast_ref::<F::Value>() {
+                    return Ok(v.clone());
+                }
+            }
+        }
+        Ok(value)
     }
 
-    /// The frame's RTP payloads (WebRTC), packetized once with `build` and shared by every reader.
-    pub fn rtp_payloads(&self, build: impl FnOnce(&Frame) -> Arc<[Arc<[u8]>]>) -> Arc<[Arc<[u8]>]> {
-        self.rtp.get_or_init(|| build(self)).clone()
+    fn cached<F: FrameForm>(&self, key: TypeId) -> Option<F::Value> {
+        let slots = self.forms.get()?;
+        for slot in slots.iter() {
+            match slot.get() {
+                Some((k, v)) if *k == key => return v.downcast_ref::<F::Value>().cloned(),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+        None
+    }
+
+    /// The infallible variant of [`form`](Self::form).
+    pub fn form_infallible<F: FrameForm>(&self, build: impl FnOnce(&Frame) -> F::Value) -> F::Value {
+        match self.form::<F, std::convert::Infallible>(|f| Ok(build(f))) {
+            Ok(v) => v,
+            Err(e) => match e {},
+        }
+    }
+
+    /// A copy of this frame on another track (derived tracks), sharing the payload.
+    pub fn with_track(&self, track: TrackId) -> Frame {
+        Frame::new(track, self.dts, self.pts, self.keyframe, self.data.clone())
     }
 
     pub(crate) fn shift(&mut self, offset: i64) {
@@ -79,5 +134,50 @@ impl Frame {
 impl Clone for Frame {
     fn clone(&self) -> Self {
         Frame::new(self.track, self.dts, self.pts, self.keyframe, self.data.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Upper;
+    impl FrameForm for Upper {
+        type Value = Bytes;
+    }
+    struct Len;
+    impl FrameForm for Len {
+        type Value = usize;
+    }
+
+    /// A form built from another form of the same frame (RTMP message from FLV body).
+    #[test]
+    fn a_form_may_use_another_form() {
+        let f = Frame::new(0, 0, 0, true, Bytes::from_static(b"abc"));
+        let n = f.form_infallible::<Len>(|f| f.form_infallible::<Upper>(|f| f.data.clone()).len());
+        assert_eq!(n, 3);
+        assert_eq!(
+            f.form_infallible::<Upper>(|_| Bytes::new()),
+            Bytes::from_static(b"abc")
+        );
+    }
+
+    #[test]
+    fn forms_are_built_once_and_errors_are_not_cached() {
+        let f = Frame::new(0, 0, 0, true, Bytes::from_static(b"abc"));
+        let mut builds = 0;
+        for _ in 0..3 {
+            let v = f
+                .form::<Upper, ()>(|f| {
+                    builds += 1;
+                    Ok(Bytes::from(f.data.to_ascii_uppercase()))
+                })
+                .unwrap();
+            assert_eq!(&v[..], b"ABC");
+        }
+        assert_eq!(builds, 1);
+        assert_eq!(f.form::<Len, &str>(|_| Err("bad")), Err("bad"));
+        assert_eq!(f.form::<Len, &str>(|f| Ok(f.data.len())), Ok(3));
+        assert_eq!(f.form::<Len, &str>(|_| Err("not called")), Ok(3));
     }
 }

@@ -7,20 +7,33 @@
 //! latest keyframe (the GOP cache). The publisher never waits for a reader: a reader that falls
 //! behind skips to the next keyframe, and one that keeps falling behind is closed.
 //!
+//! The seams every feature attaches to: the session registry ([`stats`]: id, state, counters,
+//! cancel handle of every publisher, reader and output), the [`events`] bus, path [`Outputs`]
+//! (always-on consumers attached by configuration), derived tracks ([`Transformer`]: audio
+//! conversions written back into the path), keyframe requests routed to whoever publishes,
+//! a per-frame cache of derived forms ([`FrameForm`]), and one [`access`] request and policy.
+//!
 //! This crate knows no protocol and does no network I/O; protocol adapters translate between
 //! their wire codecs and these types.
 
+pub mod access;
+mod derive;
 mod error;
+pub mod events;
 mod frame;
 mod path;
 mod reader;
 pub mod stats;
 mod track;
 
+pub use derive::{DerivedWriter, Transformer};
 pub use error::{PublishError, ReadError};
-pub use frame::{Frame, WireForm};
-pub use path::{CoreEvent, PathOptions, Publisher, Registry, SessionInfo};
-pub use reader::{Event, Reader, StreamInfo};
+pub use frame::{Frame, FrameForm};
+pub use path::{
+    is_reserved, KeyframeRequests, OnDemand, OutputSpec, Outputs, PathOptions, Publisher, Registry,
+    SessionInfo, DERIVED_TRACK_BASE,
+};
+pub use reader::{Event, Reader, Select, StreamInfo};
 pub use track::{CodecId, MediaKind, Track, TrackId};
 
 /// The clock of every timestamp in the core: 90 kHz, as MPEG-TS and RTP video use.

@@ -1,4 +1,5 @@
-//! Paths and their registry: who publishes where, the GOP cache, and the publisher grace period.
+//! Paths and their registry: who publishes where, the GOP cache, the publisher grace period,
+//! path outputs, derived tracks and keyframe requests.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -6,12 +7,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use parking_lot::Mutex;
-use tokio::sync::broadcast;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
 
-use crate::reader::{Event, Reader, StreamInfo};
-use crate::stats::{PathSnapshot, Role, SessionGuard, SessionStats, StatsStore};
-use crate::{Frame, MediaKind, PublishError, ReadError, Track, CLOCK_RATE};
+use crate::access::{AccessRequest, AllowAll, Denied, Policy};
+use crate::derive::{DerivedWriter, Transformer};
+use crate::events::ServerEvent;
+use crate::reader::{Event, Reader, Select, StreamInfo};
+use crate::stats::{PathSnapshot, Role, SessionGuard, SessionState, SessionStats, StatsStore};
+use crate::{CodecId, Frame, MediaKind, PublishError, ReadError, Track, TrackId, CLOCK_RATE};
 
 /// Per-path tuning, resolved from the configuration when a path comes to life.
 #[derive(Debug, Clone)]
@@ -44,18 +49,29 @@ pub struct SessionInfo {
     pub remote: Option<SocketAddr>,
 }
 
-/// Lifecycle events of paths, for the wiring (HLS muxers, recorders) and the event bus.
-#[derive(Debug, Clone)]
-pub enum CoreEvent {
-    /// A publisher started a stream on the path (first time or after a restart).
-    Published { path: Arc<str>, protocol: &'static str },
-    /// The publisher left; readers are kept for the grace period.
-    Unpublished { path: Arc<str> },
-    /// The path has no publisher and its grace period is over; readers were closed.
-    Ended { path: Arc<str> },
+/// One always-on consumer of a path, as the configuration asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// What it is ("hls", "record", "push"): the session's protocol in the registry.
+    pub kind: &'static str,
+    /// Unique among the path's outputs ("hls", "push:youtube"); compared on reconfiguration.
+    pub name: String,
+    /// Which tracks it takes.
+    pub select: Select,
 }
 
-type Resolver = dyn Fn(&str) -> Option<PathOptions> + Send + Sync;
+/// Attaches a path's always-on consumers (path outputs). The registry calls [`start`](Self::start)
+/// when a path's first stream starts, with a reader opened before any frame is written, so no
+/// output can miss a publish; the outputs live through the grace period and end with the path.
+pub trait Outputs: Send + Sync + 'static {
+    /// The outputs `path` should have, from the configuration.
+    fn wanted(&self, path: &str) -> Vec<OutputSpec>;
+    /// Starts one output on `reader`. Must not block: spawn the work (on a runtime handle the
+    /// implementation holds: publishers may run on plain threads).
+    fn start(&self, spec: &OutputSpec, reader: Reader);
+    /// The path ended (its outputs' readers end too).
+    fn ended(&self, _path: &str) {}
+}
 
 /// All live paths. Cheap to clone; share one per server.
 #[derive(Clone)]
@@ -63,16 +79,43 @@ pub struct Registry {
     inner: Arc<RegistryInner>,
 }
 
-struct RegistryInner {
+type Resolver = dyn Fn(&str) -> Option<PathOptions> + Send + Sync;
+
+/// Starts a path's source when a reader asks for a path nobody publishes (on-demand pulls).
+pub trait OnDemand: Send + Sync + 'static {
+    /// Called for a reader of `path`, which has no stream: starts its source if it has an
+    /// on-demand one and returns how long readers may wait for the first frame; `None`: the
+    /// path has no on-demand source (the reader is refused at once). Must not block.
+    fn demand(&self, path: &str) -> Option<Duration>;
+}
+
+#[derive(Clone)]
+struct Hooks {
+    on_demand: Option<Arc<dyn OnDemand>>,
+    outputs: Option<Arc<dyn Outputs>>,
+    transformer: Option<Arc<dyn Transformer>>,
+    policy: Arc<dyn Policy>,
+}
+
+pub(crate) struct RegistryInner {
     paths: Mutex<HashMap<Arc<str>, Arc<PathShared>>>,
     stats: Arc<StatsStore>,
     resolver: Mutex<Arc<Resolver>>,
-    events: broadcast::Sender<CoreEvent>,
+    hooks: RwLock<Hooks>,
 }
 
 pub(crate) struct PathShared {
     pub(crate) name: Arc<str>,
     pub(crate) state: Mutex<PathState>,
+    registry: std::sync::Weak<RegistryInner>,
+}
+
+/// A derived track of a path, kept while some reader takes it.
+struct DerivedSlot {
+    codec: CodecId,
+    track: Track,
+    users: usize,
+    cancel: CancellationToken,
 }
 
 pub(crate) struct PathState {
@@ -83,15 +126,25 @@ pub(crate) struct PathState {
     pub(crate) gop: Vec<Arc<Frame>>,
     gop_bytes: usize,
     pub(crate) gop_valid: bool,
-    publisher: Option<u64>,
-    publisher_protocol: &'static str,
+    publisher: Option<Arc<SessionStats>>,
     generation: u64,
     next_epoch: u64,
     last_dts: Option<i64>,
     readers: u64,
     bytes_in: u64,
     frames_in: u64,
+    derived: Vec<DerivedSlot>,
+    next_derived: TrackId,
+    /// Wakes the current publisher's keyframe-request stream.
+    keyframe: Option<Arc<Notify>>,
+    /// A request made while nobody published, delivered to the next publisher.
+    keyframe_pending: bool,
+    outputs: Vec<(OutputSpec, Arc<SessionStats>)>,
+    outputs_attached: bool,
 }
+
+/// Derived track ids start here, so they never collide with a publisher's.
+pub const DERIVED_TRACK_BASE: TrackId = 128;
 
 impl Default for Registry {
     fn default() -> Self {
@@ -112,7 +165,12 @@ impl Registry {
                 paths: Mutex::new(HashMap::new()),
                 stats: Arc::new(StatsStore::default()),
                 resolver: Mutex::new(Arc::new(resolver)),
-                events: broadcast::channel(1024).0,
+                hooks: RwLock::new(Hooks {
+                    on_demand: None,
+                    outputs: None,
+                    transformer: None,
+                    policy: Arc::new(AllowAll),
+                }),
             }),
         }
     }
@@ -122,16 +180,85 @@ impl Registry {
         *self.inner.resolver.lock() = Arc::new(resolver);
     }
 
+    /// Installs what attaches path outputs (see [`Outputs`]).
+    /// Installs what starts on-demand sources (see [`OnDemand`]).
+    pub fn set_on_demand(&self, on_demand: Arc<dyn OnDemand>) {
+        self.inner.hooks.write().on_demand = Some(on_demand);
+    }
+
+    pub fn set_outputs(&self, outputs: Arc<dyn Outputs>) {
+        self.inner.hooks.write().outputs = Some(outputs);
+    }
+
+    /// Installs what derives tracks (see [`Transformer`]).
+    pub fn set_transformer(&self, transformer: Arc<dyn Transformer>) {
+        self.inner.hooks.write().transformer = Some(transformer);
+    }
+
+    /// Installs the access policy (the default allows everything).
+    pub fn set_policy(&self, policy: Arc<dyn Policy>) {
+        self.inner.hooks.write().policy = policy;
+    }
+
+    /// Asks the access policy; a refusal is logged and goes on the event bus.
+    pub async fn authorize(&self, req: &AccessRequest) -> Result<(), Denied> {
+        let policy = self.inner.hooks.read().policy.clone();
+        let r = policy.check(req).await;
+        if let Err(e) = &r {
+            self.denied(req, e);
+        }
+        r
+    }
+
+    /// The policy's answer when it can be given at once (see [`Policy::check_now`]).
+    pub fn authorize_now(&self, req: &AccessRequest) -> Option<Result<(), Denied>> {
+        let policy = self.inner.hooks.read().policy.clone();
+        let r = policy.check_now(req);
+        if let Some(Err(e)) = &r {
+            self.denied(req, e);
+        }
+        r
+    }
+
+    fn denied(&self, req: &AccessRequest, e: &Denied) {
+        tracing::warn!(action = req.action.name(), path = %req.path, protocol = req.protocol,
+            remote = ?req.remote, user = req.user.as_deref().unwrap_or(""), "access refused: {e}");
+        self.inner.stats.events().emit(ServerEvent::AccessDenied {
+            action: req.action.name(),
+            path: req.path.clone(),
+            protocol: req.protocol,
+            remote: req.remote,
+            reason: e.to_string(),
+        });
+    }
+
+    /// The session registry and stats store.
     pub fn stats(&self) -> &Arc<StatsStore> {
         &self.inner.stats
     }
 
-    pub fn subscribe_events(&self) -> broadcast::Receiver<CoreEvent> {
-        self.inner.events.subscribe()
+    /// The event bus.
+    pub fn events(&self) -> &Arc<crate::events::EventBus> {
+        self.inner.stats.events()
     }
 
-    /// Claims `path` for a publisher. Refused if another publisher holds it.
+    /// Claims `path` for a publisher. Refused if another publisher holds it, or if the name is
+    /// invalid or reserved (see [`is_reserved`]).
     pub fn publish(&self, path: &str, session: SessionInfo) -> Result<Publisher, PublishError> {
+        if is_reserved(path) {
+            return Err(PublishError::InvalidPath {
+                path: path.to_owned(),
+                reason: "a segment starting with '~' is reserved for what the server derives (renditions)",
+            });
+        }
+        self.publish_derived(path, session)
+    }
+
+    /// Claims `path`, reserved names included: for what the server itself publishes (renditions).
+    pub fn publish_derived(&self, path: &str, session: SessionInfo) -> Result<Publisher, PublishError> {
+        if self.inner.stats.is_shutting_down() {
+            return Err(PublishError::ShuttingDown);
+        }
         if let Err(reason) = validate_path(path) {
             return Err(PublishError::InvalidPath {
                 path: path.to_owned(),
@@ -149,15 +276,22 @@ impl Registry {
                             path: path.to_owned(),
                         });
                     };
-                    let p = Arc::new(PathShared::new(path.into(), options));
+                    let p = Arc::new(PathShared::new(path.into(), options, Arc::downgrade(&self.inner)));
                     paths.insert(p.name.clone(), p.clone());
                     p
                 }
             }
         };
+        // Registered before the path is claimed, so that a refusal is a session that ends.
+        let guard = self
+            .inner
+            .stats
+            .register(session.protocol, Role::Publisher, path, session.remote);
+        let notify = Arc::new(Notify::new());
         let generation = {
             let mut st = shared.state.lock();
             if st.publisher.is_some() {
+                guard.stats().set_reason("path busy");
                 return Err(PublishError::PathBusy {
                     path: path.to_owned(),
                 });
@@ -166,72 +300,209 @@ impl Registry {
                 st.tx = Some(broadcast::channel(st.options.queue_frames.max(16)).0);
             }
             st.generation += 1;
-            st.publisher_protocol = session.protocol;
+            st.publisher = Some(guard.stats().clone());
+            if std::mem::take(&mut st.keyframe_pending) {
+                notify.notify_one();
+            }
+            st.keyframe = Some(notify.clone());
             st.generation
         };
-        let guard = self
-            .inner
-            .stats
-            .register(session.protocol, Role::Publisher, path, session.remote);
-        shared.state.lock().publisher = Some(guard.stats().id);
         Ok(Publisher {
             shared,
             registry: self.clone(),
             generation,
             guard,
+            keyframes: KeyframeRequests { notify },
             started: false,
             wrote: false,
             offset: 0,
         })
     }
 
-    /// Opens a reader on `path`, starting at the latest keyframe.
+    /// Opens a reader of the publisher's own tracks on `path`, starting at the latest keyframe.
     pub fn read(&self, path: &str, session: SessionInfo) -> Result<Reader, ReadError> {
+        self.read_with(path, session, Select::Original)
+    }
+
+    /// Opens a reader on `path` that takes the tracks `select` picks (deriving a track if needed).
+    pub fn read_with(&self, path: &str, session: SessionInfo, select: Select) -> Result<Reader, ReadError> {
         let shared = self.inner.paths.lock().get(path).cloned();
-        let Some(shared) = shared else {
-            if let Err(reason) = validate_path(path) {
-                return Err(ReadError::InvalidPath {
-                    path: path.to_owned(),
-                    reason,
-                });
+        let shared = match shared {
+            Some(s) => {
+                // In its grace period (or waiting for an on-demand source): a stopped
+                // on-demand source starts again for this reader.
+                if !s.state.lock().has_publisher() {
+                    let hook = self.inner.hooks.read().on_demand.clone();
+                    if let Some(h) = hook {
+                        h.demand(path);
+                    }
+                }
+                s
             }
-            return Err(ReadError::NoStream {
-                path: path.to_owned(),
-            });
+            None => {
+                if let Err(reason) = validate_path(path) {
+                    return Err(ReadError::InvalidPath {
+                        path: path.to_owned(),
+                        reason,
+                    });
+                }
+                self.await_on_demand(path).ok_or_else(|| ReadError::NoStream {
+                    path: path.to_owned(),
+                })?
+            }
         };
         let guard = self
             .inner
             .stats
             .register(session.protocol, Role::Reader, path, session.remote);
-        Reader::open(shared, guard).ok_or_else(|| ReadError::NoStream {
+        Reader::open(shared, guard, select).ok_or_else(|| ReadError::NoStream {
             path: path.to_owned(),
         })
+    }
+
+    /// Whether a publisher is streaming on `path` now.
+    pub fn is_published(&self, path: &str) -> bool {
+        let shared = self.inner.paths.lock().get(path).cloned();
+        shared.is_some_and(|p| p.state.lock().publisher.is_some())
     }
 
     /// Snapshots of every path, sorted by name.
     pub fn paths(&self) -> Vec<PathSnapshot> {
         let paths: Vec<_> = self.inner.paths.lock().values().cloned().collect();
-        let mut v: Vec<_> = paths
-            .iter()
-            .map(|p| {
-                let st = p.state.lock();
-                PathSnapshot {
-                    name: p.name.to_string(),
-                    online: st.publisher.is_some(),
-                    tracks: st.info.as_ref().map(|i| i.tracks.clone()).unwrap_or_default(),
-                    readers: st.readers,
-                    bytes_in: st.bytes_in,
-                    frames_in: st.frames_in,
-                    epoch: st.next_epoch.saturating_sub(1),
-                }
-            })
-            .collect();
+        let mut v: Vec<_> = paths.iter().map(|p| p.snapshot()).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
-    fn emit(&self, ev: CoreEvent) {
-        let _ = self.inner.events.send(ev);
+    /// A snapshot of one path.
+    pub fn path(&self, name: &str) -> Option<PathSnapshot> {
+        let shared = self.inner.paths.lock().get(name).cloned();
+        shared.map(|p| p.snapshot())
+    }
+
+    /// Re-evaluates every live path's outputs against [`Outputs::wanted`] (configuration
+    /// change): starts the new ones, stops the removed ones, leaves the others alone.
+    pub fn reconcile_outputs(&self) {
+        let paths: Vec<_> = self.inner.paths.lock().values().cloned().collect();
+        let Some(outputs) = self.inner.hooks.read().outputs.clone() else {
+            return;
+        };
+        for shared in paths {
+            let wanted = outputs.wanted(&shared.name);
+            let (stop, start) = {
+                let mut st = shared.state.lock();
+                if !st.outputs_attached || st.tx.is_none() {
+                    continue;
+                }
+                st.outputs.retain(|(_, s)| !s.is_closed());
+                let stop: Vec<_> = st
+                    .outputs
+                    .iter()
+                    .filter(|(spec, _)| !wanted.contains(spec))
+                    .map(|(_, s)| s.clone())
+                    .collect();
+                st.outputs.retain(|(spec, _)| wanted.contains(spec));
+                let start: Vec<_> = wanted
+                    .into_iter()
+                    .filter(|w| !st.outputs.iter().any(|(spec, _)| spec == w))
+                    .collect();
+                (stop, start)
+            };
+            for s in stop {
+                tracing::info!(path = %shared.name, output = s.protocol, session = s.id, "output removed by the configuration");
+                s.set_reason("output removed by the configuration");
+                s.set_state(SessionState::Closing);
+                s.cancel_token().cancel();
+            }
+            for spec in start {
+                self.start_output(&shared, &*outputs, spec);
+            }
+        }
+    }
+
+    fn attach_outputs(&self, shared: &Arc<PathShared>) {
+        let Some(outputs) = self.inner.hooks.read().outputs.clone() else {
+            return;
+        };
+        for spec in outputs.wanted(&shared.name) {
+            self.start_output(shared, &*outputs, spec);
+        }
+    }
+
+    fn start_output(&self, shared: &Arc<PathShared>, outputs: &dyn Outputs, spec: OutputSpec) {
+        let guard = self
+            .inner
+            .stats
+            .register(spec.kind, Role::Output, &shared.name, None);
+        let stats = guard.stats().clone();
+        let Some(reader) = Reader::open(shared.clone(), guard, spec.select) else {
+            return;
+        };
+        shared.state.lock().outputs.push((spec.clone(), stats));
+        tracing::debug!(path = %shared.name, output = %spec.name, "output started");
+        outputs.start(&spec, reader);
+    }
+
+    /// A path nobody publishes, for a reader: when its source is on demand, the source is
+    /// started and the path opened without a stream, readers waiting for the first frame as
+    /// through a grace period (the path ends if no stream comes within the source's wait).
+    fn await_on_demand(&self, path: &str) -> Option<Arc<PathShared>> {
+        let hook = self.inner.hooks.read().on_demand.clone()?;
+        let shared = {
+            let mut paths = self.inner.paths.lock();
+            if let Some(p) = paths.get(path) {
+                // Another reader (or the source itself) got there first.
+                p.clone()
+            } else {
+                let resolver = self.inner.resolver.lock().clone();
+                let options = resolver(path)?;
+                let p = Arc::new(PathShared::new(path.into(), options, Arc::downgrade(&self.inner)));
+                {
+                    let mut st = p.state.lock();
+                    st.tx = Some(broadcast::channel(st.options.queue_frames.max(16)).0);
+                }
+                paths.insert(p.name.clone(), p.clone());
+                drop(paths);
+                let Some(wait) = hook.demand(path) else {
+                    let mut paths = self.inner.paths.lock();
+                    if paths.get(path).is_some_and(|x| Arc::ptr_eq(x, &p))
+                        && p.state.lock().publisher.is_none()
+                    {
+                        paths.remove(path);
+                    }
+                    return None;
+                };
+                tracing::info!(%path, wait_ms = wait.as_millis() as u64, "reader waits for the on-demand source");
+                let registry = self.clone();
+                let waiting = p.clone();
+                let generation = p.state.lock().generation;
+                let expire = move || {
+                    if waiting.state.lock().info.is_none() {
+                        tracing::info!(path = %waiting.name, "no stream from the on-demand source in time");
+                    }
+                    registry.end_path(&waiting, generation);
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            expire();
+                        });
+                    }
+                    // A reader on a thread of its own (SRT).
+                    Err(_) => {
+                        let _ = std::thread::Builder::new()
+                            .name("on-demand-wait".into())
+                            .spawn(move || {
+                                std::thread::sleep(wait);
+                                expire();
+                            });
+                    }
+                }
+                return Some(p);
+            }
+        };
+        Some(shared)
     }
 
     fn end_path(&self, shared: &Arc<PathShared>, generation: u64) {
@@ -244,6 +515,11 @@ impl Registry {
             st.info = None;
             st.gop.clear();
             st.gop_bytes = 0;
+            st.outputs.clear();
+            st.outputs_attached = false;
+            for d in st.derived.drain(..) {
+                d.cancel.cancel();
+            }
         }
         let mut paths = self.inner.paths.lock();
         if paths.get(&shared.name).is_some_and(|p| Arc::ptr_eq(p, shared)) {
@@ -251,16 +527,21 @@ impl Registry {
         }
         drop(paths);
         tracing::debug!(path = %shared.name, "path ended");
-        self.emit(CoreEvent::Ended {
+        self.events().emit(ServerEvent::PathEnded {
             path: shared.name.clone(),
         });
+        let outputs = self.inner.hooks.read().outputs.clone();
+        if let Some(o) = outputs {
+            o.ended(&shared.name);
+        }
     }
 }
 
 impl PathShared {
-    fn new(name: Arc<str>, options: PathOptions) -> Self {
+    fn new(name: Arc<str>, options: PathOptions, registry: std::sync::Weak<RegistryInner>) -> Self {
         PathShared {
             name,
+            registry,
             state: Mutex::new(PathState {
                 options,
                 tx: None,
@@ -269,14 +550,131 @@ impl PathShared {
                 gop_bytes: 0,
                 gop_valid: false,
                 publisher: None,
-                publisher_protocol: "",
                 generation: 0,
                 next_epoch: 0,
                 last_dts: None,
                 readers: 0,
                 bytes_in: 0,
                 frames_in: 0,
+                derived: Vec::new(),
+                next_derived: DERIVED_TRACK_BASE,
+                keyframe: None,
+                keyframe_pending: false,
+                outputs: Vec::new(),
+                outputs_attached: false,
             }),
+        }
+    }
+
+    fn snapshot(&self) -> PathSnapshot {
+        let st = self.state.lock();
+        PathSnapshot {
+            name: self.name.to_string(),
+            online: st.publisher.is_some(),
+            publisher: st.publisher.as_ref().map(|s| (s.id, s.protocol)),
+            tracks: st.info.as_ref().map(|i| i.tracks.clone()).unwrap_or_default(),
+            derived: st.derived.iter().map(|d| d.track.clone()).collect(),
+            readers: st.readers,
+            bytes_in: st.bytes_in,
+            frames_in: st.frames_in,
+            epoch: st.next_epoch.saturating_sub(1),
+            started_at: st.info.as_ref().map(|i| i.started_at),
+            outputs: st
+                .outputs
+                .iter()
+                .filter(|(_, s)| !s.is_closed())
+                .map(|(spec, s)| (spec.name.clone(), s.id))
+                .collect(),
+        }
+    }
+
+    /// Takes one user of the derived track in `codec` made from `from`, creating it (and
+    /// starting its transform) for the first user. `None` when nothing can derive it.
+    pub(crate) fn acquire_derived(self: &Arc<Self>, from: &Track, codec: CodecId) -> Option<Track> {
+        {
+            let mut st = self.state.lock();
+            if let Some(d) = st.derived.iter_mut().find(|d| d.codec == codec) {
+                d.users += 1;
+                return Some(d.track.clone());
+            }
+            st.tx.as_ref()?;
+        }
+        let registry = self.registry.upgrade()?;
+        let transformer = registry.hooks.read().transformer.clone()?;
+        let mut track = transformer.derive(from, codec)?;
+        let cancel = registry.stats.root_child();
+        {
+            let mut st = self.state.lock();
+            if let Some(d) = st.derived.iter_mut().find(|d| d.codec == codec) {
+                // Another reader created it meanwhile.
+                d.users += 1;
+                return Some(d.track.clone());
+            }
+            st.tx.as_ref()?;
+            track.id = st.next_derived;
+            st.next_derived = st.next_derived.checked_add(1).unwrap_or(DERIVED_TRACK_BASE);
+            st.derived.push(DerivedSlot {
+                codec,
+                track: track.clone(),
+                users: 1,
+                cancel: cancel.clone(),
+            });
+        }
+        let guard = registry
+            .stats
+            .register("transform", Role::Transform, &self.name, None);
+        let Some(reader) = Reader::open(self.clone(), guard, Select::Original) else {
+            self.release_derived(codec);
+            return None;
+        };
+        tracing::info!(path = %self.name, from = %from.codec, to = %codec,
+            "derived track starts (one per path, shared by every reader that takes it)");
+        let out = DerivedWriter::new(self.clone(), codec, track.clone(), cancel);
+        transformer.start(from.codec, reader, out);
+        Some(track)
+    }
+
+    /// Gives back one user of the derived track in `codec`; the last one stops its transform.
+    pub(crate) fn release_derived(&self, codec: CodecId) {
+        let mut st = self.state.lock();
+        let Some(i) = st.derived.iter().position(|d| d.codec == codec) else {
+            return;
+        };
+        st.derived[i].users -= 1;
+        if st.derived[i].users == 0 {
+            let d = st.derived.remove(i);
+            d.cancel.cancel();
+            tracing::info!(path = %self.name, codec = %codec, "derived track stops: no reader takes it");
+        }
+    }
+
+    /// Writes one frame of a derived track: to every reader and to the GOP cache. False when
+    /// the derived track is gone (its last reader left, or the path ended).
+    pub(crate) fn write_derived(&self, codec: CodecId, id: TrackId, mut frame: Frame) -> bool {
+        let mut st = self.state.lock();
+        if !st.derived.iter().any(|d| d.codec == codec && d.track.id == id) {
+            return false;
+        }
+        frame.track = id;
+        let frame = Arc::new(frame);
+        if st.gop_valid {
+            st.gop_bytes += frame.data.len();
+            st.gop.push(frame.clone());
+        }
+        match &st.tx {
+            Some(tx) => {
+                let _ = tx.send(Event::Frame(frame));
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn request_keyframe(&self) {
+        let mut st = self.state.lock();
+        match &st.keyframe {
+            Some(n) => n.notify_one(),
+            None => st.keyframe_pending = true,
         }
     }
 }
@@ -293,6 +691,15 @@ impl PathState {
     pub(crate) fn max_lags(&self) -> u32 {
         self.options.max_lags
     }
+    pub(crate) fn has_publisher(&self) -> bool {
+        self.publisher.is_some()
+    }
+}
+
+/// Whether `path` is reserved for what the server derives (renditions): a segment starts with `~`,
+/// as in `live/cam1/~720p`. Publishers can never take such a name; readers can read it.
+pub fn is_reserved(path: &str) -> bool {
+    path.split('/').any(|s| s.starts_with('~'))
 }
 
 /// Checks a path name: segments of `[A-Za-z0-9._~-]`, separated by single `/`.
@@ -320,12 +727,28 @@ fn validate_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Keyframe requests for the current publisher of a path, from its readers (a WebRTC viewer's
+/// PLI, a new HLS segment, an encoder restart). A request made while the path had no publisher
+/// reaches the next one.
+#[derive(Debug, Clone)]
+pub struct KeyframeRequests {
+    notify: Arc<Notify>,
+}
+
+impl KeyframeRequests {
+    /// Waits for the next request (requests made meanwhile collapse into one).
+    pub async fn recv(&self) {
+        self.notify.notified().await
+    }
+}
+
 /// The publishing side of a path. Dropping it starts the path's grace period.
 pub struct Publisher {
     shared: Arc<PathShared>,
     registry: Registry,
     generation: u64,
     guard: SessionGuard,
+    keyframes: KeyframeRequests,
     started: bool,
     wrote: bool,
     /// Added to every timestamp so a restarted publisher continues the path's timeline.
@@ -339,6 +762,21 @@ impl Publisher {
 
     pub fn stats(&self) -> &Arc<SessionStats> {
         self.guard.stats()
+    }
+
+    /// Resolves when the session is asked to end (kick, shutdown).
+    pub async fn cancelled(&self) {
+        self.guard.stats().cancelled().await
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.guard.stats().is_cancelled()
+    }
+
+    /// Keyframe requests of this path's readers, for publishers that can produce a keyframe
+    /// on demand (WebRTC: PLI/FIR to the sender; encoders).
+    pub fn keyframe_requests(&self) -> KeyframeRequests {
+        self.keyframes.clone()
     }
 
     /// Announces the tracks that follow. Calling it again (a codec change) starts a new epoch.
@@ -359,23 +797,30 @@ impl Publisher {
         if let Some(tx) = &st.tx {
             let _ = tx.send(Event::Start(info.clone()));
         }
+        let attach = !std::mem::replace(&mut st.outputs_attached, true);
         let first = !self.started;
         self.started = true;
         drop(st);
+        self.guard.stats().set_state(SessionState::Live);
         if first {
             tracing::info!(path = %self.shared.name, tracks = %describe(&info.tracks), "stream started");
-            self.registry.emit(CoreEvent::Published {
+            self.registry.events().emit(ServerEvent::Published {
                 path: self.shared.name.clone(),
+                session: self.guard.stats().id,
                 protocol: self.guard.stats().protocol,
             });
         } else {
             tracing::info!(path = %self.shared.name, tracks = %describe(&info.tracks), "stream parameters changed");
         }
+        if attach {
+            // Before any frame is written: the outputs' readers begin with this start.
+            self.registry.attach_outputs(&self.shared);
+        }
     }
 
     /// Hands one frame to every reader. Never waits. Frames before [`start`](Self::start) are dropped.
     pub fn write(&mut self, mut frame: Frame) {
-        if !self.started {
+        if !self.started || frame.track >= DERIVED_TRACK_BASE {
             return;
         }
         let stats = self.guard.stats();
@@ -434,16 +879,21 @@ impl Drop for Publisher {
         let grace = {
             let mut st = self.shared.state.lock();
             st.publisher = None;
+            st.keyframe = None;
             st.options.grace
         };
         let path = self.shared.name.clone();
         tracing::info!(%path, grace_ms = grace.as_millis() as u64, "publisher left");
-        self.registry.emit(CoreEvent::Unpublished { path });
+        self.registry.events().emit(ServerEvent::Unpublished {
+            path,
+            session: self.guard.stats().id,
+        });
         let registry = self.registry.clone();
         let shared = self.shared.clone();
         let generation = self.generation;
+        let shutting_down = self.registry.stats().is_shutting_down();
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) if !grace.is_zero() => {
+            Ok(rt) if !grace.is_zero() && !shutting_down => {
                 rt.spawn(async move {
                     tokio::time::sleep(grace).await;
                     registry.end_path(&shared, generation);

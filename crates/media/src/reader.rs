@@ -7,10 +7,43 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::path::PathShared;
-use crate::stats::{SessionGuard, SessionStats};
-use crate::{Frame, MediaKind, ReadError, Track};
+use crate::path::{PathShared, DERIVED_TRACK_BASE};
+use crate::stats::{SessionGuard, SessionState, SessionStats};
+use crate::{CodecId, Frame, MediaKind, ReadError, Track, TrackId};
+
+/// Which tracks a reader takes. Each output takes one video and one audio track by rule: the
+/// audio codec it carries best, derived from the publisher's when needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// Every track the publisher sends, as they are (the recorder). No derived track.
+    Original,
+    /// The first video track, plus the publisher's audio if its codec is in `accept`, else the
+    /// audio derived in `convert_to` (when set and a transformer can make it), else no audio.
+    Audio {
+        accept: &'static [CodecId],
+        convert_to: Option<CodecId>,
+    },
+}
+
+impl Select {
+    /// For outputs that carry AAC best (RTMP, HTTP-FLV, HLS): AAC or MP3 as sent, else AAC.
+    pub const AAC: Select = Select::Audio {
+        accept: &[CodecId::Aac, CodecId::Mp3],
+        convert_to: Some(CodecId::Aac),
+    };
+    /// For MPEG-TS over SRT: what TS carries as sent (AAC, MP3, AC-3, Opus), else AAC.
+    pub const TS: Select = Select::Audio {
+        accept: &[CodecId::Aac, CodecId::Mp3, CodecId::Ac3, CodecId::Opus],
+        convert_to: Some(CodecId::Aac),
+    };
+    /// For WebRTC: Opus or G.711 as sent, else Opus.
+    pub const OPUS: Select = Select::Audio {
+        accept: &[CodecId::Opus, CodecId::Pcma, CodecId::Pcmu],
+        convert_to: Some(CodecId::Opus),
+    };
+}
 
 /// What a publisher's stream carries, from one [`start`](crate::Publisher::start) to the next.
 #[derive(Debug)]
@@ -51,6 +84,12 @@ pub struct Reader {
     rx: broadcast::Receiver<Event>,
     backlog: VecDeque<Event>,
     guard: SessionGuard,
+    cancel: CancellationToken,
+    select: Select,
+    /// With [`Select::Audio`]: the tracks this reader takes (video, audio).
+    taken: [Option<TrackId>; 2],
+    /// The derived track this reader holds (its codec), if any.
+    derived: Option<(CodecId, Track)>,
     video_track: Option<crate::TrackId>,
     skip_to_keyframe: bool,
     lags: u32,
@@ -59,7 +98,7 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn open(shared: Arc<PathShared>, guard: SessionGuard) -> Option<Reader> {
+    pub(crate) fn open(shared: Arc<PathShared>, guard: SessionGuard, select: Select) -> Option<Reader> {
         let (rx, backlog, video_track, skip, max_lags) = {
             let mut st = shared.state.lock();
             let rx = st.subscribe()?;
@@ -80,11 +119,16 @@ impl Reader {
                 st.max_lags(),
             )
         };
+        let cancel = guard.stats().cancel_token().clone();
         Some(Reader {
             shared,
             rx,
             backlog,
             guard,
+            cancel,
+            select,
+            taken: [None; 2],
+            derived: None,
             video_track,
             skip_to_keyframe: skip,
             lags: 0,
@@ -101,17 +145,59 @@ impl Reader {
         self.guard.stats()
     }
 
+    /// Resolves when the session is asked to end (kick, shutdown).
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Asks whoever publishes on the path now for a keyframe (a WebRTC publisher as PLI/FIR,
+    /// an encoder); made while nobody publishes, it reaches the next publisher.
+    pub fn request_keyframe(&self) {
+        self.guard.stats().keyframe_requests.fetch_add(1, Relaxed);
+        self.shared.request_keyframe();
+    }
+
+    /// Whether a publisher is connected to the path now (false during the grace period).
+    pub fn publisher_present(&self) -> bool {
+        self.shared.state.lock().has_publisher()
+    }
+
+    fn closed(&self) -> ReadError {
+        let reason = self.guard.stats().reason();
+        ReadError::Closed {
+            reason: if reason.is_empty() {
+                "asked to end".to_owned()
+            } else {
+                reason
+            },
+        }
+    }
+
     /// Waits for the next event. `Err(Ended)` when the stream is over; `Err(TooSlow)` when this
-    /// reader fell behind too often.
+    /// reader fell behind too often; `Err(Closed)` when the session was kicked or the server
+    /// shuts down.
     pub async fn recv(&mut self) -> Result<Event, ReadError> {
         loop {
+            if self.cancel.is_cancelled() {
+                return Err(self.closed());
+            }
             if let Some(ev) = self.backlog.pop_front() {
                 if let Some(ev) = self.filter(ev) {
                     return Ok(ev);
                 }
                 continue;
             }
-            match self.rx.recv().await {
+            let cancel = self.cancel.clone();
+            let r = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(self.closed()),
+                r = self.rx.recv() => r,
+            };
+            match r {
                 Ok(ev) => {
                     if let Some(ev) = self.filter(ev) {
                         return Ok(ev);
@@ -125,6 +211,9 @@ impl Reader {
 
     /// Returns the next event if one is ready now, for draining a batch before one write.
     pub fn try_recv(&mut self) -> Option<Result<Event, ReadError>> {
+        if self.cancel.is_cancelled() {
+            return Some(Err(self.closed()));
+        }
         loop {
             if let Some(ev) = self.backlog.pop_front() {
                 if let Some(ev) = self.filter(ev) {
@@ -171,15 +260,74 @@ impl Reader {
         Ok(())
     }
 
+    /// This reader's view of a new stream: the tracks its [`Select`] takes, deriving audio if needed.
+    fn view(&mut self, info: Arc<StreamInfo>) -> Arc<StreamInfo> {
+        let Select::Audio { accept, convert_to } = self.select else {
+            return info;
+        };
+        let video = info.video().cloned();
+        let mut audio = None;
+        let mut wants_derived = None;
+        if let Some(a) = info.audio() {
+            if accept.contains(&a.codec) {
+                audio = Some(a.clone());
+            } else if let Some(to) = convert_to {
+                wants_derived = Some((a.clone(), to));
+            }
+        }
+        match (&self.derived, &wants_derived) {
+            (Some((held, track)), Some((_, to))) if held == to => audio = Some(track.clone()),
+            _ => {
+                if let Some((held, _)) = self.derived.take() {
+                    self.shared.release_derived(held);
+                }
+                if let Some((from, to)) = wants_derived {
+                    if let Some(track) = self.shared.acquire_derived(&from, to) {
+                        self.derived = Some((to, track.clone()));
+                        audio = Some(track);
+                    } else {
+                        tracing::info!(path = %self.shared.name, session = self.guard.stats().id,
+                            "{} audio is not carried by this reader and cannot be converted to {}; it gets no audio",
+                            from.codec, to);
+                    }
+                }
+            }
+        }
+        self.taken = [video.as_ref().map(|t| t.id), audio.as_ref().map(|t| t.id)];
+        let same = info.tracks.len() == video.is_some() as usize + audio.is_some() as usize
+            && audio.as_ref().is_none_or(|a| a.id < DERIVED_TRACK_BASE);
+        if same {
+            return info;
+        }
+        Arc::new(StreamInfo {
+            tracks: video.into_iter().chain(audio).collect(),
+            epoch: info.epoch,
+            discontinuity: info.discontinuity,
+            started_at: info.started_at,
+        })
+    }
+
+    fn takes(&self, track: TrackId) -> bool {
+        match self.select {
+            Select::Original => track < DERIVED_TRACK_BASE,
+            Select::Audio { .. } => self.taken.contains(&Some(track)),
+        }
+    }
+
     fn filter(&mut self, ev: Event) -> Option<Event> {
-        match &ev {
+        match ev {
             Event::Start(info) => {
+                let info = self.view(info);
                 self.video_track = info.video().map(|t| t.id);
                 // Frames after a start begin with a keyframe; anything else would not decode.
                 self.skip_to_keyframe = self.video_track.is_some();
-                Some(ev)
+                self.guard.stats().set_state(SessionState::Live);
+                Some(Event::Start(info))
             }
             Event::Frame(f) => {
+                if !self.takes(f.track) {
+                    return None;
+                }
                 if self.skip_to_keyframe {
                     if !f.keyframe || Some(f.track) != self.video_track {
                         self.guard.stats().frames_dropped.fetch_add(1, Relaxed);
@@ -188,7 +336,7 @@ impl Reader {
                     self.skip_to_keyframe = false;
                 }
                 self.guard.stats().frames_out.fetch_add(1, Relaxed);
-                Some(ev)
+                Some(Event::Frame(f))
             }
         }
     }
@@ -196,6 +344,9 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
+        if let Some((codec, _)) = self.derived.take() {
+            self.shared.release_derived(codec);
+        }
         self.shared.state.lock().reader_left();
     }
 }

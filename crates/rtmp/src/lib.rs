@@ -7,11 +7,14 @@
 //! core frames, [`play`] turns a reader's frames into RTMP messages.
 
 pub mod chunk;
+pub mod client;
 pub mod control;
 pub mod handshake;
 pub mod ingest;
 pub mod play;
+pub mod pull;
 mod server;
+pub mod session;
 
 use std::time::Duration;
 
@@ -39,6 +42,8 @@ pub enum Error {
     Publish(#[from] sluice_media::PublishError),
     #[error("play refused: {0}")]
     Read(#[from] sluice_media::ReadError),
+    #[error("access refused: {0}")]
+    Denied(sluice_media::access::Denied),
 }
 
 /// Settings of the RTMP server.
@@ -56,6 +61,8 @@ pub struct ServerConfig {
     /// arrive meanwhile go out in one write (fewer wakeups and syscalls per viewer, at most
     /// this much added delay). Zero writes every frame at once.
     pub play_coalesce: Duration,
+    /// The protocol sessions are shown and authorized as: `rtmp`, or `rtmps` behind TLS.
+    pub protocol: &'static str,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +73,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(10),
             limits: chunk::Limits::default(),
             play_coalesce: Duration::from_millis(100),
+            protocol: "rtmp",
         }
     }
 }

@@ -3,7 +3,14 @@
 use bytes::Bytes;
 use sluice_container::amf0::Amf0Value;
 use sluice_container::flv;
-use sluice_media::{ticks_to_ms, Frame, MediaKind, StreamInfo, WireForm};
+use sluice_media::{ticks_to_ms, Frame, FrameForm, MediaKind, StreamInfo};
+
+/// A frame as a complete chunked RTMP message at the server's chunk size, as a [`FrameForm`].
+struct RtmpMessage;
+
+impl FrameForm for RtmpMessage {
+    type Value = bytes::Bytes;
+}
 
 use crate::chunk::ChunkEncoder;
 use crate::control::{self, CSID_AUDIO, CSID_VIDEO, STREAM_ID};
@@ -58,7 +65,7 @@ impl Play {
         let ms = ticks_to_ms(frame.dts).max(0) as u32;
         self.last_ms = ms;
         let enc = self.enc;
-        out.push(frame.wire(WireForm::RtmpMessage, |f| {
+        out.push(frame.form_infallible::<RtmpMessage>(|f| {
             let body = flv::frame_body(track, f);
             enc.encode_to_bytes(csid(track.kind()), ms, flv::tag_type(track), STREAM_ID, &body)
         }));

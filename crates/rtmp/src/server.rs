@@ -3,10 +3,10 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use sluice_container::amf0::{self, Amf0Value};
+use sluice_container::amf0::Amf0Value;
+use sluice_media::access::{self, AccessRequest, Denied};
 use sluice_media::stats::SessionStats;
 use sluice_media::{Event, ReadError, Registry, SessionInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -17,9 +17,8 @@ use crate::control::{self, STREAM_ID};
 use crate::handshake;
 use crate::ingest::Ingest;
 use crate::play::Play;
+use crate::session::{metadata_of, parse_command, Control, Request, ServerCommands};
 use crate::{Error, ServerConfig};
-
-const WINDOW: u32 = 2_500_000;
 
 /// Runs one RTMP connection until it ends. The returned error says why it ended abnormally.
 pub async fn serve<S>(
@@ -40,9 +39,7 @@ where
         dec: ChunkDecoder::new(config.limits.clone()),
         enc: ChunkEncoder::new(config.chunk_size as usize),
         remote,
-        received: 0,
-        acked: 0,
-        peer_window: WINDOW,
+        ctl: Control::default(),
         stats: None,
     };
     timeout_at(deadline, conn.handshake())
@@ -53,15 +50,36 @@ where
         .map_err(|_| Error::Timeout("the client sent no publish or play command in time".into()))??;
     match action {
         Action::Closed => Ok(()),
-        Action::Publish { path, meta } => conn.publish(path, meta, &registry, &config).await,
-        Action::Play { path } => conn.play(path, &registry, config.play_coalesce).await,
+        Action::Publish { path, query, meta } => {
+            let req = AccessRequest::new(access::Action::Publish, &path, config.protocol, Some(remote))
+                .with_query(&query);
+            if let Err(denied) = registry.authorize(&req).await {
+                return Err(conn.refuse(&path, true, denied).await);
+            }
+            conn.publish(path, meta, &registry, &config).await
+        }
+        Action::Play { path, query } => {
+            let req = AccessRequest::new(access::Action::Read, &path, config.protocol, Some(remote))
+                .with_query(&query);
+            if let Err(denied) = registry.authorize(&req).await {
+                return Err(conn.refuse(&path, false, denied).await);
+            }
+            conn.play(path, &registry, &config).await
+        }
     }
 }
 
 enum Action {
     Closed,
-    Publish { path: String, meta: Option<Amf0Value> },
-    Play { path: String },
+    Publish {
+        path: String,
+        query: String,
+        meta: Option<Amf0Value>,
+    },
+    Play {
+        path: String,
+        query: String,
+    },
 }
 
 struct Conn<S> {
@@ -71,22 +89,9 @@ struct Conn<S> {
     dec: ChunkDecoder,
     enc: ChunkEncoder,
     remote: SocketAddr,
-    received: u64,
-    acked: u64,
-    peer_window: u32,
+    /// Protocol control, shared with the client (`session.rs`).
+    ctl: Control,
     stats: Option<Arc<SessionStats>>,
-}
-
-/// The stream path from the connect `app` and the publish/play name (its `?query` dropped).
-pub(crate) fn path_of(app: &str, name: &str) -> String {
-    let name = name.split('?').next().unwrap_or("");
-    let app = app.split('?').next().unwrap_or("");
-    let parts: Vec<&str> = [app, name]
-        .iter()
-        .map(|s| s.trim_matches('/'))
-        .filter(|s| !s.is_empty())
-        .collect();
-    parts.join("/")
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
@@ -132,13 +137,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     }
 
     async fn count_in(&mut self, n: usize) -> Result<(), Error> {
-        self.received += n as u64;
         if let Some(s) = &self.stats {
             s.add_bytes_in(n as u64);
         }
-        if self.received - self.acked >= self.peer_window as u64 {
-            self.acked = self.received;
-            let a = control::ack(&self.enc, self.received as u32);
+        if let Some(a) = self.ctl.count_in(n, &self.enc) {
             self.wr.write_all(&a).await?;
         }
         Ok(())
@@ -146,37 +148,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     /// Handles protocol control and user control messages; true if `m` was one.
     async fn control(&mut self, m: &Message) -> Result<bool, Error> {
-        let p = &m.payload;
-        let u32_at = |i: usize| {
-            p.get(i..i + 4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        match m.type_id {
-            types::SET_CHUNK_SIZE => {
-                let size = u32_at(0).ok_or_else(|| Error::Protocol("short Set Chunk Size".into()))?;
-                self.dec.set_chunk_size(size)?;
-            }
-            types::ABORT => {
-                if let Some(csid) = u32_at(0) {
-                    self.dec.abort(csid);
-                }
-            }
-            types::WINDOW_ACK_SIZE => {
-                if let Some(w) = u32_at(0) {
-                    self.peer_window = w.max(4096);
-                }
-            }
-            types::ACK | types::SET_PEER_BANDWIDTH => {}
-            types::USER_CONTROL => {
-                if p.len() >= 6 && u16::from_be_bytes([p[0], p[1]]) == control::USER_PING_REQUEST {
-                    let t = u32_at(2).unwrap_or(0);
-                    let b = control::user_control(&self.enc, control::USER_PING_RESPONSE, t);
-                    self.wr.write_all(&b).await?;
-                }
-            }
-            _ => return Ok(false),
+        let mut out = Vec::new();
+        let handled = self.ctl.handle(m, &mut self.dec, &self.enc, &mut out)?;
+        for b in out {
+            self.wr.write_all(&b).await?;
         }
-        Ok(true)
+        Ok(handled)
     }
 
     async fn send(&mut self, b: &[u8]) -> Result<(), Error> {
@@ -184,89 +161,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         Ok(())
     }
 
-    /// The command phase: connect, createStream, ... until publish or play.
+    /// The command phase (`session::ServerCommands`): connect, createStream, ... until publish
+    /// or play.
     async fn commands(&mut self) -> Result<Action, Error> {
-        let mut app = String::new();
-        let mut meta = None;
+        let mut cmds = ServerCommands::default();
         loop {
             let Some(m) = self.next().await? else {
                 return Ok(Action::Closed);
             };
-            let Some((name, txn, args)) = parse_command(&m)? else {
-                if m.type_id == types::DATA_AMF0 {
-                    meta = metadata_of(&m.payload).or(meta);
+            let mut out = Vec::new();
+            let req = cmds.on_message(&m, &self.enc, &mut out)?;
+            if !out.is_empty() {
+                let mut buf = BytesMut::new();
+                for b in &out {
+                    buf.extend_from_slice(b);
                 }
-                continue;
-            };
-            match name.as_str() {
-                "connect" => {
-                    let obj = args.first();
-                    app = obj
-                        .and_then(|o| o.get("app"))
-                        .and_then(Amf0Value::as_str)
-                        .unwrap_or("")
-                        .to_owned();
-                    if app.is_empty() {
-                        // Some clients only send tcUrl: rtmp://host[:port]/app
-                        let tc = obj
-                            .and_then(|o| o.get("tcUrl"))
-                            .and_then(Amf0Value::as_str)
-                            .unwrap_or("");
-                        app = tc.splitn(4, '/').nth(3).unwrap_or("").to_owned();
-                    }
-                    let mut out = BytesMut::new();
-                    out.extend_from_slice(&control::window_ack_size(&self.enc, WINDOW));
-                    out.extend_from_slice(&control::set_peer_bandwidth(&self.enc, WINDOW));
-                    out.extend_from_slice(&control::set_chunk_size(&self.enc, self.enc.chunk_size as u32));
-                    let props = Amf0Value::object([
-                        ("fmsVer", Amf0Value::string("FMS/3,0,1,123")),
-                        ("capabilities", Amf0Value::Number(31.0)),
-                    ]);
-                    let info = Amf0Value::object([
-                        ("level", Amf0Value::string("status")),
-                        ("code", Amf0Value::string("NetConnection.Connect.Success")),
-                        ("description", Amf0Value::string("Connection succeeded.")),
-                        ("objectEncoding", Amf0Value::Number(0.0)),
-                    ]);
-                    out.extend_from_slice(&control::result(&self.enc, true, txn, props, info));
-                    self.send(&out).await?;
-                    tracing::debug!(remote = %self.remote, app, "RTMP connect");
+                self.send(&buf).await?;
+            }
+            if m.type_id == types::COMMAND_AMF0 && out.len() > 1 {
+                tracing::debug!(remote = %self.remote, app = cmds.app(), "RTMP connect");
+            }
+            match req {
+                None => {}
+                Some(Request::Publish { path, query, meta }) => {
+                    return Ok(Action::Publish { path, query, meta })
                 }
-                "createStream" => {
-                    let r = control::result(
-                        &self.enc,
-                        true,
-                        txn,
-                        Amf0Value::Null,
-                        Amf0Value::Number(STREAM_ID as f64),
-                    );
-                    self.send(&r).await?;
-                }
-                "releaseStream" | "FCPublish" | "FCSubscribe" | "getStreamLength" | "_checkbw" => {
-                    if txn != 0.0 {
-                        let r = control::result(&self.enc, true, txn, Amf0Value::Null, Amf0Value::Undefined);
-                        self.send(&r).await?;
-                    }
-                }
-                "publish" | "play" => {
-                    let stream = args.get(1).and_then(Amf0Value::as_str).unwrap_or("");
-                    let path = path_of(&app, stream);
-                    return Ok(if name == "publish" {
-                        Action::Publish { path, meta }
-                    } else {
-                        Action::Play { path }
-                    });
-                }
-                "deleteStream" | "closeStream" | "FCUnpublish" => {}
-                other => {
-                    tracing::debug!(remote = %self.remote, command = other, "ignoring unknown RTMP command");
-                    if txn != 0.0 {
-                        let r = control::result(&self.enc, false, txn, Amf0Value::Null, Amf0Value::Null);
-                        self.send(&r).await?;
-                    }
-                }
+                Some(Request::Play { path, query }) => return Ok(Action::Play { path, query }),
             }
         }
+    }
+
+    /// Answers a refused publish or play with an `onStatus` error naming the reason, closes the
+    /// connection, and returns the error the session ends with.
+    async fn refuse(&mut self, path: &str, publish: bool, denied: Denied) -> Error {
+        let code = match (&denied, publish) {
+            (Denied::Unauthorized(_), true) => "NetStream.Publish.BadAuth",
+            (Denied::Forbidden(_), true) => "NetStream.Publish.BadName",
+            (_, false) => "NetStream.Play.Failed",
+        };
+        let what = if publish { "publish" } else { "play" };
+        tracing::warn!(remote = %self.remote, %path, "RTMP {what} refused: {denied}");
+        let b = control::on_status(&self.enc, "error", code, &denied.to_string());
+        let _ = self.send(&b).await;
+        let _ = self.wr.shutdown().await;
+        Error::Denied(denied)
     }
 
     async fn publish(
@@ -277,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         config: &ServerConfig,
     ) -> Result<(), Error> {
         let session = SessionInfo {
-            protocol: "rtmp",
+            protocol: config.protocol,
             remote: Some(self.remote),
         };
         let mut publisher = match registry.publish(&path, session) {
@@ -310,7 +248,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             ingest.metadata(m);
         }
         let result = loop {
-            let m = match timeout(config.idle_timeout, self.next()).await {
+            let next = tokio::select! {
+                biased;
+                _ = publisher.cancelled() => None,
+                m = timeout(config.idle_timeout, self.next()) => Some(m),
+            };
+            let Some(next) = next else {
+                // Kicked or shutting down: tell the client, then close.
+                let reason = publisher.stats().reason();
+                tracing::info!(remote = %self.remote, %path, "RTMP publisher closed by the server: {reason}");
+                let b = control::on_status(&self.enc, "status", "NetStream.Unpublish.Success", &reason);
+                let _ = self.send(&b).await;
+                let _ = self.wr.shutdown().await;
+                break Ok(());
+            };
+            let m = match next {
                 Err(_) => {
                     break Err(Error::Timeout(format!(
                         "publisher sent nothing for {:?}",
@@ -353,12 +305,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         result
     }
 
-    async fn play(mut self, path: String, registry: &Registry, coalesce: Duration) -> Result<(), Error> {
+    async fn play(mut self, path: String, registry: &Registry, config: &ServerConfig) -> Result<(), Error> {
+        let coalesce = config.play_coalesce;
         let session = SessionInfo {
-            protocol: "rtmp",
+            protocol: config.protocol,
             remote: Some(self.remote),
         };
-        let mut reader = match registry.read(&path, session) {
+        let mut reader = match registry.read_with(&path, session, sluice_media::Select::AAC) {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(remote = %self.remote, %path, "RTMP play refused: {e}");
@@ -446,6 +399,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     }
                     match end {
                         None => {}
+                        Some(ReadError::Closed { reason }) => {
+                            tracing::info!(remote = %self.remote, %path, "RTMP reader closed by the server: {reason}");
+                            let b = control::on_status(&self.enc, "status", "NetStream.Play.Stop", &reason);
+                            let _ = self.send(&b).await;
+                            let _ = self.wr.shutdown().await;
+                            break Ok(());
+                        }
                         Some(ReadError::Ended) => {
                             let b = control::on_status(&self.enc, "status", "NetStream.Play.UnpublishNotify", &format!("{path} is now unpublished."));
                             let _ = self.send(&b).await;
@@ -528,38 +488,12 @@ pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
     Ok(total)
 }
 
-/// Splits a command message into (name, transaction id, arguments after the command object).
-fn parse_command(m: &Message) -> Result<Option<(String, f64, Vec<Amf0Value>)>, Error> {
-    let payload = match m.type_id {
-        types::COMMAND_AMF0 => &m.payload[..],
-        // AMF3 command messages start with a format byte, then AMF0 values.
-        types::COMMAND_AMF3 => m.payload.get(1..).unwrap_or(&[]),
-        _ => return Ok(None),
-    };
-    let values = amf0::decode_all(payload)?;
-    let mut it = values.into_iter();
-    let name = match it.next() {
-        Some(Amf0Value::String(s)) => s,
-        _ => return Err(Error::Protocol("command message without a command name".into())),
-    };
-    let txn = it.next().and_then(|v| v.as_f64()).unwrap_or(0.0);
-    Ok(Some((name, txn, it.collect())))
-}
-
-/// `onMetaData` values from a data message (`@setDataFrame`, `onMetaData`, {...}) or (`onMetaData`, {...}).
-fn metadata_of(payload: &Bytes) -> Option<Amf0Value> {
-    let values = amf0::decode_all(payload).ok()?;
-    let mut it = values
-        .into_iter()
-        .skip_while(|v| v.as_str() == Some("@setDataFrame"));
-    if it.next()?.as_str() != Some("onMetaData") {
-        return None;
-    }
-    it.next()
-}
-
 /// An aggregate message holds FLV tags back to back (RTMP spec §7.1.6).
-fn aggregate(m: &Message, ingest: &mut Ingest, publisher: &mut sluice_media::Publisher) -> Result<(), Error> {
+pub(crate) fn aggregate(
+    m: &Message,
+    ingest: &mut Ingest,
+    publisher: &mut sluice_media::Publisher,
+) -> Result<(), Error> {
     let p = &m.payload;
     let mut pos = 0;
     let mut base: Option<u32> = None;
@@ -590,13 +524,22 @@ fn aggregate(m: &Message, ingest: &mut Ingest, publisher: &mut sluice_media::Pub
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::path_of;
 
     #[test]
     fn paths() {
-        assert_eq!(path_of("live", "cam1"), "live/cam1");
-        assert_eq!(path_of("live/", "cam1?key=abc"), "live/cam1");
-        assert_eq!(path_of("/live?x=1", "a/b"), "live/a/b");
-        assert_eq!(path_of("", "cam1"), "cam1");
+        let p = |app, name| {
+            let (path, query) = path_of(app, name);
+            (path, query)
+        };
+        assert_eq!(p("live", "cam1"), ("live/cam1".into(), "".into()));
+        assert_eq!(p("live/", "cam1?key=abc"), ("live/cam1".into(), "key=abc".into()));
+        assert_eq!(p("/live?x=1", "a/b"), ("live/a/b".into(), "x=1".into()));
+        assert_eq!(p("", "cam1"), ("cam1".into(), "".into()));
+        assert_eq!(
+            p("live?token=t", "cam1?user=u&pass=p"),
+            ("live/cam1".into(), "user=u&pass=p&token=t".into())
+        );
     }
 
     #[tokio::test]

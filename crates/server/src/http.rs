@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Router;
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use sluice_container::flv::FlvWriter;
 use sluice_media::{Event, ReadError, SessionInfo};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::http_error::HttpError;
 use crate::server::Shared;
 
 const PLAYLIST_CACHE: &str = "max-age=1";
@@ -69,37 +70,132 @@ async fn handle(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
     if method != Method::GET && method != Method::HEAD {
-        return (StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are allowed\n").into_response();
+        return HttpError::method_not_allowed("only GET and HEAD are allowed").into_response();
     }
-    match route(uri.path()) {
+    let route = route(uri.path());
+    // Readers are asked for credentials on what names a stream (HTTP-FLV, the playlists), not
+    // on segments: those carry no per-viewer secret, so a CDN caches them for every viewer.
+    let checked = match &route {
+        Some(Route::Flv(path)) => Some((*path, "http-flv")),
+        Some(Route::Hls { path, file }) if file.ends_with(".m3u8") => Some((*path, "hls")),
+        _ => None,
+    };
+    if let Some((path, protocol)) = checked {
+        if let Some(refused) = authorize(&shared, path, protocol, remote, &headers, uri.query()).await {
+            return refused;
+        }
+    }
+    match route {
         None => not_found("nothing here: try /PATH/index.m3u8, /PATH.flv or /PATH/"),
         Some(Route::Flv(path)) => flv(&shared, path, remote),
         Some(Route::Player(path)) => player(path),
         Some(Route::PathWithoutSlash(path)) => Redirect::permanent(&format!("/{path}/")).into_response(),
-        Some(Route::Hls { path, file }) => hls(&shared, path, file).await,
+        Some(Route::Hls { path, file }) => {
+            let resp = hls(&shared, path, file, remote, uri.query()).await;
+            match credential_query(uri.query()) {
+                Some(q) if file == "index.m3u8" => carry_query(resp, &q).await,
+                _ => resp,
+            }
+        }
+    }
+}
+
+/// The credential pairs of a query (`token`, `jwt`, `user`, `pass`...), re-joined.
+fn credential_query(query: Option<&str>) -> Option<String> {
+    let pairs: Vec<&str> = query?
+        .split('&')
+        .filter(|p| {
+            let k = p.split('=').next().unwrap_or("");
+            matches!(k, "token" | "jwt" | "user" | "username" | "pass" | "password")
+        })
+        .filter(|p| !p.contains(['"', '\r', '\n']))
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join("&"))
+}
+
+/// A player that got the multivariant playlist with `?token=` must send it again for the media
+/// playlists it names (relative URLs drop the query): append it to their URLs. Segments are
+/// left alone (no per-viewer secret in what a CDN caches).
+async fn carry_query(resp: Response, query: &str) -> Response {
+    if !resp.status().is_success() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return HttpError::internal("playlist too large").into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        if !line.starts_with('#') && line.ends_with(".m3u8") {
+            out.push_str(&format!("{line}?{query}"));
+        } else if line.starts_with('#') && line.contains(".m3u8\"") {
+            out.push_str(&line.replace(".m3u8\"", &format!(".m3u8?{query}\"")));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(out))
+}
+
+/// Asks the access policy whether this HTTP reader may read `path`: credentials from
+/// `Authorization` (Basic or Bearer) or the query (`?token=`, `?user=&pass=`, for players that
+/// cannot set headers). `Some(401)` (or 404) when refused.
+async fn authorize(
+    shared: &Shared,
+    path: &str,
+    protocol: &'static str,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Option<Response> {
+    use sluice_media::access::{Action, Denied};
+    let req = crate::auth::http_request(Action::Read, path, protocol, remote, headers, query);
+    match shared.registry.authorize(&req).await.err()? {
+        Denied::Unauthorized(why) => Some(
+            (
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"sluice\"")],
+                HttpError::unauthorized(format!(
+                    "reading this path needs credentials ({why}): add ?token=TOKEN (or ?user=USER&pass=PASSWORD) to the URL, or send an Authorization header"
+                )),
+            )
+                .into_response(),
+        ),
+        // Not configured (or not allowed whatever the credentials): answered like a path with
+        // no stream, so the configuration cannot be probed from outside (the log says why).
+        Denied::Forbidden(_) => Some(not_found(&format!("no stream is available on path {path}"))),
     }
 }
 
 fn not_found(msg: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [(header::CACHE_CONTROL, "no-cache")],
-        format!("{msg}\n"),
-    )
-        .into_response()
+    HttpError::not_found(msg).into_response()
 }
 
-async fn hls(shared: &Shared, path: &str, file: &str) -> Response {
+fn playlist_error(e: sluice_hls::PlaylistError) -> Response {
+    use sluice_hls::PlaylistError;
+    match e {
+        PlaylistError::BadRequest(m) => HttpError::bad_request(m).into_response(),
+        PlaylistError::Unavailable(m) => HttpError::unavailable(m).into_response(),
+        e => not_found(&e.to_string()),
+    }
+}
+
+async fn hls(shared: &Shared, path: &str, file: &str, remote: SocketAddr, query: Option<&str>) -> Response {
     let stream = match shared.hls.get(path) {
         Some(s) => s,
         None => {
-            // A player may ask just as the publisher starts, before the HLS muxer exists: wait
-            // for it while the path is live, up to the ready timeout.
-            let deadline = tokio::time::Instant::now() + shared.config.hls.ready_timeout;
+            // The packager is attached when the stream's tracks are known; a player may ask just
+            // as the publisher connects, before that: wait while the path is published, up to
+            // the ready timeout.
+            let deadline = tokio::time::Instant::now() + shared.live.get().hls.ready_timeout;
             loop {
-                let live = shared.registry.paths().iter().any(|p| p.name == path && p.online);
+                let live = shared.registry.is_published(path);
                 if !live || tokio::time::Instant::now() >= deadline {
                     return not_found(&format!("no stream is available on path {path}"));
                 }
@@ -111,30 +207,49 @@ async fn hls(shared: &Shared, path: &str, file: &str) -> Response {
         }
     };
     if file.ends_with(".m3u8") {
-        if !stream.wait_ready(shared.config.hls.ready_timeout).await {
+        // LL-HLS blocking reload and delta updates (RFC 8216bis 6.2.5); checked before waiting.
+        let q = match sluice_hls::PlaylistQuery::parse(query) {
+            Ok(q) => q,
+            Err(e) => return playlist_error(e),
+        };
+        if !stream.wait_ready(shared.live.get().hls.ready_timeout).await {
             return not_found(&format!("stream {path} has no segment yet"));
         }
-        return match stream.playlist(file) {
-            Some(text) => (
-                [
-                    (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                    (header::CACHE_CONTROL, PLAYLIST_CACHE),
-                ],
-                text,
-            )
-                .into_response(),
-            None => not_found(&format!("no playlist {file} on path {path}")),
+        return match stream.playlist_for(file, q).await {
+            Ok(text) => {
+                stream.viewers.record(Some(remote.ip()), text.len() as u64);
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                        (header::CACHE_CONTROL, PLAYLIST_CACHE),
+                    ],
+                    text,
+                )
+                    .into_response()
+            }
+            Err(sluice_hls::PlaylistError::NotFound(_)) => {
+                not_found(&format!("no playlist {file} on path {path}"))
+            }
+            Err(e) => playlist_error(e),
         };
     }
-    match stream.file(file) {
-        Some((bytes, content_type)) => (
-            [
-                (header::CONTENT_TYPE, content_type),
-                (header::CACHE_CONTROL, SEGMENT_CACHE),
-            ],
-            bytes,
-        )
-            .into_response(),
+    // The part named by EXT-X-PRELOAD-HINT is held until it is complete.
+    let found = match stream.file_when_ready(file).await {
+        Ok(f) => f,
+        Err(e) => return playlist_error(e),
+    };
+    match found {
+        Some((bytes, content_type)) => {
+            stream.viewers.record(Some(remote.ip()), bytes.len() as u64);
+            (
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CACHE_CONTROL, SEGMENT_CACHE),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
         None => not_found(&format!(
             "no file {file} on path {path} (it may have left the playlist window)"
         )),
@@ -142,19 +257,20 @@ async fn hls(shared: &Shared, path: &str, file: &str) -> Response {
 }
 
 fn flv(shared: &Shared, path: &str, remote: SocketAddr) -> Response {
-    let reader = match shared.registry.read(
+    let reader = match shared.registry.read_with(
         path,
         SessionInfo {
             protocol: "http-flv",
             remote: Some(remote),
         },
+        sluice_media::Select::AAC,
     ) {
         Ok(r) => r,
         Err(e) => return not_found(&e.to_string()),
     };
     tracing::info!(%remote, path, "HTTP-FLV reader started");
     let state = (reader, FlvWriter::default(), None, false);
-    let coalesce = shared.config.http.flv_coalesce;
+    let coalesce = shared.live.get().http.flv_coalesce;
     let body = futures_util::stream::unfold(
         state,
         move |(mut reader, mut writer, mut info, mut sent_header)| async move {
@@ -237,6 +353,30 @@ pub fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_carried_to_media_playlists() {
+        assert_eq!(
+            credential_query(Some("token=a%20b&x=1")).as_deref(),
+            Some("token=a%20b")
+        );
+        assert_eq!(credential_query(Some("x=1")), None);
+        assert_eq!(credential_query(None), None);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let resp = (
+            [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl")],
+            "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=1\nstream.m3u8\n",
+        )
+            .into_response();
+        let resp = rt.block_on(carry_query(resp, "token=t"));
+        let body = rt
+            .block_on(axum::body::to_bytes(resp.into_body(), 1 << 20))
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio.m3u8?token=t\"\n#EXT-X-STREAM-INF:BANDWIDTH=1\nstream.m3u8?token=t\n"
+        );
+    }
 
     #[test]
     fn routes() {

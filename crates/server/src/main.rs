@@ -1,10 +1,31 @@
 //! The `sluice` binary: command line, configuration, listeners, and the wiring of the protocol
 //! crates to the media core. It holds no protocol logic of its own.
 
+mod api;
+mod api_config;
+mod api_pushes;
+mod api_recordings;
+mod auth;
 mod config;
+mod events;
+mod health;
+mod hls_pull;
 mod http;
+mod http_error;
+mod http_serve;
 mod logging;
+mod metrics;
+mod outputs;
+mod playback;
+mod pull;
+mod push;
+mod push_whip;
+mod reload;
+mod run_on;
 mod server;
+mod sse;
+mod tls;
+mod webhooks;
 mod webrtc_http;
 
 use std::path::PathBuf;
@@ -21,6 +42,10 @@ struct Cli {
     /// Run from this TOML configuration file instead of the built-in one.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The state file: changes made through the API, applied over the configuration (default:
+    /// NAME.state.toml beside the configuration file; without one, changes are not kept).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
     /// Print the default configuration, every key commented, and exit.
     #[arg(long)]
     print_config: bool,
@@ -58,25 +83,23 @@ fn main() -> ExitCode {
             }
         };
     }
-    let loaded = match &cli.config {
-        Some(file) => config::load(file),
-        None => config::Config::parse(config::DEFAULT_TOML, std::env::vars()),
-    };
-    let mut cfg = match loaded {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(f) = cli.log_format.as_deref() {
-        cfg.log.format = if f == "json" {
+    let log_format = cli.log_format.as_deref().map(|f| {
+        if f == "json" {
             config::LogFormat::Json
         } else {
             config::LogFormat::Text
-        };
-    }
-    logging::init(&cfg.log);
+        }
+    });
+    // The configuration file (or the built-in one), the state file over it, the environment.
+    let sources = reload::Sources::new(cli.config.clone(), cli.state.clone(), log_format);
+    let layers = match sources.load() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&layers.config.log);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -84,7 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(server::run(cfg)) {
+    match rt.block_on(server::run(layers, sources)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

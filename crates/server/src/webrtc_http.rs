@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,6 +16,7 @@ use axum::Router;
 use sluice_webrtc::{Error, WebRtc};
 use tower_http::cors::CorsLayer;
 
+use crate::http_error::HttpError;
 use crate::server::Shared;
 
 /// Largest SDP offer or trickle fragment accepted (browser offers are 3–10 KB).
@@ -84,26 +86,24 @@ fn route(p: &str) -> Option<Route<'_>> {
     Some(Route::NoSlash(p))
 }
 
-fn text(code: StatusCode, msg: impl std::fmt::Display) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{msg}\n"),
-    )
-        .into_response()
+/// An error answer: an [`HttpError`], JSON like every HTTP surface's.
+fn error_text(code: StatusCode, msg: impl std::fmt::Display) -> Response {
+    HttpError::new(code, msg.to_string()).into_response()
 }
 
 fn error_response(e: &Error) -> Response {
     use sluice_media::PublishError;
     let code = match e {
-        Error::BadOffer(_) | Error::NoUsableCodec(_) | Error::BadCandidate(_) => StatusCode::BAD_REQUEST,
+        Error::BadOffer(_) | Error::NoUsableCodec(_) | Error::BadCandidate(_) | Error::BadAnswer(_) => {
+            StatusCode::BAD_REQUEST
+        }
         Error::NotPublished(_) | Error::NoSession => StatusCode::NOT_FOUND,
         Error::Publish(PublishError::PathBusy { .. }) => StatusCode::CONFLICT,
         Error::Publish(PublishError::NotConfigured { .. }) => StatusCode::FORBIDDEN,
         Error::Publish(_) | Error::Read(_) => StatusCode::BAD_REQUEST,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    text(code, e)
+    error_text(code, e)
 }
 
 async fn handle(
@@ -112,10 +112,14 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejected) => return error_text(rejected.status(), rejected.body_text()),
+    };
     let Some(r) = route(uri.path()) else {
-        return text(
+        return error_text(
             StatusCode::NOT_FOUND,
             "nothing here: try /PATH/ (watch), /PATH/publish, or WHIP/WHEP at /PATH/whip, /PATH/whep",
         );
@@ -130,8 +134,10 @@ async fn handle(
         (Route::NoSlash(path), &Method::GET | &Method::HEAD) => {
             Redirect::permanent(&format!("/{path}/")).into_response()
         }
-        (Route::Offer { path, whip }, &Method::POST) => offer(&st, path, whip, remote, &headers, &body).await,
-        (Route::Offer { .. }, _) => text(
+        (Route::Offer { path, whip }, &Method::POST) => {
+            offer(&st, path, whip, remote, &headers, uri.query(), &body).await
+        }
+        (Route::Offer { .. }, _) => error_text(
             StatusCode::METHOD_NOT_ALLOWED,
             "POST an SDP offer (Content-Type: application/sdp)",
         ),
@@ -139,7 +145,7 @@ async fn handle(
             if st.webrtc.delete(id).await {
                 StatusCode::OK.into_response()
             } else {
-                text(StatusCode::NOT_FOUND, Error::NoSession)
+                error_text(StatusCode::NOT_FOUND, Error::NoSession)
             }
         }
         (Route::Session { id, .. }, &Method::PATCH) => {
@@ -148,13 +154,13 @@ async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !ct.starts_with("application/trickle-ice-sdpfrag") {
-                return text(
+                return error_text(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "PATCH takes Content-Type: application/trickle-ice-sdpfrag",
                 );
             }
             let Ok(frag) = std::str::from_utf8(&body) else {
-                return text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8");
+                return error_text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8");
             };
             match st.webrtc.patch(id, frag).await {
                 Ok(None) => StatusCode::NO_CONTENT.into_response(),
@@ -168,7 +174,7 @@ async fn handle(
                 Err(e) => error_response(&e),
             }
         }
-        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
+        _ => error_text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
     }
 }
 
@@ -178,6 +184,7 @@ async fn offer(
     whip: bool,
     remote: SocketAddr,
     headers: &HeaderMap,
+    query: Option<&str>,
     body: &Bytes,
 ) -> Response {
     let ct = headers
@@ -185,18 +192,18 @@ async fn offer(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !ct.starts_with("application/sdp") {
-        return text(
+        return error_text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the offer must have Content-Type: application/sdp",
         );
     }
     if body.len() > MAX_SDP {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "SDP offer too large");
+        return error_text(StatusCode::PAYLOAD_TOO_LARGE, "SDP offer too large");
     }
     let Ok(sdp) = std::str::from_utf8(body) else {
-        return text(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8");
+        return error_text(StatusCode::BAD_REQUEST, "malformed SDP offer: not UTF-8");
     };
-    if let Some(refused) = authorize(st, path, whip, remote, headers) {
+    if let Some(refused) = authorize(st, path, whip, remote, headers, query).await {
         return refused;
     }
     let res = if whip {
@@ -209,7 +216,7 @@ async fn offer(
             let kind = if whip { "whip" } else { "whep" };
             let location = format!("/{path}/{kind}/{}", a.session);
             let mut links = HeaderMap::new();
-            for l in ice_server_links(&st.shared.config.webrtc) {
+            for l in ice_server_links(&st.shared.live.get().webrtc) {
                 if let Ok(v) = HeaderValue::from_str(&l) {
                     links.append(header::LINK, v);
                 }
@@ -238,83 +245,43 @@ async fn offer(
     }
 }
 
-/// Checks the path's WebRTC token against the request's credentials (Bearer, or the password of
-/// Basic); `Some(401)` when it does not match.
-fn authorize(st: &St, path: &str, whip: bool, remote: SocketAddr, headers: &HeaderMap) -> Option<Response> {
-    let pcfg = st.shared.config.path(path)?;
-    let want = if whip {
-        &pcfg.webrtc_publish_token
-    } else {
-        &pcfg.webrtc_read_token
-    };
-    if want.is_empty() {
-        return None;
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(credential);
-    if given
-        .as_deref()
-        .is_some_and(|g| constant_time_eq(g.as_bytes(), want.as_bytes()))
-    {
-        return None;
-    }
-    let action = if whip { "publish" } else { "read" };
-    tracing::info!(%remote, path, "WebRTC {action} refused: {}", if given.is_some() { "wrong token" } else { "no token" });
-    Some(
-        (
-            StatusCode::UNAUTHORIZED,
-            [
-                (header::WWW_AUTHENTICATE, "Bearer realm=\"sluice\""),
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            ],
-            format!("this path needs a token to {action}: send Authorization: Bearer TOKEN\n"),
-        )
-            .into_response(),
-    )
-}
-
-/// The secret of an `Authorization` value: a Bearer token, or the password of Basic credentials.
-fn credential(v: &str) -> Option<String> {
-    let (scheme, rest) = v.trim().split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(rest.trim().to_owned());
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64_decode(rest.trim())?;
-        let text = String::from_utf8(decoded).ok()?;
-        return text.split_once(':').map(|(_, pass)| pass.to_owned());
-    }
-    None
-}
-
-/// Standard base64 (RFC 4648) with or without padding; `None` on any other character.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
+/// Asks the access policy whether this WHIP publisher / WHEP reader may go on, from its
+/// `Authorization` header (Bearer token, or Basic user and password) or a `?token=` query;
+/// `Some(401/403)` when refused.
+async fn authorize(
+    st: &St,
+    path: &str,
+    whip: bool,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Option<Response> {
+    use sluice_media::access::{Action, Denied};
+    let action = if whip { Action::Publish } else { Action::Read };
+    let req = crate::auth::http_request(action, path, "webrtc", remote, headers, query);
+    let denied = st.shared.registry.authorize(&req).await.err()?;
+    let action = action.name();
+    Some(match denied {
+        Denied::Unauthorized(why) => {
+            tracing::info!(%remote, path, "WebRTC {action} refused: {why}");
+            let needs = if why.contains("user") {
+                "credentials"
+            } else {
+                "a token"
+            };
+            (
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"sluice\"")],
+                HttpError::unauthorized(format!(
+                    "this path needs {needs} to {action} ({why}): send Authorization: Bearer TOKEN (or Basic USER:PASSWORD)"
+                )),
+            )
+                .into_response()
         }
-    }
-    Some(out)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+        Denied::Forbidden(why) => {
+            tracing::info!(%remote, path, "WebRTC {action} refused: {why}");
+            HttpError::forbidden(why).into_response()
+        }
+    })
 }
 
 /// RFC 9725 section 4.6: one `Link: <URL>; rel="ice-server"` per configured STUN/TURN server.
@@ -355,7 +322,7 @@ fn ice_servers_json(cfg: &crate::config::WebRtcSection) -> String {
 fn page(st: &St, template: &str, path: &str) -> Response {
     let page = template
         .replace("{{PATH}}", &crate::http::html_escape(path))
-        .replace("{{ICE_SERVERS}}", &ice_servers_json(&st.shared.config.webrtc));
+        .replace("{{ICE_SERVERS}}", &ice_servers_json(&st.shared.live.get().webrtc));
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -369,16 +336,6 @@ fn page(st: &St, template: &str, path: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_from_bearer_and_basic() {
-        assert_eq!(credential("Bearer s3cret").as_deref(), Some("s3cret"));
-        // "obs:s3cret"
-        assert_eq!(credential("Basic b2JzOnMzY3JldA==").as_deref(), Some("s3cret"));
-        assert_eq!(credential("Basic !!!"), None);
-        assert_eq!(credential("Digest x"), None);
-        assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
-    }
 
     #[test]
     fn routes() {

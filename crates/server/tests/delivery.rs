@@ -9,8 +9,8 @@ use common::*;
 
 const CONFIG_TWO_VARIANTS: &str = r#"
 [paths."live/*"]
-[paths."ts/*"]
-hls_variant = "mpegts"
+[paths."ts/*".hls]
+variant = "mpegts"
 "#;
 
 /// One publisher, read at once over RTMP, HTTP-FLV and HLS; a second path with HLS MPEG-TS.

@@ -51,7 +51,7 @@ fn srt_h265_publish_reads_over_srt_and_hls() {
     if !require_srt() {
         return;
     }
-    let config = "[paths.\"live/*\"]\n[paths.\"ts/*\"]\nhls_variant = \"mpegts\"\n";
+    let config = "[paths.\"live/*\"]\n[paths.\"ts/*\".hls]\nvariant = \"mpegts\"\n";
     let server = Server::start_with(&[], Some(config));
     let src = source_hevc_ts();
     let _a = Publisher::srt(&src, &server.srt_url("publish:live/hevc"));
@@ -156,11 +156,13 @@ impl Drop for GroupGuard {
 use std::os::unix::process::CommandExt;
 
 const SECURE: &str = r#"
-[paths."secure/cam"]
-srt_publish_passphrase = "publisherpass1"
-srt_read_passphrase = "readerpass123"
-srt_read_user = "alice"
-srt_read_pass = "wonderland"
+[paths."secure/cam".srt]
+publish_passphrase = "publisherpass1"
+read_passphrase = "readerpass123"
+
+[paths."secure/cam".access]
+read_user = "alice"
+read_pass = "wonderland"
 
 [paths."live/*"]
 "#;
@@ -205,7 +207,10 @@ fn srt_credentials_are_checked() {
     assert!(server.wait_log("SRT read refused: wrong user or password", Duration::from_secs(5)));
     let no_user = read("read:secure/cam", "readerpass123");
     assert!(no_user.streams.is_empty());
-    assert!(server.wait_log("no user and password in the streamid", Duration::from_secs(5)));
+    assert!(server.wait_log(
+        "SRT read refused: no user and password given",
+        Duration::from_secs(5)
+    ));
     let bad_pass = read("read:secure/cam:alice:wonderland", "publisherpass1");
     assert!(bad_pass.streams.is_empty(), "wrong passphrase was let in");
     let ok = read("#!::r=secure/cam,m=request,u=alice,s=wonderland", "readerpass123");
@@ -283,7 +288,7 @@ fn srt_recovers_loss_both_ways() {
     if !require_srt() {
         return;
     }
-    let config = "[paths.\"live/*\"]\nsrt_latency = \"400ms\"\n";
+    let config = "[paths.\"live/*\".srt]\nlatency = \"400ms\"\n";
     let server = Server::start_with(&[], Some(config));
     let src = source_5mbps_ts();
     let inbound = LossyRelay::start(server.srt, 5, Duration::from_millis(25), 0x5eed_0001);
@@ -438,8 +443,15 @@ fn srt_carries_opus_mp3_and_ac3() {
         assert!(p.count(false) > 20, "{name}: {} audio packets", p.count(false));
         assert_eq!(p.video().codec_name, "h264");
     }
+    // HLS takes AAC by rule (what every HLS player decodes): the path's Opus is converted once,
+    // as a derived track, while SRT readers above got the Opus as sent.
     let opus_hls = probe_packets(&server.http_url("audio/opus/index.m3u8"), 200);
-    assert_eq!(opus_hls.audio().codec_name, "opus", "{opus_hls:?}");
+    assert_eq!(opus_hls.audio().codec_name, "aac", "{opus_hls:?}");
+    assert!(
+        opus_hls.count(false) > 20,
+        "HLS audio packets: {}",
+        opus_hls.count(false)
+    );
     let mp3_rtmp = probe_packets(&server.rtmp_url("audio/mp3"), 200);
     assert_eq!(mp3_rtmp.audio().codec_name, "mp3", "{mp3_rtmp:?}");
 }

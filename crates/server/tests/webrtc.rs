@@ -1,6 +1,8 @@
 //! WebRTC end to end against headless Chromium (Debian's, driven by playwright-core): WHEP
 //! playback of an RTMP stream with sound, WHIP publish read back over RTMP and WHEP,
-//! glass-to-glass delay, cleanup of a viewer that vanishes, and bad offers.
+//! glass-to-glass delay, cleanup of a viewer that vanishes, bad offers, the audio conversion as
+//! a derived track of the core (only while a WebRTC reader takes it, unseen by RTMP and HLS
+//! readers), and keyframe requests across a WHIP publisher's restart.
 //!
 //! Each test re-runs itself inside a fresh network namespace that has only `lo`, so no ICE
 //! candidate can reach another address (PEERS.md); without the privilege to create one it runs
@@ -186,12 +188,11 @@ fn whip_from_chromium_to_rtmp_and_whep() {
     assert!(num(&r, &["video", "framesDecoded"]) >= 40.0, "{r}");
     assert!(num(&r, &["audio", "packetsReceived"]) >= 100.0, "{r}");
     assert!(num(&r, &["audio", "totalAudioEnergy"]) > 0.0, "{r}");
-    // WebRTC readers of a WebRTC publisher get its own Opus: no AAC round trip.
-    assert!(
-        !server.log().contains("WebRTC audio converter starts"),
-        "{}",
-        server.log()
-    );
+    // WebRTC readers of a WebRTC publisher get its own Opus from the core: no derived Opus
+    // track (the RTMP reader above made the core derive AAC, and only that).
+    let log = server.log();
+    assert_eq!(derived_starts(&log, "opus"), 0, "{log}");
+    assert_eq!(derived_starts(&log, "aac"), 1, "{log}");
     // The publisher stayed connected all along (its driver reports the state at its end).
     let out = publisher.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
@@ -321,7 +322,8 @@ fn whip_vp9_from_chromium_to_whep_and_hls() {
         "no WHIP stream:\n{}",
         server.log()
     );
-    assert!(server.log().contains("tracks=vp9+aac"), "{}", server.log());
+    // The publisher's own tracks: VP9 and Opus (HLS below gets AAC derived by the core).
+    assert!(server.log().contains("tracks=vp9+opus"), "{}", server.log());
     let r = browser(
         &["watch", &server.webrtc_url("live/vp9/"), "5"],
         Duration::from_secs(60),
@@ -568,9 +570,9 @@ ice_servers = ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"]
 ice_servers_user = "u"
 ice_servers_pass = "p"
 
-[paths."live/secure"]
-webrtc_publish_token = "s3cret"
-webrtc_read_token = "watch"
+[paths."live/secure".access]
+publish_token = "s3cret"
+read_token = "watch"
 
 [paths."live/*"]
 "#;
@@ -626,6 +628,49 @@ webrtc_read_token = "watch"
     assert!(server.log().contains("WebRTC publish refused: wrong token"));
 }
 
+/// Lines of the server's log announcing a derived track in `codec` ("derived track starts").
+fn derived_starts(log: &str, codec: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("derived track starts") && l.contains(&format!("to={codec}")))
+        .count()
+}
+
+fn derived_stops(log: &str) -> usize {
+    log.matches("derived track stops").count()
+}
+
+/// The codecs of `path`'s derived tracks, from the API.
+fn api_derived(server: &Server, path: &str) -> Vec<String> {
+    let (st, _, body) = http_get(server.api, &format!("/v1/paths/{path}"), &[]);
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["derived"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no derived field: {v}"))
+        .iter()
+        .map(|t| t["codec"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// POSTs a WHEP offer without a browser (the session is admitted and reads the path, the
+/// peer never connects); returns the session's resource URL.
+fn whep_offer(server: &Server, path: &str) -> String {
+    let offer = OFFER_H264_OPUS.replace("a=sendonly", "a=recvonly");
+    let (code, body, headers) = http_request_full(
+        server.webrtc,
+        "POST",
+        &format!("/{path}/whep"),
+        &[("Content-Type", "application/sdp")],
+        offer.as_bytes(),
+    );
+    assert_eq!(code, 201, "{body}\n{}", server.log());
+    assert!(
+        body.contains("opus/48000/2") && body.contains("H264/90000"),
+        "{body}"
+    );
+    header(&headers, "location").unwrap().to_owned()
+}
+
 #[test]
 fn whep_readers_of_a_path_share_one_audio_converter() {
     if !require("ffmpeg") {
@@ -633,28 +678,126 @@ fn whep_readers_of_a_path_share_one_audio_converter() {
     }
     let server = Server::start();
     let _publisher = publish_rtmp(&server, "live/cam1");
-    let offer = OFFER_H264_OPUS.replace("a=sendonly", "a=recvonly");
-    let mut sessions = Vec::new();
-    for _ in 0..3 {
-        let (code, body, headers) = http_request_full(
-            server.webrtc,
-            "POST",
-            "/live/cam1/whep",
-            &[("Content-Type", "application/sdp")],
-            offer.as_bytes(),
-        );
-        assert_eq!(code, 201, "{body}\n{}", server.log());
-        assert!(
-            body.contains("opus/48000/2") && body.contains("H264/90000"),
-            "{body}"
-        );
-        sessions.push(header(&headers, "location").unwrap().to_owned());
-    }
+    assert!(api_derived(&server, "live/cam1").is_empty());
+    let sessions: Vec<String> = (0..3).map(|_| whep_offer(&server, "live/cam1")).collect();
     let log = server.log();
-    assert_eq!(log.matches("WebRTC audio converter starts").count(), 1, "{log}");
+    assert_eq!(derived_starts(&log, "opus"), 1, "{log}");
+    assert_eq!(api_derived(&server, "live/cam1"), ["opus"]);
     for s in &sessions {
         assert_eq!(http_request(server.webrtc, "DELETE", s, &[], b"").0, 200);
     }
+    // The last reader gone, the conversion stops.
+    assert!(
+        server.wait_log("derived track stops", Duration::from_secs(3)),
+        "{}",
+        server.log()
+    );
+    assert!(api_derived(&server, "live/cam1").is_empty());
+}
+
+/// The AAC→Opus conversion of a path runs only while a WebRTC reader takes it, and an RTMP
+/// reader and the HLS packager of that path see nothing of it: one stream, every frame,
+/// monotonic timestamps, no HLS discontinuity or second init segment.
+#[test]
+fn aac_to_opus_only_while_webrtc_reads_and_unseen_by_rtmp_and_hls() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let server = Server::start();
+    let _publisher = publish_rtmp(&server, "live/cam1");
+    let url = server.rtmp_url("live/cam1");
+    let reader = std::thread::spawn(move || probe(&url, 10));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        api_derived(&server, "live/cam1").is_empty(),
+        "no WebRTC reader yet"
+    );
+    assert_eq!(derived_starts(&server.log(), "opus"), 0);
+    // A WHEP viewer joins: the conversion starts.
+    let session = whep_offer(&server, "live/cam1");
+    assert_eq!(api_derived(&server, "live/cam1"), ["opus"]);
+    assert_eq!(derived_starts(&server.log(), "opus"), 1);
+    std::thread::sleep(Duration::from_secs(3));
+    // It leaves: the conversion stops.
+    assert_eq!(http_request(server.webrtc, "DELETE", &session, &[], b"").0, 200);
+    assert!(
+        server.wait_log("derived track stops", Duration::from_secs(3)),
+        "{}",
+        server.log()
+    );
+    assert!(api_derived(&server, "live/cam1").is_empty());
+    assert_eq!(derived_stops(&server.log()), 1);
+
+    // The RTMP reader ran across both: one video and one audio stream, no frame missing.
+    let p = reader.join().unwrap();
+    let what = "RTMP reader across a WHEP viewer joining and leaving";
+    assert_eq!(p.streams.len(), 2, "{what}: {:?}", p.streams);
+    assert_source_stream(&p, 10, what);
+    assert_every_frame(&p, 30.0, what);
+    let mut audio: Vec<f64> = p.packets.iter().filter(|p| !p.video).map(|p| p.dts).collect();
+    audio.sort_by(|a, b| a.total_cmp(b));
+    let aac_frame = 1024.0 / 48000.0;
+    let gaps: Vec<_> = audio
+        .windows(2)
+        .filter(|w| w[1] - w[0] > aac_frame * 1.5)
+        .collect();
+    assert!(gaps.is_empty(), "{what}: audio gaps {gaps:?}");
+
+    // HLS: one init segment, no discontinuity.
+    let (st, _, body) = http_get(server.http, "/live/cam1/index.m3u8", &[]);
+    assert_eq!(st, 200);
+    let text = String::from_utf8(body).unwrap();
+    let media = text
+        .lines()
+        .find(|l| !l.starts_with('#') && l.ends_with(".m3u8"))
+        .expect("media playlist URI")
+        .to_owned();
+    let (st, _, body) = http_get(server.http, &format!("/live/cam1/{media}"), &[]);
+    assert_eq!(st, 200);
+    let playlist = String::from_utf8(body).unwrap();
+    assert!(playlist.matches("#EXTINF").count() >= 3, "{playlist}");
+    assert!(
+        !playlist.lines().any(|l| l.trim() == "#EXT-X-DISCONTINUITY"),
+        "{playlist}"
+    );
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0"), "{playlist}");
+    assert_eq!(playlist.matches("#EXT-X-MAP").count(), 1, "{playlist}");
+}
+
+/// After a WHIP publisher restarts (its page left and reloaded), a WHEP viewer of the path
+/// decodes frames again within a second of the new publisher connecting: the keyframe requests
+/// of the path reach the new publisher.
+#[test]
+fn whep_picture_resumes_after_whip_publisher_restart() {
+    if !in_netns("whep_picture_resumes_after_whip_publisher_restart") || !have_browser() {
+        return;
+    }
+    let server = Server::start();
+    let r = browser(
+        &["republish", &format!("http://{}", server.webrtc), "live/re", "3"],
+        Duration::from_secs(90),
+    );
+    eprintln!("{r}");
+    let log = server.log();
+    assert!(r["error"].is_null(), "{r}\n{log}");
+    assert_eq!(r["state"], "connected", "{r}\n{log}");
+    assert_eq!(r["publisher"], "connected", "{r}");
+    assert_eq!(
+        log.matches("WHIP stream starts").count(),
+        2,
+        "two publishes: {log}"
+    );
+    assert!(num(&r, &["before"]) >= 30.0, "{r}");
+    let resume = r["resumeMs"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("picture never resumed: {r}\n{log}"));
+    assert!(
+        resume < 1000.0,
+        "picture resumed {resume} ms after the publisher came back: {r}"
+    );
+    // And keeps going (30 fps camera, 3 s).
+    let gained = num(&r, &["after"]) - num(&r, &["stalled"]);
+    assert!(gained >= 30.0, "{gained} frames after the restart: {r}");
 }
 
 /// A minimal browser-like offer: H.264 video and Opus audio, both send-only.
@@ -743,4 +886,46 @@ fn http_request_full(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     (code, body.to_owned(), hdrs)
+}
+
+/// A WHIP publisher (Chromium: H.264 + Opus) is recorded with its own Opus (the publisher's
+/// tracks, not a derived AAC): ffprobe reads the segments as h264 + opus, from a keyframe.
+#[test]
+fn whip_opus_is_recorded_as_published() {
+    if !in_netns("whip_opus_is_recorded_as_published") || !have_browser() {
+        return;
+    }
+    let dir = tmp_dir().join(format!("rec-whip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = format!(
+        "[path_defaults]\ngrace_period = \"1s\"\n[path_defaults.record]\nenabled = true\n\
+         path = \"{}/%path/%Y-%m-%d_%H-%M-%S-%f\"\nsegment_duration = \"3s\"\npart_duration = \"1s\"\n",
+        dir.display()
+    );
+    let server = Server::start_with(&[], Some(&cfg));
+    let publisher = browser_bg(&["publish", &server.webrtc_url("live/webrec/publish"), "9"], 9);
+    assert!(
+        server.wait_log("WHIP stream starts", Duration::from_secs(20)),
+        "no WHIP stream:\n{}",
+        server.log()
+    );
+    let _ = publisher.wait_with_output();
+    wait_until("a segment completes", Duration::from_secs(15), || {
+        server.log().contains("recording segment completed")
+    });
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("live/webrec"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}", server.log());
+    let p = probe(files[0].to_str().unwrap(), 100_000);
+    assert_eq!(p.video().codec_name, "h264", "{}", p.stderr);
+    assert_eq!(p.audio().codec_name, "opus", "{}", p.stderr);
+    assert_eq!(p.audio().sample_rate, 48000);
+    assert!(p.starts_with_keyframe());
+    assert!(p.count(true) >= 30, "{} video frames", p.count(true));
+    assert!(p.count(false) >= 50, "{} Opus packets", p.count(false));
+    // (The AAC the HLS packager takes is derived beside it; the file has the original Opus.)
 }

@@ -1,6 +1,7 @@
-//! SRT ingest and read over libsrt, bridged to the media core: a listener with per-path access
-//! checks at the handshake, a caller that pulls from a remote listener, and per-connection link
-//! statistics in the core's stats store.
+//! SRT ingest and read over libsrt, bridged to the media core: a listener that asks the core's
+//! access policy at the handshake (the streamid's user and password are the request's
+//! credentials), a caller that pulls from a remote listener, and per-connection link statistics
+//! in the core's stats store.
 //!
 //! Why libsrt: it is the reference implementation that ffmpeg, OBS, vMix, Larix and hardware
 //! encoders use, so interoperability, encryption and loss recovery are theirs by construction;
@@ -9,7 +10,7 @@
 //! libsrt 1.5, found with pkg-config.
 //!
 //! Threads, not the async runtime: each SRT connection runs on its own thread with blocking
-//! libsrt calls (with one-second timeouts so that stats refresh and shutdown are noticed), and
+//! libsrt calls (with one-second timeouts so that stats refresh, kicks and shutdown are noticed), and
 //! talks to the core through its synchronous publisher API or by blocking on a reader. libsrt
 //! already runs its own sender/receiver threads per socket, and an SRT server holds tens to a
 //! few hundred connections, so one more thread each is cheap and keeps the code simple.
@@ -20,11 +21,12 @@ pub mod streamid;
 mod sys;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use session::{spawn_caller, spawn_listener};
+pub use session::{
+    check_caller_url, pull_once, spawn_listener, spawn_pusher, Blame, PushReport, PushSettings, SessionError,
+};
 pub use socket::SrtError;
 pub use streamid::{Mode, StreamId};
 
@@ -43,9 +45,6 @@ pub struct PathSettings {
     pub publish_passphrase: Option<String>,
     /// Passphrase readers must use, if any.
     pub read_passphrase: Option<String>,
-    /// User and password publishers must give in the streamid, if any.
-    pub publish_credentials: Option<(String, String)>,
-    pub read_credentials: Option<(String, String)>,
     /// TSBPD latency.
     pub latency: Duration,
     /// Maximum send bandwidth in bytes per second (0: libsrt's default).
@@ -59,8 +58,6 @@ impl Default for PathSettings {
         PathSettings {
             publish_passphrase: None,
             read_passphrase: None,
-            publish_credentials: None,
-            read_credentials: None,
             latency: Duration::from_millis(200),
             max_bandwidth: 0,
             payload_size: 1316,
@@ -78,15 +75,4 @@ pub struct ListenerConfig {
     pub resolve: Arc<Resolver>,
     /// A publisher that sends nothing for this long is disconnected.
     pub idle_timeout: Duration,
-}
-
-static SHUTDOWN: AtomicBool = AtomicBool::new(false);
-
-/// Asks every SRT session and listener to end (within about a second).
-pub fn shutdown() {
-    SHUTDOWN.store(true, Ordering::Release);
-}
-
-fn shutting_down() -> bool {
-    SHUTDOWN.load(Ordering::Acquire)
 }

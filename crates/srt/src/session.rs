@@ -9,22 +9,98 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use sluice_container::ts::TsMuxer;
 use sluice_container::ts_demux::{DemuxEvent, TsDemuxer};
+use sluice_media::access::{AccessRequest, Action, Denied};
 use sluice_media::stats::{LinkStats, SessionStats};
-use sluice_media::{Event, MediaKind, ReadError, Registry, SessionInfo};
+use sluice_media::{Event, MediaKind, PublishError, ReadError, Registry, SessionInfo};
 
 use crate::socket::{Incoming, Socket, SrtError};
-use crate::streamid::{Mode, StreamId};
-use crate::{reject, shutting_down, sys, ListenerConfig, PathSettings};
+use crate::streamid::{Mode, StreamId, StreamIdError};
+use crate::{reject, sys, ListenerConfig, PathSettings};
 
 const TICK: Duration = Duration::from_secs(1);
 const TS_MESSAGE: usize = 7 * 188;
 
-/// Binds the SRT listener and starts its accept thread.
+/// Who is to blame for a session's end: what the log line and, later, the API say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The remote end: bad streamid or data, silence, credentials, a busy path.
+    Peer,
+    /// The server's configuration: a bad source URL, a path that is not configured.
+    Configuration,
+    /// This server or the system: libsrt failures, threads, the network stack.
+    Internal,
+}
+
+/// Why an SRT session (listener side or caller) ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    // The peer's doing.
+    #[error("{0}")]
+    StreamId(#[from] StreamIdError),
+    #[error("access refused: {0}")]
+    Denied(Denied),
+    #[error("the input is not valid MPEG-TS: {0}")]
+    BadInput(String),
+    #[error("no data for {} s", .0.as_secs())]
+    Idle(Duration),
+    #[error("{0}")]
+    Publish(PublishError),
+    #[error("{0}")]
+    Read(ReadError),
+    #[error("this stream cannot be sent over SRT: {0}")]
+    Unsendable(String),
+    // The configuration's.
+    #[error("path {0} is not configured")]
+    NotConfigured(String),
+    #[error("source {url}: {reason}")]
+    SourceUrl { url: String, reason: &'static str },
+    #[error("cannot resolve the source host {0}")]
+    Resolve(String),
+    // Ours (or the system's).
+    #[error("{0}")]
+    Srt(#[from] SrtError),
+    #[error("{0}")]
+    Thread(std::io::Error),
+}
+
+impl SessionError {
+    pub fn blame(&self) -> Blame {
+        match self {
+            SessionError::StreamId(_)
+            | SessionError::Denied(_)
+            | SessionError::BadInput(_)
+            | SessionError::Idle(_)
+            | SessionError::Unsendable(_)
+            | SessionError::Read(_) => Blame::Peer,
+            SessionError::Publish(PublishError::NotConfigured { .. }) => Blame::Configuration,
+            SessionError::Publish(_) => Blame::Peer,
+            SessionError::NotConfigured(_) | SessionError::SourceUrl { .. } | SessionError::Resolve(_) => {
+                Blame::Configuration
+            }
+            SessionError::Srt(_) | SessionError::Thread(_) => Blame::Internal,
+        }
+    }
+}
+
+/// Logs a session's end at the level its blame deserves.
+fn log_end(what: &str, remote: &str, path: &str, r: &Result<(), SessionError>) {
+    match r {
+        Ok(()) => tracing::info!(%remote, %path, "SRT {what} ended"),
+        Err(e) if e.blame() == Blame::Internal => {
+            tracing::error!(%remote, %path, "SRT {what} closed: {e}")
+        }
+        Err(e) => tracing::warn!(%remote, %path, blame = ?e.blame(), "SRT {what} closed: {e}"),
+    }
+}
+
+/// Binds the SRT listener and starts its accept thread, which ends once the server shuts down
+/// and the listener is closed. Join it before the process exits: libsrt's cleanup at exit
+/// deadlocks with a thread still blocked in `srt_accept`.
 pub fn spawn_listener(
     config: ListenerConfig,
     registry: Registry,
     handle: tokio::runtime::Handle,
-) -> Result<(), SrtError> {
+) -> Result<std::thread::JoinHandle<()>, SessionError> {
     let sock = Socket::new()?;
     sock.set_i32(sys::SRTO_PAYLOADSIZE, 1316)?;
     sock.bind(config.addr)?;
@@ -37,12 +113,13 @@ pub fn spawn_listener(
     std::thread::Builder::new()
         .name("srt-accept".into())
         .spawn(move || {
-            // Poll for shutdown: srt_accept blocks, so close the listener from a watcher thread.
+            // srt_accept blocks: a watcher thread closes the listener when the server shuts down.
             let listener = Arc::new(sock);
             let watcher = listener.clone();
-            std::thread::spawn(move || {
-                while !shutting_down() {
-                    std::thread::sleep(Duration::from_millis(200));
+            let stats = registry.stats().clone();
+            let watcher = std::thread::spawn(move || {
+                while !stats.is_shutting_down() {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 watcher.close();
             });
@@ -58,7 +135,8 @@ pub fn spawn_listener(
                         }
                     }
                     Err(e) => {
-                        if shutting_down() {
+                        if registry.stats().is_shutting_down() {
+                            let _ = watcher.join();
                             return;
                         }
                         tracing::warn!("SRT accept failed: {e}");
@@ -67,15 +145,29 @@ pub fn spawn_listener(
                 }
             }
         })
-        .map_err(|e| SrtError {
-            code: -1,
-            message: format!("cannot start the SRT accept thread: {e}"),
-        })?;
-    Ok(())
+        .map_err(SessionError::Thread)
 }
 
-/// The access check at the handshake: streamid, path, credentials, busy path; sets the
-/// path's passphrase and latency on the connection being accepted.
+/// The access request of a streamid: publish or read on its path, its user and password.
+fn access_request(sid: &StreamId, peer: Option<SocketAddr>) -> AccessRequest {
+    let action = match sid.mode {
+        Mode::Publish => Action::Publish,
+        Mode::Read => Action::Read,
+    };
+    AccessRequest::new(action, &sid.path, "srt", peer).with_credentials(sid.user.clone(), sid.pass.clone())
+}
+
+fn reject_code(d: &Denied) -> i32 {
+    match d {
+        Denied::Unauthorized(_) => reject::UNAUTHORIZED,
+        Denied::Forbidden(_) => reject::FORBIDDEN,
+    }
+}
+
+/// The check at the handshake, in libsrt's listen hook: streamid, access (only what the policy
+/// can answer at once: this hook must not wait), path, busy path; sets the path's passphrase
+/// and latency on the connection being accepted. A decision the policy cannot make at once is
+/// finished in the session thread right after accept.
 fn admit(cfg: &ListenerConfig, registry: &Registry, inc: &Incoming) -> Result<(), i32> {
     let peer = inc.peer.map(|p| p.to_string()).unwrap_or_default();
     let sid = match StreamId::parse(&inc.stream_id) {
@@ -89,30 +181,25 @@ fn admit(cfg: &ListenerConfig, registry: &Registry, inc: &Incoming) -> Result<()
         Mode::Publish => "publish",
         Mode::Read => "read",
     };
+    if let Some(Err(denied)) = registry.authorize_now(&access_request(&sid, inc.peer)) {
+        let why = match &denied {
+            Denied::Unauthorized(w) | Denied::Forbidden(w) => w,
+        };
+        tracing::warn!(remote = %peer, path = %sid.path, "SRT {mode} refused: {why}");
+        return Err(reject_code(&denied));
+    }
     let Some(settings) = (cfg.resolve)(&sid.path) else {
         tracing::warn!(remote = %peer, path = %sid.path, "SRT {mode} refused: path is not configured");
         return Err(reject::NOT_FOUND);
     };
-    let (want_creds, passphrase) = match sid.mode {
-        Mode::Publish => (&settings.publish_credentials, &settings.publish_passphrase),
-        Mode::Read => (&settings.read_credentials, &settings.read_passphrase),
-    };
-    if let Some((user, pass)) = want_creds {
-        let ok = sid.user.as_deref() == Some(user.as_str()) && sid.pass.as_deref() == Some(pass.as_str());
-        if !ok {
-            let why = if sid.user.is_none() {
-                "no user and password in the streamid"
-            } else {
-                "wrong user or password"
-            };
-            tracing::warn!(remote = %peer, path = %sid.path, "SRT {mode} refused: {why}");
-            return Err(reject::UNAUTHORIZED);
-        }
-    }
-    if sid.mode == Mode::Publish && registry.paths().iter().any(|p| p.name == sid.path && p.online) {
+    if sid.mode == Mode::Publish && registry.is_published(&sid.path) {
         tracing::warn!(remote = %peer, path = %sid.path, "SRT publish refused: the path already has a publisher");
         return Err(reject::CONFLICT);
     }
+    let passphrase = match sid.mode {
+        Mode::Publish => &settings.publish_passphrase,
+        Mode::Read => &settings.read_passphrase,
+    };
     if let Some(p) = passphrase {
         if let Err(e) = inc.set_passphrase(p) {
             tracing::warn!(remote = %peer, path = %sid.path, "SRT {mode} refused: cannot set the passphrase: {e}");
@@ -138,24 +225,38 @@ fn session(
     registry: &Registry,
     handle: &tokio::runtime::Handle,
 ) {
+    let remote = peer.map(|p| p.to_string()).unwrap_or_default();
     let sid = match StreamId::parse(&conn.stream_id()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(remote = ?peer, "SRT session closed: {e}");
+            tracing::warn!(%remote, "SRT session closed: {e}");
             return;
         }
     };
+    let mode = match sid.mode {
+        Mode::Publish => "publish",
+        Mode::Read => "read",
+    };
+    // Decisions the policy could not make in the listen hook (a remote check) are finished
+    // here: the peer is connected by now, so a refusal closes the connection (the client sees
+    // the connection end at once, not a handshake rejection).
+    let req = access_request(&sid, peer);
+    if registry.authorize_now(&req).is_none() {
+        if let Err(denied) = handle.block_on(registry.authorize(&req)) {
+            let e = SessionError::Denied(denied);
+            tracing::warn!(%remote, path = %sid.path, "SRT {mode} refused after accept, closing: {e}");
+            conn.close();
+            return;
+        }
+    }
     let settings = (cfg.resolve)(&sid.path).unwrap_or_default();
-    let remote = peer.map(|p| p.to_string()).unwrap_or_default();
+    let info = SessionInfo {
+        protocol: "srt",
+        remote: peer,
+    };
     match sid.mode {
         Mode::Publish => {
-            let publisher = match registry.publish(
-                &sid.path,
-                SessionInfo {
-                    protocol: "srt",
-                    remote: peer,
-                },
-            ) {
+            let publisher = match registry.publish(&sid.path, info) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(%remote, path = %sid.path, "SRT publish refused: {e}");
@@ -163,19 +264,11 @@ fn session(
                 }
             };
             tracing::info!(%remote, path = %sid.path, "SRT publisher started");
-            match publish(&conn, publisher, &settings, cfg.idle_timeout) {
-                Ok(()) => tracing::info!(%remote, path = %sid.path, "SRT publisher ended"),
-                Err(e) => tracing::warn!(%remote, path = %sid.path, "SRT publisher closed: {e}"),
-            }
+            let r = publish(&conn, publisher, &settings, cfg.idle_timeout, &|| false);
+            log_end("publisher", &remote, &sid.path, &r);
         }
         Mode::Read => {
-            let reader = match registry.read(
-                &sid.path,
-                SessionInfo {
-                    protocol: "srt",
-                    remote: peer,
-                },
-            ) {
+            let reader = match registry.read_with(&sid.path, info, sluice_media::Select::TS) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(%remote, path = %sid.path, "SRT read refused: {e}");
@@ -184,15 +277,18 @@ fn session(
             };
             tracing::info!(%remote, path = %sid.path, "SRT reader started");
             let stats = reader.stats().clone();
-            let r = read(&conn, reader, &settings, handle);
+            let mut reader = reader;
+            let r = read(&conn, &mut reader, &settings, handle).map(|_| ());
             update_stats(&conn, &stats, &settings);
             log_link(&stats);
-            match r {
-                Ok(()) => tracing::info!(%remote, path = %sid.path, "SRT reader ended"),
-                Err(e) => tracing::warn!(%remote, path = %sid.path, "SRT reader closed: {e}"),
-            }
+            log_end("reader", &remote, &sid.path, &r);
         }
     }
+}
+
+/// A kicked or shut-down session's log line (the end itself is not an error).
+fn log_closed_by_server(what: &str, stats: &SessionStats) {
+    tracing::info!(path = %stats.path, session = stats.id, "SRT {what} closed by the server: {}", stats.reason());
 }
 
 /// Receives MPEG-TS from `conn` into `publisher` until the peer leaves or sends bad data.
@@ -201,8 +297,9 @@ fn publish(
     mut publisher: sluice_media::Publisher,
     settings: &PathSettings,
     idle_timeout: Duration,
-) -> Result<(), String> {
-    conn.set_recv_timeout(TICK).map_err(|e| e.to_string())?;
+    stop: &dyn Fn() -> bool,
+) -> Result<(), SessionError> {
+    conn.set_recv_timeout(TICK)?;
     let stats = publisher.stats().clone();
     let mut demux = TsDemuxer::new();
     let mut buf = vec![0u8; 1500];
@@ -210,7 +307,11 @@ fn publish(
     let mut last_stats = Instant::now();
     let mut last_data = Instant::now();
     let result = loop {
-        if shutting_down() {
+        if publisher.is_cancelled() {
+            log_closed_by_server("publisher", &stats);
+            break Ok(());
+        }
+        if stop() {
             break Ok(());
         }
         match conn.recv(&mut buf) {
@@ -219,7 +320,7 @@ fn publish(
                 last_data = Instant::now();
                 stats.add_bytes_in(n as u64);
                 if let Err(e) = demux.push(&buf[..n], &mut events) {
-                    break Err(e.to_string());
+                    break Err(SessionError::BadInput(e.to_string()));
                 }
                 for ev in events.drain(..) {
                     match ev {
@@ -230,7 +331,7 @@ fn publish(
             }
             Err(e) if e.is_timeout() => {
                 if last_data.elapsed() > idle_timeout {
-                    break Err(format!("no data for {} s", idle_timeout.as_secs()));
+                    break Err(SessionError::Idle(idle_timeout));
                 }
             }
             Err(e)
@@ -240,7 +341,7 @@ fn publish(
             {
                 break Ok(());
             }
-            Err(e) => break Err(e.to_string()),
+            Err(e) => break Err(e.into()),
         }
         if last_stats.elapsed() >= TICK {
             update_stats(conn, &stats, settings);
@@ -256,12 +357,21 @@ fn publish(
 }
 
 /// Sends the path's frames to `conn` as MPEG-TS until the peer leaves or the path ends.
+/// How a read session ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The peer went away.
+    PeerGone,
+    /// The path's stream is over, or the session was ended (kick, shutdown, removed).
+    Done,
+}
+
 fn read(
     conn: &Socket,
-    mut reader: sluice_media::Reader,
+    reader: &mut sluice_media::Reader,
     settings: &PathSettings,
     handle: &tokio::runtime::Handle,
-) -> Result<(), String> {
+) -> Result<ReadEnd, SessionError> {
     let stats = reader.stats().clone();
     let mut mux: Option<TsMuxer> = None;
     let mut video = None;
@@ -270,15 +380,16 @@ fn read(
     let message = (settings.payload_size.max(188) as usize / 188 * 188).min(TS_MESSAGE);
     let mut pace: Option<(Instant, i64)> = None;
     loop {
-        if shutting_down() {
-            return Ok(());
+        if stats.is_cancelled() {
+            log_closed_by_server("reader", &stats);
+            return Ok(ReadEnd::Done);
         }
         let ev = handle.block_on(async { tokio::time::timeout(TICK, reader.recv()).await });
         let mut batch = Vec::new();
         match ev {
             Err(_) => {
                 if conn.state() != "connected" {
-                    return Ok(());
+                    return Ok(ReadEnd::PeerGone);
                 }
             }
             Ok(ev) => {
@@ -294,8 +405,8 @@ fn read(
         for ev in batch {
             match ev {
                 Ok(Event::Start(info)) => {
-                    let m = TsMuxer::new(&info.tracks)
-                        .map_err(|e| format!("cannot send this stream over SRT: {e}"))?;
+                    let m =
+                        TsMuxer::new(&info.tracks).map_err(|e| SessionError::Unsendable(e.to_string()))?;
                     video = info
                         .tracks
                         .iter()
@@ -328,15 +439,19 @@ fn read(
                         std::thread::sleep(due - now);
                     }
                     if !flush(conn, &mut out, message, &stats)? {
-                        return Ok(());
+                        return Ok(ReadEnd::PeerGone);
                     }
                 }
-                Err(ReadError::Ended) => return Ok(()),
-                Err(e) => return Err(e.to_string()),
+                Err(ReadError::Ended) => return Ok(ReadEnd::Done),
+                Err(ReadError::Closed { .. }) => {
+                    log_closed_by_server("reader", &stats);
+                    return Ok(ReadEnd::Done);
+                }
+                Err(e) => return Err(SessionError::Read(e)),
             }
         }
         if !flush(conn, &mut out, message, &stats)? {
-            return Ok(());
+            return Ok(ReadEnd::PeerGone);
         }
         if last_stats.elapsed() >= TICK {
             update_stats(conn, &stats, settings);
@@ -365,7 +480,12 @@ fn log_link(stats: &SessionStats) {
 }
 
 /// Sends what `out` holds in SRT messages of `message` bytes; false when the peer has gone.
-fn flush(conn: &Socket, out: &mut BytesMut, message: usize, stats: &SessionStats) -> Result<bool, String> {
+fn flush(
+    conn: &Socket,
+    out: &mut BytesMut,
+    message: usize,
+    stats: &SessionStats,
+) -> Result<bool, SessionError> {
     for chunk in out.chunks(message) {
         match conn.send(chunk) {
             Ok(_) => stats.add_bytes_out(chunk.len() as u64),
@@ -376,7 +496,7 @@ fn flush(conn: &Socket, out: &mut BytesMut, message: usize, stats: &SessionStats
             {
                 return Ok(false)
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
     out.clear();
@@ -406,32 +526,133 @@ fn update_stats(conn: &Socket, stats: &SessionStats, settings: &PathSettings) {
     *stats.link.lock() = Some(link);
 }
 
-/// Pulls `url` (`srt://host:port?streamid=...&passphrase=...&latency=...`) into `path`,
-/// reconnecting with backoff (1 s doubling to 30 s) until shutdown.
-pub fn spawn_caller(url: String, path: String, registry: Registry) -> Result<(), String> {
+/// Pulls `url` (`srt://host:port?streamid=...&passphrase=...&latency=...`, we are the caller)
+/// into `path` once: connects, publishes what the source sends, and returns when it ends, fails,
+/// or `stop` returns true (asked every second, the receive timeout). Blocking: run it on a
+/// thread of its own. Reconnecting is the caller's (the server's pull supervisor, one for every
+/// kind of source).
+pub fn pull_once(
+    url: &str,
+    path: &str,
+    registry: &Registry,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), SessionError> {
+    let target = CallerTarget::parse(url)?;
+    call_once(&target, path, registry, stop)
+}
+
+/// Checks an `srt://` caller URL (for the configuration); the error says what is wrong.
+pub fn check_caller_url(url: &str) -> Result<(), String> {
+    match CallerTarget::parse(url) {
+        Ok(_) => Ok(()),
+        Err(SessionError::SourceUrl { reason, .. }) => Err(format!("bad srt:// URL: {reason}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What a push destination reports to whoever shows its state.
+pub trait PushReport: Send + Sync {
+    /// `connecting`, `live` or `retrying` (with the error).
+    fn state(&self, state: &'static str, error: Option<String>);
+    /// Bytes sent.
+    fn sent(&self, bytes: u64);
+}
+
+/// Settings of an SRT push.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// Pushes `reader`'s path to `url` (`srt://host:port?streamid=...&passphrase=...&latency=...`,
+/// we are the caller) on a thread of its own: MPEG-TS as the SRT read sessions send it,
+/// reconnecting with backoff and jitter until the reader ends.
+pub fn spawn_pusher(
+    url: String,
+    mut reader: sluice_media::Reader,
+    settings: PushSettings,
+    report: std::sync::Arc<dyn PushReport>,
+    handle: tokio::runtime::Handle,
+) -> Result<(), SessionError> {
     let target = CallerTarget::parse(&url)?;
     std::thread::Builder::new()
-        .name("srt-caller".into())
+        .name("srt-push".into())
         .spawn(move || {
-            let mut backoff = Duration::from_secs(1);
-            while !shutting_down() {
+            let path = reader.path().to_owned();
+            let mut backoff = settings.retry_min;
+            loop {
+                report.state("connecting", None);
                 let started = Instant::now();
-                match call_once(&target, &path, &registry) {
-                    Ok(()) => tracing::info!(%path, url = %target.display, "SRT source ended; reconnecting"),
-                    Err(e) => tracing::warn!(%path, url = %target.display, "SRT source failed: {e}; retrying in {} s", backoff.as_secs()),
+                let r = push_once(&target, &mut reader, &settings, &handle, &*report);
+                let why = match r {
+                    Ok(ReadEnd::Done) => {
+                        tracing::info!(%path, dest = %target.display, "SRT push ended");
+                        return;
+                    }
+                    Ok(ReadEnd::PeerGone) => "the destination closed the connection".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = settings.retry_min;
                 }
-                if started.elapsed() > Duration::from_secs(30) {
-                    backoff = Duration::from_secs(1);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos());
+                let wait = backoff.mul_f64(0.8 + (nanos % 1000) as f64 / 1000.0 * 0.4);
+                tracing::warn!(%path, dest = %target.display, "SRT push failed: {why}; retrying in {:.1} s", wait.as_secs_f64());
+                report.state("retrying", Some(why));
+                // Wait, reading the path meanwhile (a reader left unread falls behind).
+                let until = Instant::now() + wait;
+                while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                    match handle.block_on(async { tokio::time::timeout(left, reader.recv()).await }) {
+                        Ok(Err(ReadError::Ended)) | Ok(Err(ReadError::Closed { .. })) => return,
+                        _ => {}
+                    }
                 }
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !shutting_down() {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(settings.retry_max);
             }
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(SessionError::Thread)?;
     Ok(())
+}
+
+fn push_once(
+    t: &CallerTarget,
+    reader: &mut sluice_media::Reader,
+    settings: &PushSettings,
+    handle: &tokio::runtime::Handle,
+    report: &dyn PushReport,
+) -> Result<ReadEnd, SessionError> {
+    let addr =
+        crate::socket::resolve(&t.host, t.port).ok_or_else(|| SessionError::Resolve(t.host.clone()))?;
+    let sock = Socket::new()?;
+    sock.set_i32(sys::SRTO_PAYLOADSIZE, 1316)?;
+    sock.set_i32(
+        sys::SRTO_CONNTIMEO,
+        settings.connect_timeout.as_millis().min(60_000) as i32,
+    )?;
+    if let Some(s) = &t.stream_id {
+        sock.set_str(sys::SRTO_STREAMID, s)?;
+    }
+    if let Some(p) = &t.passphrase {
+        sock.set_str(sys::SRTO_PASSPHRASE, p)?;
+    }
+    let path_settings = PathSettings {
+        latency: Duration::from_millis(t.latency_ms.unwrap_or(200).max(0) as u64),
+        ..Default::default()
+    };
+    sock.set_i32(sys::SRTO_LATENCY, path_settings.latency.as_millis() as i32)?;
+    sock.connect(addr)?;
+    tracing::info!(path = %reader.path(), dest = %t.display, "SRT push live");
+    report.state("live", None);
+    let stats = reader.stats().clone();
+    let before = stats.snapshot().bytes_out;
+    let r = read(&sock, reader, &path_settings, handle);
+    report.sent(stats.snapshot().bytes_out.saturating_sub(before));
+    sock.close();
+    r
 }
 
 #[derive(Debug, Clone)]
@@ -445,16 +666,18 @@ struct CallerTarget {
 }
 
 impl CallerTarget {
-    fn parse(url: &str) -> Result<CallerTarget, String> {
+    fn parse(url: &str) -> Result<CallerTarget, SessionError> {
+        let bad = |reason| SessionError::SourceUrl {
+            url: url.to_owned(),
+            reason,
+        };
         let rest = url
             .strip_prefix("srt://")
-            .ok_or_else(|| format!("{url}: an SRT source must start with srt://"))?;
+            .ok_or_else(|| bad("an SRT source must start with srt://"))?;
         let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
         let hostport = hostport.trim_end_matches('/');
-        let (host, port) = hostport
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{url}: no port"))?;
-        let port: u16 = port.parse().map_err(|_| format!("{url}: bad port"))?;
+        let (host, port) = hostport.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
         let mut t = CallerTarget {
             host: host.to_owned(),
             port,
@@ -496,25 +719,29 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn call_once(t: &CallerTarget, path: &str, registry: &Registry) -> Result<(), String> {
-    let addr = crate::socket::resolve(&t.host, t.port).ok_or_else(|| format!("cannot resolve {}", t.host))?;
-    let sock = Socket::new().map_err(|e| e.to_string())?;
-    let e = |e: SrtError| e.to_string();
-    sock.set_i32(sys::SRTO_PAYLOADSIZE, 1316).map_err(e)?;
-    sock.set_i32(sys::SRTO_CONNTIMEO, 5000).map_err(e)?;
+fn call_once(
+    t: &CallerTarget,
+    path: &str,
+    registry: &Registry,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), SessionError> {
+    let addr =
+        crate::socket::resolve(&t.host, t.port).ok_or_else(|| SessionError::Resolve(t.host.clone()))?;
+    let sock = Socket::new()?;
+    sock.set_i32(sys::SRTO_PAYLOADSIZE, 1316)?;
+    sock.set_i32(sys::SRTO_CONNTIMEO, 5000)?;
     if let Some(s) = &t.stream_id {
-        sock.set_str(sys::SRTO_STREAMID, s).map_err(e)?;
+        sock.set_str(sys::SRTO_STREAMID, s)?;
     }
     if let Some(p) = &t.passphrase {
-        sock.set_str(sys::SRTO_PASSPHRASE, p).map_err(e)?;
+        sock.set_str(sys::SRTO_PASSPHRASE, p)?;
     }
     let settings = PathSettings {
         latency: Duration::from_millis(t.latency_ms.unwrap_or(200).max(0) as u64),
         ..Default::default()
     };
-    sock.set_i32(sys::SRTO_LATENCY, settings.latency.as_millis() as i32)
-        .map_err(e)?;
-    sock.connect(addr).map_err(e)?;
+    sock.set_i32(sys::SRTO_LATENCY, settings.latency.as_millis() as i32)?;
+    sock.connect(addr)?;
     let publisher = registry
         .publish(
             path,
@@ -523,9 +750,9 @@ fn call_once(t: &CallerTarget, path: &str, registry: &Registry) -> Result<(), St
                 remote: Some(addr),
             },
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(SessionError::Publish)?;
     tracing::info!(%path, url = %t.display, "SRT source connected");
-    publish(&sock, publisher, &settings, Duration::from_secs(10))
+    publish(&sock, publisher, &settings, Duration::from_secs(10), stop)
 }
 
 #[cfg(test)]

@@ -1,16 +1,36 @@
 //! WebRTC for Sluice: WHIP ingest and WHEP playback on str0m, bridged to the media core.
 //!
-//! str0m is sans-IO, so this crate owns the I/O: one UDP port for every session ([`udp`]), one
-//! tokio task per session driving its `str0m::Rtc` ([`session`]), and the conversion of audio
-//! between AAC and Opus ([`audio`]). The server answers as ICE-lite with host candidates on the
-//! shared port (plus configured extra addresses, for NAT and containers), and as the DTLS server.
-//! The HTTP side of WHIP/WHEP (routes, CORS, auth) is the server crate's; this crate takes an
-//! SDP offer and gives back an answer and a session id.
+//! str0m is sans-IO, so this crate owns the I/O: one UDP port for every session (`udp`), and one
+//! tokio task per session driving its `str0m::Rtc` (`session`). The server answers as ICE-lite
+//! with host candidates on the shared port (plus configured extra addresses, for NAT and
+//! containers), and as the DTLS server. The HTTP side of WHIP/WHEP (routes, CORS, auth) is the
+//! server crate's; this crate takes an SDP offer and gives back an answer and a session id.
+//!
+//! Nothing travels beside the core: a WHEP session is a reader of its path that takes Opus
+//! ([`Select::OPUS`](sluice_media::Select::OPUS): the publisher's own, or the core's derived
+//! track, converted once per path), and its viewer's keyframe requests go through the path to
+//! whoever publishes now. A WHIP session publishes what the browser sends (video and Opus); the
+//! core derives AAC for the readers that need it, and hands the WHIP session the path's keyframe
+//! requests, which it turns into PLIs.
+//!
+//! The crate also pushes: [`WhipPush`] publishes a path to another server's WHIP endpoint (the
+//! offerer, with full ICE and its own UDP socket), sending as a WHEP session does.
+//!
+//! Modules: `negotiate` (SDP offer/answer, pure), `session` (the task loop, admission, ICE
+//! restart), `send` (sending a path's frames: WHEP and the WHIP client), `whip` (receiving),
+//! `whip_client` (pushing to a WHIP server), `rtp` (per-frame payload forms), `stats` (link
+//! statistics), `error` (errors sorted by blame), `udp` (the shared port), [`stun`].
 
-pub mod audio;
+mod error;
+mod negotiate;
+mod rtp;
+mod send;
 mod session;
+mod stats;
 pub mod stun;
 mod udp;
+mod whip;
+mod whip_client;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -18,11 +38,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sluice_media::{CodecId, PublishError, ReadError, Registry};
+use sluice_media::{CodecId, Registry};
 use tokio::sync::{mpsc, oneshot};
 
-pub use session::{negotiate, SessionKind};
+pub use error::{Blame, Error, SessionError};
+pub use negotiate::{negotiate, SessionKind};
 pub use str0m::{Candidate, IceCreds};
+pub use whip_client::{accept_answer_for_fuzzing, PushProgress, WhipPush};
 
 /// Settings of the WebRTC listener.
 #[derive(Debug, Clone)]
@@ -48,35 +70,24 @@ impl Default for WebRtcConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("malformed SDP offer: {0}")]
-    BadOffer(String),
-    #[error("the offer has no codec this server can use: {0}")]
-    NoUsableCodec(String),
-    #[error("no stream is being published on {0:?}")]
-    NotPublished(String),
-    #[error(transparent)]
-    Publish(#[from] PublishError),
-    #[error(transparent)]
-    Read(#[from] ReadError),
-    #[error("no such WebRTC session")]
-    NoSession,
-    #[error("malformed ICE candidate: {0}")]
-    BadCandidate(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
 /// What a successful WHIP/WHEP offer gives back.
 #[derive(Debug)]
 pub struct Answer {
     /// Unguessable id; the session's resource URL ends with it.
     pub session: String,
+    /// The session's id in the core's session registry (the API's id, for listing and kicks).
+    pub core_session: u64,
     pub sdp: String,
 }
 
-/// The WebRTC server: shared UDP port, sessions, and per-path audio converters.
+/// A live session, as the HTTP side reaches it.
+pub(crate) struct Handle {
+    pub ctl: mpsc::Sender<session::Control>,
+    /// Its id in the core's session registry.
+    pub core_id: u64,
+}
+
+/// The WebRTC server: the shared UDP port and its sessions.
 #[derive(Clone)]
 pub struct WebRtc {
     inner: Arc<Inner>,
@@ -86,18 +97,15 @@ pub(crate) struct Inner {
     pub cfg: WebRtcConfig,
     pub registry: Registry,
     pub udp: Arc<udp::Udp>,
-    pub sessions: Mutex<HashMap<String, mpsc::Sender<session::Control>>>,
-    /// WHIP publishers by path, so that a viewer's keyframe request reaches the source.
-    pub publishers: Mutex<HashMap<String, mpsc::Sender<session::Control>>>,
-    pub feeds: audio::OpusFeeds,
+    /// Live sessions by resource id; each removes itself when it ends.
+    pub sessions: Mutex<HashMap<String, Handle>>,
     pub extra_candidates: Vec<SocketAddr>,
 }
 
 impl WebRtc {
     /// Binds the UDP port and installs the crypto provider.
     pub async fn start(cfg: WebRtcConfig, registry: Registry) -> std::io::Result<WebRtc> {
-        static CRYPTO: std::sync::Once = std::sync::Once::new();
-        CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+        install_crypto();
         let udp = udp::Udp::bind(cfg.udp_listen, cfg.tcp_listen).await?;
         let port = udp.port();
         let mut extra_candidates = Vec::new();
@@ -116,8 +124,6 @@ impl WebRtc {
                 registry,
                 udp,
                 sessions: Mutex::new(HashMap::new()),
-                publishers: Mutex::new(HashMap::new()),
-                feeds: audio::OpusFeeds::default(),
                 extra_candidates,
             }),
         })
@@ -151,7 +157,7 @@ impl WebRtc {
             .sessions
             .lock()
             .get(session)
-            .cloned()
+            .map(|h| h.ctl.clone())
             .ok_or(Error::NoSession)?;
         let (reply, rx) = oneshot::channel();
         tx.send(session::Control::Patch(fragment.to_owned(), reply))
@@ -163,7 +169,7 @@ impl WebRtc {
     /// Ends a session (HTTP DELETE) and waits (up to 2 s) until it has let go of its path, so a
     /// client may publish again at once. False if there is no such session.
     pub async fn delete(&self, session: &str) -> bool {
-        let tx = self.inner.sessions.lock().remove(session);
+        let tx = self.inner.sessions.lock().remove(session).map(|h| h.ctl);
         let Some(tx) = tx else { return false };
         let (done, rx) = oneshot::channel();
         if tx.send(session::Control::Close(Some(done))).await.is_ok() {
@@ -177,9 +183,15 @@ impl WebRtc {
         self.inner.sessions.lock().len()
     }
 
-    /// Paths whose AAC is being converted to Opus right now.
-    pub fn audio_converters(&self) -> usize {
-        self.inner.feeds.running()
+    /// The core session id (the API's) of the session with this resource id.
+    pub fn core_session_id(&self, session: &str) -> Option<u64> {
+        self.inner.sessions.lock().get(session).map(|h| h.core_id)
+    }
+
+    /// Every live session: (resource id, core session id).
+    pub fn sessions(&self) -> Vec<(String, u64)> {
+        let s = self.inner.sessions.lock();
+        s.iter().map(|(id, h)| (id.clone(), h.core_id)).collect()
     }
 
     /// Datagrams dropped on the shared port because no session owned them.
@@ -189,6 +201,12 @@ impl WebRtc {
             .dropped_unknown
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// Installs str0m's crypto provider (DTLS, SRTP) once per process.
+pub(crate) fn install_crypto() {
+    static CRYPTO: std::sync::Once = std::sync::Once::new();
+    CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 }
 
 /// Whether WebRTC can carry this video codec to browsers.

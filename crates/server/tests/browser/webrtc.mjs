@@ -5,6 +5,9 @@
 //   node webrtc.mjs publish PUBLISH_URL SECONDS  the WHIP publish page with a fake camera and mic
 //   node webrtc.mjs glass   BASE_URL PATH SECONDS  WHIP a canvas clock, WHEP it back, read the
 //                                                  clock off decoded frames: glass-to-glass delay
+//   node webrtc.mjs republish BASE_URL PATH SECONDS  WHIP publish and WHEP watch, then restart the
+//                                                  publisher (leave its page, come back): how long
+//                                                  until the viewer decodes frames again
 import { chromium } from 'playwright-core';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -124,6 +127,46 @@ try {
       return r;
     });
     out({ state, sent });
+  } else if (mode === 'republish') {
+    const base = url;
+    const path = a3;
+    const seconds = Number(a4);
+    const pubUrl = `${base}/${path}/publish?autostart`;
+    const pub = await context.newPage();
+    pub.on('console', (m) => console.log(`# publisher console: ${m.text()}`));
+    const pubState = () => pub.evaluate(() => (window.pc ? window.pc.connectionState : 'none'));
+    const waitPub = async (ms) => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) { if ((await pubState()) === 'connected') return true; await sleep(20); }
+      return false;
+    };
+    await pub.goto(pubUrl);
+    if (!(await waitPub(15000))) throw new Error('the publisher did not connect');
+    const view = await context.newPage();
+    view.on('console', (m) => console.log(`# viewer console: ${m.text()}`));
+    await view.goto(`${base}/${path}/`);
+    const frames = async () => { const r = await inbound(view); return r.video ? r.video.framesDecoded : 0; };
+    let end = Date.now() + 15000;
+    while (Date.now() < end && (await frames()) < 30) await sleep(200);
+    const before = await frames();
+    // Restart the publisher: leaving its page DELETEs its session (pagehide), then it comes back.
+    await pub.goto('about:blank');
+    await sleep(1500);
+    const stalled = await frames();
+    await pub.goto(pubUrl);
+    if (!(await waitPub(15000))) throw new Error('the publisher did not reconnect');
+    const connectedAt = Date.now();
+    console.log(`# publisher back after a stall at ${stalled} frames`);
+    let resumeMs = null;
+    end = Date.now() + 10000;
+    while (Date.now() < end) {
+      if ((await frames()) > stalled) { resumeMs = Date.now() - connectedAt; break; }
+      await sleep(20);
+    }
+    await sleep(seconds * 1000);
+    const last = await inbound(view);
+    out({ before, stalled, resumeMs, after: last.video ? last.video.framesDecoded : 0, state: last.state,
+      publisher: await pubState() });
   } else if (mode === 'glass') {
     const base = url;
     const path = a3;

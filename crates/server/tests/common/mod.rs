@@ -18,6 +18,12 @@ pub struct Server {
     /// WebRTC HTTP (WHIP/WHEP) and the shared media UDP port.
     pub webrtc: SocketAddr,
     pub webrtc_udp: SocketAddr,
+    /// The control API (paths, sessions, kick).
+    pub api: SocketAddr,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: SocketAddr,
+    /// Recording playback (`/list`, `/get`).
+    pub playback: SocketAddr,
     pub log: Arc<Mutex<String>>,
 }
 
@@ -73,18 +79,38 @@ impl Server {
     }
 
     fn try_start(env: &[(&str, &str)], config: Option<&str>) -> Option<Server> {
-        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Distinct ports: two picks of a free port can return the same one before either binds.
+        let mut taken = std::collections::HashSet::new();
+        let mut tcp = || loop {
+            let p = free_port();
+            if taken.insert(p) {
+                return p;
+            }
+        };
+        let rtmp: SocketAddr = format!("127.0.0.1:{}", tcp()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", tcp()).parse().unwrap();
+        let webrtc: SocketAddr = format!("127.0.0.1:{}", tcp()).parse().unwrap();
+        let api: SocketAddr = format!("127.0.0.1:{}", tcp()).parse().unwrap();
+        let metrics: SocketAddr = format!("127.0.0.1:{}", tcp()).parse().unwrap();
+        let playback: SocketAddr = format!("127.0.0.1:{}", tcp()).parse().unwrap();
+        let ice_tcp = tcp();
         let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let webrtc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let webrtc_udp: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let webrtc_udp: SocketAddr = loop {
+            let p = free_udp_port();
+            if p != srt.port() {
+                break format!("127.0.0.1:{p}").parse().unwrap();
+            }
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.env("SLUICE_RTMP_LISTEN", rtmp.to_string())
             .env("SLUICE_HTTP_LISTEN", http.to_string())
             .env("SLUICE_SRT_LISTEN", srt.to_string())
             .env("SLUICE_WEBRTC_LISTEN", webrtc.to_string())
             .env("SLUICE_WEBRTC_UDP_LISTEN", webrtc_udp.to_string())
-            .env("SLUICE_WEBRTC_TCP_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("SLUICE_API_LISTEN", api.to_string())
+            .env("SLUICE_METRICS_LISTEN", metrics.to_string())
+            .env("SLUICE_PLAYBACK_LISTEN", playback.to_string())
+            .env("SLUICE_WEBRTC_TCP_LISTEN", format!("127.0.0.1:{ice_tcp}"))
             .env("SLUICE_LOG_LEVEL", "debug")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -116,12 +142,33 @@ impl Server {
             srt,
             webrtc,
             webrtc_udp,
+            api,
+            metrics,
+            playback,
             log,
         };
         let webrtc_on = !env
             .iter()
             .any(|(k, v)| *k == "SLUICE_WEBRTC_ENABLED" && *v == "false");
+        let api_on = !env
+            .iter()
+            .any(|(k, v)| *k == "SLUICE_API_ENABLED" && *v == "false");
+        let metrics_on = !env
+            .iter()
+            .any(|(k, v)| *k == "SLUICE_METRICS_ENABLED" && *v == "false");
+        let playback_on = !env
+            .iter()
+            .any(|(k, v)| *k == "SLUICE_PLAYBACK_ENABLED" && *v == "false");
         let mut ports = vec![rtmp, http];
+        if playback_on {
+            ports.push(playback);
+        }
+        if api_on {
+            ports.push(api);
+        }
+        if metrics_on {
+            ports.push(metrics);
+        }
         if webrtc_on {
             ports.push(webrtc);
         }
@@ -150,9 +197,13 @@ impl Server {
                 return true;
             }
             if self.child.try_wait().ok().flatten().is_some() {
-                std::thread::sleep(Duration::from_millis(100));
-                if self.log().contains("already in use") {
-                    return false;
+                // The log is read by another thread: give it time to catch up.
+                let until = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < until {
+                    if self.log().contains("already in use") {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 panic!("server exited at start; log:\n{}", self.log());
             }
@@ -177,6 +228,11 @@ impl Server {
     /// `http://` URL on the WebRTC listener (WHIP/WHEP and the WebRTC pages).
     pub fn webrtc_url(&self, rest: &str) -> String {
         format!("http://{}/{rest}", self.webrtc)
+    }
+
+    /// `http://` URL on the control API, e.g. `api_url("v1/paths")`.
+    pub fn api_url(&self, rest: &str) -> String {
+        format!("http://{}/{rest}", self.api)
     }
 
     pub fn http_url(&self, rest: &str) -> String {
@@ -848,4 +904,91 @@ pub fn assert_every_frame(p: &Probe, fps: f64, what: &str) {
         "{what}: {} frames missing, gaps at {gaps:?}",
         gaps.len()
     );
+}
+
+/// Waits until `f` holds, polling every 100 ms; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// An ffmpeg reader of `args` (its input), decoding nothing, discarding what it reads.
+pub fn reader(args: &[&str]) -> Publisher {
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error"])
+        .args(args)
+        .args(["-f", "null", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Publisher::from_child(child)
+}
+
+/// A constant-bitrate source (x264 with HRD CBR filler, AAC), in MP4 so ffprobe can tell each
+/// stream's bitrate, the encoder's figure the API must match.
+pub fn cbr_source() -> (PathBuf, f64) {
+    let out = tmp_dir().join("src-cbr-1500k-v1.mp4");
+    if !out.exists() {
+        let tmp = tmp_dir().join(format!("cbr.{}.mp4", std::process::id()));
+        let st = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=30",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=1000:sample_rate=48000",
+                "-t",
+                "20",
+            ])
+            .args(["-c:v", "libx264", "-preset", "superfast", "-bf", "0", "-g", "30"])
+            .args([
+                "-b:v", "1500k", "-minrate", "1500k", "-maxrate", "1500k", "-bufsize", "750k",
+            ])
+            .args(["-x264-params", "nal-hrd=cbr:force-cfr=1", "-pix_fmt", "yuv420p"])
+            .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2"])
+            .arg(&tmp)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    let o = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=bit_rate",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let total: f64 = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .sum();
+    assert!(
+        total > 1_000_000.0,
+        "ffprobe bitrates: {:?}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    (out, total)
 }

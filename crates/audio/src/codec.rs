@@ -1,34 +1,19 @@
-//! Audio conversion between what RTMP/SRT/HLS carry (AAC) and what browsers speak (Opus).
-//!
-//! Chosen libraries: libopus through the `opus` crate (the reference codec; the crate builds the
-//! bundled libopus with cmake, so no system package is needed), and Fraunhofer FDK AAC through the
-//! `fdk-aac` crate (bundled source) for both directions of AAC, since it decodes every profile
-//! that encoders send (LC, HE-AAC, HE-AACv2) and encodes LC at broadcast quality. Neither codec is
-//! written here. The only signal processing of our own is a linear-interpolation resampler for
-//! sources that are not at 48 kHz (44.1 kHz AAC is common; Opus runs at 48 kHz).
-//!
-//! [`OpusFeeds`] runs one AAC→Opus converter per path, started by the first WebRTC reader that
-//! needs it and stopped when the last one leaves, however many readers there are.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+//! The codecs: AAC access units to 20 ms Opus packets and back, with a resampler for AAC that
+//! is not at 48 kHz. Timestamps (on the core's 90 kHz clock) are carried through.
 
 use bytes::Bytes;
-use parking_lot::Mutex;
-use sluice_media::{CodecId, Event, Registry, SessionInfo, Track, CLOCK_RATE};
-use tokio::sync::broadcast;
+use sluice_media::{CodecId, Track, CLOCK_RATE};
 
 /// Opus always runs at 48 kHz; a 20 ms frame is 960 samples per channel.
 pub const OPUS_RATE: u32 = 48_000;
-const OPUS_FRAME: usize = 960;
+pub const OPUS_FRAME: usize = 960;
 const AAC_FRAME: usize = 1024;
 
-/// An Opus packet of a path, timestamped on the path's clock.
-#[derive(Debug)]
+/// An Opus packet, timestamped on the path's clock.
+#[derive(Debug, Clone)]
 pub struct OpusPacket {
     pub pts: i64,
-    /// Shared as is by every WebRTC reader's RTP write.
-    pub data: Arc<[u8]>,
+    pub data: Bytes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +26,25 @@ pub enum AudioError {
     Opus(#[from] opus::Error),
 }
 
+/// Samples at 48 kHz libopus holds back at the start of a stream (its lookahead with the
+/// default settings), the OpusHead pre-skip of what [`AacToOpus`] makes.
+pub const OPUS_PRE_SKIP: u16 = 312;
+
+/// An `OpusHead` (RFC 7845 §5.1) for a mapping-family-0 stream: how the core describes Opus.
+pub fn opus_head(channels: u8, pre_skip: u16, input_rate: u32) -> Bytes {
+    let mut h = Vec::with_capacity(19);
+    h.extend_from_slice(b"OpusHead");
+    h.push(1);
+    h.push(channels);
+    h.extend_from_slice(&pre_skip.to_le_bytes());
+    h.extend_from_slice(&input_rate.to_le_bytes());
+    h.extend_from_slice(&0i16.to_le_bytes());
+    h.push(0);
+    Bytes::from(h)
+}
+
 /// Stereo linear-interpolation resampler from `from` Hz to `to` Hz over interleaved i16.
-struct Resampler {
+pub struct Resampler {
     from: u32,
     to: u32,
     /// Position of the next output sample in input samples, relative to `prev`.
@@ -51,7 +53,7 @@ struct Resampler {
 }
 
 impl Resampler {
-    fn new(from: u32, to: u32) -> Self {
+    pub fn new(from: u32, to: u32) -> Self {
         Resampler {
             from,
             to,
@@ -60,7 +62,8 @@ impl Resampler {
         }
     }
 
-    fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
+    /// Appends the resampled `input` (interleaved stereo) to `out`.
+    pub fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
         if self.from == self.to {
             out.extend_from_slice(input);
             return;
@@ -129,6 +132,17 @@ impl AacToOpus {
         })
     }
 
+    /// The Opus track this makes (48 kHz stereo), with its OpusHead.
+    pub fn track(id: sluice_media::TrackId) -> Track {
+        Track::audio(
+            id,
+            CodecId::Opus,
+            opus_head(2, OPUS_PRE_SKIP, OPUS_RATE),
+            OPUS_RATE,
+            2,
+        )
+    }
+
     /// Decodes one AAC access unit at `pts` and returns the Opus packets that became complete.
     pub fn push(&mut self, pts: i64, aac: &[u8]) -> Result<Vec<OpusPacket>, AudioError> {
         self.decoder
@@ -172,7 +186,7 @@ impl AacToOpus {
             let pts = self.pending_pts.unwrap_or(pts);
             packets.push(OpusPacket {
                 pts,
-                data: Arc::from(&self.out[..len]),
+                data: Bytes::copy_from_slice(&self.out[..len]),
             });
             self.pending.drain(..OPUS_FRAME * 2);
             self.pending_pts = Some(pts + OPUS_FRAME as i64 * CLOCK_RATE / OPUS_RATE as i64);
@@ -252,217 +266,6 @@ impl OpusToAac {
     }
 }
 
-/// One AAC→Opus converter per path, shared by all its WebRTC readers; or, when a WebRTC
-/// publisher feeds the path, its original Opus (no conversion at all).
-#[derive(Default, Clone)]
-pub struct OpusFeeds {
-    feeds: Arc<Mutex<HashMap<String, Weak<Feed>>>>,
-    direct: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<OpusPacket>>>>>,
-}
-
-/// A WebRTC publisher's Opus, offered to the path's WebRTC readers as it arrives. Dropping it
-/// hands the path back to the converter.
-pub struct DirectOpus {
-    feeds: OpusFeeds,
-    path: String,
-    tx: broadcast::Sender<Arc<OpusPacket>>,
-}
-
-impl DirectOpus {
-    pub fn send(&self, pts: i64, data: &[u8]) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::new(OpusPacket {
-                pts,
-                data: Arc::from(data),
-            }));
-        }
-    }
-}
-
-impl Drop for DirectOpus {
-    fn drop(&mut self) {
-        let mut d = self.feeds.direct.lock();
-        if d.get(&self.path).is_some_and(|tx| tx.same_channel(&self.tx)) {
-            d.remove(&self.path);
-        }
-    }
-}
-
-/// A subscription to a path's Opus audio. The converter stops when the last one is dropped.
-pub struct FeedHandle {
-    /// The converter this keeps running (none for a publisher's own Opus).
-    feed: Option<Arc<Feed>>,
-    tx: broadcast::Sender<Arc<OpusPacket>>,
-    pub rx: broadcast::Receiver<Arc<OpusPacket>>,
-}
-
-impl FeedHandle {
-    pub fn resubscribe(&self) -> FeedHandle {
-        FeedHandle {
-            feed: self.feed.clone(),
-            tx: self.tx.clone(),
-            rx: self.tx.subscribe(),
-        }
-    }
-}
-
-struct Feed {
-    tx: broadcast::Sender<Arc<OpusPacket>>,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Feed {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl OpusFeeds {
-    /// Subscribes to `path`'s Opus audio, starting its converter if none runs.
-    pub fn subscribe(&self, registry: &Registry, path: &str) -> Option<FeedHandle> {
-        if let Some(tx) = self.direct.lock().get(path) {
-            return Some(FeedHandle {
-                feed: None,
-                tx: tx.clone(),
-                rx: tx.subscribe(),
-            });
-        }
-        let mut feeds = self.feeds.lock();
-        feeds.retain(|_, f| f.strong_count() > 0);
-        if let Some(feed) = feeds.get(path).and_then(Weak::upgrade) {
-            let rx = feed.tx.subscribe();
-            let tx = feed.tx.clone();
-            return Some(FeedHandle {
-                feed: Some(feed),
-                tx,
-                rx,
-            });
-        }
-        let reader = registry
-            .read(
-                path,
-                SessionInfo {
-                    protocol: "webrtc-audio",
-                    remote: None,
-                },
-            )
-            .ok()?;
-        let (tx, rx) = broadcast::channel(256);
-        tracing::info!(
-            path,
-            "WebRTC audio converter starts (one per path, shared by its WebRTC readers)"
-        );
-        let task = tokio::spawn(convert(reader, tx.clone())).abort_handle();
-        let feed = Arc::new(Feed { tx: tx.clone(), task });
-        feeds.insert(path.to_owned(), Arc::downgrade(&feed));
-        Some(FeedHandle {
-            feed: Some(feed),
-            tx,
-            rx,
-        })
-    }
-
-    /// A WebRTC publisher of `path` offers its own Opus to the path's WebRTC readers.
-    pub fn publish_direct(&self, path: &str) -> DirectOpus {
-        let (tx, _) = broadcast::channel(256);
-        self.direct.lock().insert(path.to_owned(), tx.clone());
-        DirectOpus {
-            feeds: self.clone(),
-            path: path.to_owned(),
-            tx,
-        }
-    }
-
-    /// Paths with a running converter (for tests and stats).
-    pub fn running(&self) -> usize {
-        self.feeds
-            .lock()
-            .values()
-            .filter(|f| f.strong_count() > 0)
-            .count()
-    }
-}
-
-async fn convert(mut reader: sluice_media::Reader, tx: broadcast::Sender<Arc<OpusPacket>>) {
-    let path = reader.path().to_owned();
-    let mut conv: Option<(sluice_media::TrackId, AacToOpus)> = None;
-    let mut opus_track: Option<sluice_media::TrackId> = None;
-    let mut errors = 0u32;
-    // Skip the GOP cache backlog: readers want live audio.
-    let mut live = false;
-    loop {
-        let ev = if live {
-            reader.recv().await
-        } else {
-            match reader.try_recv() {
-                Some(ev) => ev,
-                None => {
-                    live = true;
-                    continue;
-                }
-            }
-        };
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::debug!(%path, "Opus converter stopped: {e}");
-                return;
-            }
-        };
-        match ev {
-            Event::Start(info) => {
-                conv = None;
-                opus_track = None;
-                if let Some(a) = info.audio() {
-                    match a.codec {
-                        CodecId::Aac => match AacToOpus::new(&a.config) {
-                            Ok(c) => conv = Some((a.id, c)),
-                            Err(e) => tracing::warn!(%path, "cannot convert this AAC to Opus: {e}"),
-                        },
-                        CodecId::Opus => opus_track = Some(a.id),
-                        other => {
-                            tracing::info!(%path, "WebRTC readers get no audio: {other} is not converted to Opus")
-                        }
-                    }
-                }
-            }
-            Event::Frame(f) => {
-                if Some(f.track) == opus_track {
-                    if live {
-                        let _ = tx.send(Arc::new(OpusPacket {
-                            pts: f.pts,
-                            data: Arc::from(&f.data[..]),
-                        }));
-                    }
-                    continue;
-                }
-                let Some((id, c)) = conv.as_mut() else { continue };
-                if f.track != *id {
-                    continue;
-                }
-                match c.push(f.pts, &f.data) {
-                    Ok(packets) => {
-                        if live {
-                            for p in packets {
-                                let _ = tx.send(Arc::new(p));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        if errors.is_power_of_two() {
-                            tracing::warn!(%path, errors, "AAC→Opus: {e}");
-                        }
-                    }
-                }
-            }
-        }
-        if tx.receiver_count() == 0 {
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,46 +278,6 @@ mod tests {
                 [v, v]
             })
             .collect()
-    }
-
-    /// One converter per path, fed by the path's AAC, stopped when the last reader leaves.
-    #[tokio::test]
-    async fn one_converter_per_path_stops_with_the_last_reader() {
-        let registry = Registry::default();
-        let info = SessionInfo {
-            protocol: "test",
-            remote: None,
-        };
-        let mut publisher = registry.publish("live/a", info).unwrap();
-        let mut to_aac = OpusToAac::new().unwrap();
-        publisher.start(vec![to_aac.track(0)]);
-        let feeds = OpusFeeds::default();
-        let mut a = feeds.subscribe(&registry, "live/a").unwrap();
-        let b = feeds.subscribe(&registry, "live/a").unwrap();
-        assert_eq!(feeds.running(), 1);
-        // 1 s of a tone, as AAC on the path.
-        let mut enc =
-            opus::Encoder::new(OPUS_RATE, opus::Channels::Stereo, opus::Application::Audio).unwrap();
-        let mut buf = [0u8; 4000];
-        for k in 0..50 {
-            let n = enc
-                .encode(&sine(OPUS_FRAME, OPUS_RATE, k * OPUS_FRAME), &mut buf)
-                .unwrap();
-            for (pts, aac) in to_aac.push(k as i64 * 1800, &buf[..n]).unwrap() {
-                publisher.write(sluice_media::Frame::new(0, pts, pts, true, aac));
-            }
-            tokio::task::yield_now().await;
-        }
-        let mut got = 0;
-        while let Ok(Ok(p)) = tokio::time::timeout(std::time::Duration::from_millis(500), a.rx.recv()).await {
-            assert!(!p.data.is_empty());
-            got += 1;
-        }
-        assert!(got >= 30, "{got} Opus packets for 1 s of AAC");
-        drop(a);
-        assert_eq!(feeds.running(), 1, "one reader is left");
-        drop(b);
-        assert_eq!(feeds.running(), 0, "the converter stops with the last reader");
     }
 
     #[test]

@@ -1,0 +1,492 @@
+//! The packaging task: one tokio task per live path reads a core [`Reader`] and drives the
+//! sans-IO [`Segmenter`] with the wall clock, naming what comes out and putting it in the
+//! [`HlsStream`]'s store. All cutting and timing rules live in the segmenter.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sluice_container::fmp4::codec_string;
+use sluice_container::segmenter::{Chunk, Format, Segmenter, SegmenterConfig, SegmenterOutput};
+use sluice_media::{CodecId, Event, Frame, MediaKind, ReadError, Reader, StreamInfo, Track};
+
+use crate::store::{HlsStream, Part, Segment};
+use crate::{HlsConfig, Variant};
+
+/// Starts the segmenter task for `reader`; it runs until the path ends or the stream is removed.
+pub fn spawn(reader: Reader, config: HlsConfig) -> Arc<HlsStream> {
+    let stream = Arc::new(HlsStream::new(config));
+    let s = stream.clone();
+    tokio::spawn(async move {
+        let path = reader.path().to_owned();
+        let mut packager = Packager::new(s.clone(), path.clone());
+        let mut reader = reader;
+        loop {
+            if s.is_closed() {
+                break;
+            }
+            let ev = tokio::select! {
+                ev = reader.recv() => ev,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            };
+            match ev {
+                Ok(Event::Start(info)) => packager.start(&info),
+                Ok(Event::Frame(f)) => packager.frame(&f, SystemTime::now()),
+                Err(ReadError::Ended) | Err(ReadError::NoStream { .. }) => break,
+                Err(e) => {
+                    tracing::warn!(%path, "HLS segmenter stopped: {e}");
+                    break;
+                }
+            }
+        }
+        packager.finish();
+        s.close();
+        tracing::debug!(%path, "HLS segmenter ended");
+    });
+    stream
+}
+
+/// Feeds one path's events to a [`Segmenter`] and files its output in an [`HlsStream`].
+pub(crate) struct Packager {
+    out: Arc<HlsStream>,
+    path: String,
+    /// Makes file names unique per task, so a player never mixes two runs' segments.
+    token: String,
+    segmenter: Segmenter,
+    /// Epoch and tracks of the stream being segmented.
+    current: Option<(u64, Vec<Track>)>,
+    /// Number of the next part (LL-HLS): part names count on across segments and streams, so
+    /// the preload hint can name the next part before anyone knows which segment it opens.
+    next_part: u64,
+}
+
+impl Packager {
+    pub(crate) fn new(out: Arc<HlsStream>, path: String) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let token = format!("{:x}", (nanos as u64) ^ (std::process::id() as u64) << 40);
+        let cfg = out.config();
+        let format = match cfg.variant {
+            Variant::Fmp4 | Variant::LowLatency => Format::Fmp4,
+            Variant::MpegTs => Format::MpegTs,
+        };
+        let mut sc = SegmenterConfig::new(format, cfg.segment_duration);
+        if cfg.variant == Variant::LowLatency {
+            sc = sc.with_parts(cfg.part_duration);
+        }
+        sc.max_bytes = cfg.max_segment_bytes;
+        Packager {
+            segmenter: Segmenter::new(sc),
+            out,
+            path,
+            token,
+            current: None,
+            next_part: 0,
+        }
+    }
+
+    /// A stream (re)starts. The same stream announced again with the same tracks (a derived
+    /// track HLS does not take came or went) changes nothing.
+    pub(crate) fn start(&mut self, info: &StreamInfo) {
+        let tracks = select_tracks(info);
+        if !info.discontinuity
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|(epoch, t)| *epoch == info.epoch && *t == tracks)
+        {
+            return;
+        }
+        if let Err(e) = self.segmenter.start(&tracks) {
+            tracing::warn!(path = %self.path, "HLS cannot carry this stream: {e}");
+        }
+        let codecs: Vec<String> = tracks
+            .iter()
+            .filter(|t| self.segmenter.carries(t.id))
+            .filter_map(codec_string)
+            .collect();
+        let resolution = info
+            .video()
+            .map(|v| (v.width, v.height))
+            .filter(|(w, h)| *w > 0 && *h > 0);
+        // What the previous stream left is filed before the new stream's init segment.
+        let mut init = None;
+        while let Some(out) = self.segmenter.poll_output() {
+            match out {
+                SegmenterOutput::Init(i) => init = Some((self.init_name(i.generation), i.bytes)),
+                other => self.file(other),
+            }
+        }
+        self.out.begin_stream(codecs.join(","), resolution, init);
+        self.current = Some((info.epoch, tracks));
+    }
+
+    pub(crate) fn frame(&mut self, f: &Frame, now: SystemTime) {
+        self.segmenter.push_frame(f, now);
+        self.drain();
+    }
+
+    pub(crate) fn finish(&mut self) {
+        self.segmenter.finish();
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.segmenter.poll_output() {
+            self.file(out);
+        }
+    }
+
+    fn init_name(&self, generation: u64) -> Arc<str> {
+        format!("init-{}-{generation}.mp4", self.token).into()
+    }
+
+    fn file(&mut self, out: SegmenterOutput) {
+        match out {
+            SegmenterOutput::Segment(c) => self.file_segment(c),
+            SegmenterOutput::Part(c) => self.file_part(c),
+            SegmenterOutput::Init(i) => {
+                // Only `start` produces init segments, and it files them itself.
+                tracing::debug!(path = %self.path, generation = i.generation, "unexpected init segment");
+            }
+        }
+    }
+
+    fn part_name(&self, n: u64) -> String {
+        format!("part-{}-{n}.m4s", self.token)
+    }
+
+    fn file_part(&mut self, c: Chunk) {
+        let part = Part {
+            seq: c.sequence,
+            index: c.part,
+            name: self.part_name(self.next_part),
+            duration: c.duration(),
+            independent: c.independent,
+            discontinuity: c.discontinuity,
+            init: c.init.map(|g| self.init_name(g)),
+            data: c.bytes,
+        };
+        self.next_part += 1;
+        self.out.push_part(part, self.part_name(self.next_part));
+    }
+
+    fn file_segment(&mut self, c: Chunk) {
+        let ext = match self.out.config().variant {
+            Variant::Fmp4 | Variant::LowLatency => "m4s",
+            Variant::MpegTs => "ts",
+        };
+        let duration = c.duration();
+        let frame_rate = (c.video_frames > 1).then(|| f64::from(c.video_frames) / duration);
+        let segment = Segment {
+            seq: c.sequence,
+            name: format!("seg-{}-{}.{ext}", self.token, c.sequence),
+            data: c.bytes,
+            duration,
+            pdt: c.program_date_time,
+            discontinuity: c.discontinuity,
+            init: c.init.map(|g| self.init_name(g)),
+            parts: Vec::new(),
+        };
+        self.out.push_segment(segment, frame_rate);
+    }
+}
+
+/// The tracks HLS carries: the first video track and one audio track, AAC first (derived tracks
+/// included, so an AAC conversion of an Opus publisher is taken), then MP3, then the rest.
+fn select_tracks(info: &StreamInfo) -> Vec<Track> {
+    let rank = |t: &Track| match t.codec {
+        CodecId::Aac => 0,
+        CodecId::Mp3 => 1,
+        CodecId::Opus => 2,
+        _ => 3,
+    };
+    let video = info.video().cloned();
+    let audio = info
+        .tracks
+        .iter()
+        .filter(|t| t.kind() == MediaKind::Audio)
+        .min_by_key(|t| rank(t))
+        .cloned();
+    video.into_iter().chain(audio).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PlaylistError, PlaylistQuery};
+    use bytes::Bytes;
+
+    fn stream(variant: Variant) -> Arc<HlsStream> {
+        Arc::new(HlsStream::new(HlsConfig {
+            variant,
+            segment_duration: Duration::from_secs(1),
+            segment_count: 3,
+            segment_keep: 1,
+            ..Default::default()
+        }))
+    }
+
+    fn info(epoch: u64, discontinuity: bool) -> Arc<StreamInfo> {
+        let rec = Bytes::from_static(include_bytes!("../../codec/testdata/ffmpeg_x264_640x360.avcc"));
+        Arc::new(StreamInfo {
+            tracks: vec![
+                Track::video(0, CodecId::H264, rec, 640, 360),
+                Track::audio(1, CodecId::Aac, Bytes::from_static(&[0x11, 0x90]), 48_000, 2),
+            ],
+            epoch,
+            discontinuity,
+            started_at: SystemTime::now(),
+        })
+    }
+
+    /// Feeds `secs` seconds of 30 fps video (keyframe every second) and 48 kHz AAC from `t0`.
+    fn feed(p: &mut Packager, t0: i64, secs: i64) {
+        for i in 0..secs * 30 {
+            let dts = t0 + i * 3000;
+            let key = i % 30 == 0;
+            let nal: &'static [u8] = if key {
+                &[0, 0, 0, 2, 0x65, 0x88]
+            } else {
+                &[0, 0, 0, 2, 0x41, 0x9a]
+            };
+            let now = SystemTime::now();
+            p.frame(&Frame::new(0, dts, dts, key, Bytes::from_static(nal)), now);
+            if i % 2 == 0 {
+                p.frame(
+                    &Frame::new(1, dts, dts, true, Bytes::from_static(&[0x21, 0x10])),
+                    now,
+                );
+            }
+        }
+    }
+
+    fn tag_count(text: &str, tag: &str) -> usize {
+        text.lines().filter(|l| l.starts_with(tag)).count()
+    }
+
+    fn line_count(text: &str, line: &str) -> usize {
+        text.lines().filter(|l| *l == line).count()
+    }
+
+    /// Keyframe-cut one-second segments, a sliding window of three, and a publisher restart that
+    /// brings EXT-X-DISCONTINUITY, a new EXT-X-MAP and, once it slides out, the sequence count.
+    #[test]
+    fn window_discontinuity_and_maps() {
+        let out = stream(Variant::Fmp4);
+        let mut p = Packager::new(out.clone(), "live/x".into());
+        p.start(&info(0, false));
+        feed(&mut p, 0, 5);
+        let pl = out.playlist("stream.m3u8").unwrap();
+        assert_eq!(tag_count(&pl, "#EXTINF:1.00000"), 3, "{pl}");
+        assert!(pl.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{pl}");
+        assert!(pl.contains("#EXT-X-TARGETDURATION:1\n"), "{pl}");
+        assert_eq!(tag_count(&pl, "#EXT-X-PROGRAM-DATE-TIME:"), 3);
+        assert_eq!(tag_count(&pl, "#EXT-X-MAP:"), 1);
+        let name = pl.lines().find(|l| l.starts_with("seg-")).unwrap();
+        assert!(name.ends_with("-1.m4s"), "{name}");
+        assert!(
+            pl.contains(&format!("#EXT-X-MAP:URI=\"init-{}-1.mp4\"", p.token)),
+            "{pl}"
+        );
+
+        // The same stream announced again (a derived track came) changes nothing.
+        p.start(&info(0, false));
+        feed(&mut p, 5 * 90_000, 1);
+        let pl = out.playlist("stream.m3u8").unwrap();
+        assert_eq!(line_count(&pl, "#EXT-X-DISCONTINUITY"), 0, "{pl}");
+        assert_eq!(tag_count(&pl, "#EXTINF:1.00000"), 3, "{pl}");
+
+        // The publisher comes back with a new timeline.
+        p.start(&info(1, true));
+        feed(&mut p, 900_000, 3);
+        let pl = out.playlist("stream.m3u8").unwrap();
+        assert_eq!(line_count(&pl, "#EXT-X-DISCONTINUITY"), 1, "{pl}");
+        assert_eq!(tag_count(&pl, "#EXT-X-MAP:"), 2, "{pl}");
+        assert!(pl.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{pl}");
+        // Every segment and init segment the playlist names can be fetched.
+        for line in pl.lines() {
+            let name = line
+                .strip_prefix("#EXT-X-MAP:URI=\"")
+                .map(|l| l.trim_end_matches('"'))
+                .unwrap_or(line);
+            if !line.starts_with('#') || line.starts_with("#EXT-X-MAP") {
+                assert!(out.file(name).is_some(), "{name} listed but not served");
+            }
+        }
+        // PROGRAM-DATE-TIME never goes back, even across the restart.
+        let pdts: Vec<&str> = pl
+            .lines()
+            .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+            .collect();
+        assert!(pdts.windows(2).all(|w| w[0] < w[1]), "{pdts:?}");
+        // Once the discontinuity slides out of the window, the sequence counts it.
+        feed(&mut p, 900_000 + 3 * 90_000, 4);
+        let pl = out.playlist("stream.m3u8").unwrap();
+        assert!(pl.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{pl}");
+        assert_eq!(line_count(&pl, "#EXT-X-DISCONTINUITY"), 0, "{pl}");
+        // The first stream's init segment is gone with its segments.
+        assert!(out.file(&format!("init-{}-1.mp4", p.token)).is_none());
+        let index = out.playlist("index.m3u8").unwrap();
+        assert!(
+            index.contains("CODECS=\"avc1.64001e,mp4a.40.2\"") && index.contains("RESOLUTION=640x360"),
+            "{index}"
+        );
+        assert!(index.contains("FRAME-RATE=30.000"), "{index}");
+        // The end of the path ends the playlist.
+        p.finish();
+        out.close();
+        assert!(out.playlist("stream.m3u8").unwrap().ends_with("#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn mpegts_segments_start_with_tables() {
+        let out = stream(Variant::MpegTs);
+        let mut p = Packager::new(out.clone(), "live/x".into());
+        p.start(&info(0, false));
+        feed(&mut p, 0, 3);
+        let pl = out.playlist("stream.m3u8").unwrap();
+        assert!(pl.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n"), "{pl}");
+        let name = pl.lines().find(|l| l.ends_with(".ts")).unwrap();
+        let (data, ct) = out.file(name).unwrap();
+        assert_eq!(ct, "video/mp2t");
+        assert_eq!(data.len() % 188, 0);
+        // PAT first (PID 0), then the PMT.
+        assert_eq!((data[0], data[1] & 0x1f, data[2]), (0x47, 0, 0));
+        assert_eq!(tag_count(&pl, "#EXT-X-MAP:"), 0);
+        assert_eq!(out.segments().iter().map(|s| s.1).collect::<Vec<_>>(), [1.0, 1.0]);
+    }
+
+    #[test]
+    fn one_video_and_one_audio_track_aac_first() {
+        let mut i = StreamInfo {
+            tracks: info(0, false).tracks.clone(),
+            epoch: 0,
+            discontinuity: false,
+            started_at: SystemTime::now(),
+        };
+        i.tracks
+            .insert(1, Track::audio(130, CodecId::Opus, Bytes::new(), 48_000, 2));
+        let picked: Vec<(u8, CodecId)> = select_tracks(&i).iter().map(|t| (t.id, t.codec)).collect();
+        assert_eq!(picked, [(0, CodecId::H264), (1, CodecId::Aac)]);
+    }
+
+    fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+        let rest = line.split(&format!("{name}=")).nth(1)?;
+        let v = rest.split(',').next()?;
+        Some(v.trim_matches('"'))
+    }
+
+    /// LL-HLS: parts listed for the last segments and after them, every part named can be
+    /// fetched, the preload hint names the next part, blocking reload holds until the part
+    /// exists, and a delta update skips the oldest segments.
+    #[tokio::test]
+    async fn low_latency_parts_hint_blocking_and_skip() {
+        let out = Arc::new(HlsStream::new(HlsConfig {
+            segment_count: 12,
+            ..Default::default()
+        }));
+        let mut p = Packager::new(out.clone(), "live/x".into());
+        p.start(&info(0, false));
+        feed(&mut p, 0, 10);
+        let pl = out.playlist("stream.m3u8").unwrap();
+        assert!(pl.starts_with("#EXTM3U\n#EXT-X-VERSION:9\n"), "{pl}");
+        assert!(pl.contains("#EXT-X-PART-INF:PART-TARGET=0.20000\n"), "{pl}");
+        assert!(
+            pl.contains(
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=6.000,PART-HOLD-BACK=0.600\n"
+            ),
+            "{pl}"
+        );
+        let parts: Vec<&str> = pl.lines().filter(|l| l.starts_with("#EXT-X-PART:")).collect();
+        // Three target durations of parts at least, not the whole window.
+        assert!((15..=25).contains(&parts.len()), "{pl}");
+        for l in &parts {
+            let d: f64 = attr(l, "DURATION").unwrap().parse().unwrap();
+            assert!((0.17..=0.2).contains(&d), "{l}");
+            assert!(out.file(attr(l, "URI").unwrap()).is_some(), "{l}");
+        }
+        assert_eq!(
+            parts.iter().filter(|l| l.ends_with("INDEPENDENT=YES")).count(),
+            parts.len().div_ceil(5),
+            "{pl}"
+        );
+        let hint = pl
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+            .unwrap();
+        let hint = hint.trim_end_matches('"').to_owned();
+        assert!(out.file(&hint).is_none());
+
+        // The next part of the live segment: held until it exists, then listed.
+        let last = out.segments().last().unwrap().0;
+        let open = pl
+            .lines()
+            .rev()
+            .take_while(|l| !l.starts_with("#EXTINF"))
+            .filter(|l| l.starts_with("#EXT-X-PART:"))
+            .count() as u64;
+        let q = PlaylistQuery {
+            msn: Some(last + 1),
+            part: Some(open),
+            skip: false,
+        };
+        let (held, fetched, ()) = tokio::join!(
+            out.playlist_for("stream.m3u8", q),
+            out.file_when_ready(&hint),
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                feed(&mut p, 10 * 90_000, 1);
+            }
+        );
+        let held = held.unwrap();
+        assert!(held.contains(&format!("URI=\"{hint}\"")), "{held}");
+        assert!(fetched.unwrap().is_some());
+
+        // Requests the spec refuses.
+        let far = PlaylistQuery {
+            msn: Some(last + 4),
+            part: None,
+            skip: false,
+        };
+        assert!(matches!(
+            out.playlist_for("stream.m3u8", far).await,
+            Err(PlaylistError::BadRequest(_))
+        ));
+        assert!(matches!(
+            PlaylistQuery::parse(Some("_HLS_part=1")),
+            Err(PlaylistError::BadRequest(_))
+        ));
+        assert_eq!(
+            PlaylistQuery::parse(Some("_HLS_msn=4&_HLS_part=1&_HLS_skip=YES&token=x")).unwrap(),
+            PlaylistQuery {
+                msn: Some(4),
+                part: Some(1),
+                skip: true
+            }
+        );
+
+        // A delta update: the oldest segments left out, the last six target durations kept.
+        let q = PlaylistQuery {
+            skip: true,
+            ..Default::default()
+        };
+        let delta = out.playlist_for("stream.m3u8", q).await.unwrap();
+        let full = out.playlist("stream.m3u8").unwrap();
+        let n = |t: &str| t.lines().filter(|l| l.starts_with("#EXTINF")).count();
+        let skipped: usize = attr(
+            delta.lines().find(|l| l.starts_with("#EXT-X-SKIP:")).unwrap(),
+            "SKIPPED-SEGMENTS",
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+        assert_eq!(n(&delta) + skipped, n(&full), "{delta}");
+        assert!(n(&delta) >= 6 && skipped > 0, "{delta}");
+
+        // Old parts are released as the window slides.
+        let kept: usize = out.state.read().segments.iter().map(|s| s.parts.len()).sum();
+        assert!(kept <= 25, "{kept}");
+    }
+}

@@ -1,0 +1,532 @@
+//! The recorder output of one path: an async task that reads the path (the publisher's own
+//! tracks), cuts segments and fragments with the shared segmenter, and hands them to a writer
+//! thread that owns the files. The task never waits on the disk: when the writer falls behind
+//! or fails, fragments are dropped, the file is closed at its last whole fragment, and a new
+//! file starts at a keyframe once writing works again.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use sluice_container::segmenter::{Format, Segmenter, SegmenterConfig, SegmenterOutput};
+use sluice_media::events::ServerEvent;
+use sluice_media::{Event, ReadError, Reader, StreamInfo, Track};
+use tokio::sync::mpsc;
+
+use crate::catalog::SegmentEntry;
+use crate::probe::is_disk_error;
+use crate::{RecordConfig, RecorderStatus, Recordings};
+
+/// Fragments the writer may have queued (about this many seconds of media with 1 s parts);
+/// past it the disk is too slow and the file is closed rather than memory growing.
+const QUEUE: usize = 32;
+
+enum Op {
+    Open {
+        file: PathBuf,
+        start: SystemTime,
+        /// fMP4: the init segment and the offset of its `mehd` duration.
+        init: Option<(Bytes, usize)>,
+        format: Format,
+    },
+    Write {
+        bytes: Bytes,
+        duration: Duration,
+    },
+    Close,
+}
+
+/// Starts recording `reader`'s path with the settings it has now.
+pub fn spawn(recordings: &Arc<Recordings>, reader: Reader, rt: &tokio::runtime::Handle) {
+    let path = reader.path().to_owned();
+    let Some(cfg) = recordings.settings(&path) else {
+        return;
+    };
+    let status = recordings.status_of(&path);
+    let failed = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let writer = Writer {
+        recordings: recordings.clone(),
+        path: path.clone(),
+        status: status.clone(),
+        failed: failed.clone(),
+        open: None,
+    };
+    let count = recordings.clone();
+    count.writers.fetch_add(1, Ordering::AcqRel);
+    let thread = std::thread::Builder::new()
+        .name("recorder".into())
+        .spawn(move || {
+            writer.run(rx);
+            count.writers.fetch_sub(1, Ordering::AcqRel);
+        });
+    if let Err(e) = thread {
+        recordings.writers.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!(%path, "recording cannot start: {e}");
+        return;
+    }
+    let mut task = Task {
+        recordings: recordings.clone(),
+        path,
+        cfg: cfg.clone(),
+        segmenter: Segmenter::new(segmenter_config(&cfg)),
+        current: None,
+        init: None,
+        next_init: None,
+        tx,
+        open: false,
+        failed,
+        retry_at: None,
+        status,
+    };
+    rt.spawn(async move {
+        let mut reader = reader;
+        loop {
+            match reader.recv().await {
+                Ok(Event::Start(info)) => task.start(&info),
+                Ok(Event::Frame(f)) => {
+                    task.segmenter.push_frame(&f, SystemTime::now());
+                    task.drain();
+                }
+                Err(ReadError::Ended) | Err(ReadError::NoStream { .. }) => break,
+                Err(e) => {
+                    tracing::info!(path = %task.path, "recording stopped: {e}");
+                    break;
+                }
+            }
+        }
+        task.segmenter.finish();
+        task.drain();
+        task.close();
+        task.recordings.ended(&task.path, &task.status);
+        tracing::debug!(path = %task.path, "recorder ended");
+    });
+}
+
+fn segmenter_config(cfg: &RecordConfig) -> SegmenterConfig {
+    let mut sc = SegmenterConfig::new(cfg.format, cfg.segment_duration).with_parts(cfg.part_duration);
+    sc.segment_bytes = false;
+    sc.zero_based = true;
+    // Segments are written part by part: their size needs no cap; a stream without keyframes
+    // still gets a new file every ten segment durations.
+    sc.max_bytes = usize::MAX;
+    sc
+}
+
+struct Task {
+    recordings: Arc<Recordings>,
+    path: String,
+    cfg: RecordConfig,
+    segmenter: Segmenter,
+    /// Epoch and tracks being recorded.
+    current: Option<(u64, Vec<Track>)>,
+    /// fMP4: the init of the files of the current stream, with its `mehd` offset.
+    init: Option<(Bytes, usize)>,
+    next_init: Option<(Bytes, usize)>,
+    tx: mpsc::Sender<Op>,
+    /// A file is open in the writer.
+    open: bool,
+    failed: Arc<AtomicBool>,
+    /// After a failure: when to try again.
+    retry_at: Option<Instant>,
+    status: Arc<Mutex<RecorderStatus>>,
+}
+
+impl Task {
+    /// A stream (re)starts: a new segment with the publisher's own tracks. The same stream
+    /// announced again (a derived track came or went) changes nothing.
+    fn start(&mut self, info: &StreamInfo) {
+        let tracks: Vec<Track> = info
+            .tracks
+            .iter()
+            .filter(|t| t.id < sluice_media::DERIVED_TRACK_BASE)
+            .cloned()
+            .collect();
+        if !info.discontinuity
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|(epoch, t)| *epoch == info.epoch && *t == tracks)
+        {
+            return;
+        }
+        // The file init of these tracks, taken when the segmenter announces their stream (after
+        // what the previous stream left is output).
+        self.next_init = match self.cfg.format {
+            Format::Fmp4 => sluice_container::fmp4::Fmp4Writer::new(&tracks)
+                .ok()
+                .map(|w| w.file_init()),
+            Format::MpegTs => None,
+        };
+        if let Err(e) = self.segmenter.start(&tracks) {
+            tracing::warn!(path = %self.path, "this stream cannot be recorded: {e}");
+        }
+        self.drain();
+        self.current = Some((info.epoch, tracks));
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.segmenter.poll_output() {
+            match out {
+                SegmenterOutput::Init(_) => self.init = self.next_init.take(),
+                SegmenterOutput::Part(p) => {
+                    if self.failed.swap(false, Ordering::AcqRel) {
+                        // The writer gave up on its file: try again after a while, at a keyframe.
+                        self.open = false;
+                        self.retry_at = Some(Instant::now() + self.cfg.retry_after);
+                    }
+                    if let Some(at) = self.retry_at {
+                        if Instant::now() < at {
+                            self.status.lock().dropped_fragments += 1;
+                            continue;
+                        }
+                        self.retry_at = None;
+                        self.segmenter.cut_at_next_keyframe();
+                    }
+                    if p.part == 0 {
+                        self.close();
+                        if self.retry_pending() {
+                            continue;
+                        }
+                        let file = self
+                            .cfg
+                            .pattern
+                            .render(&self.path, p.program_date_time, self.cfg.format);
+                        let op = Op::Open {
+                            file,
+                            start: p.program_date_time,
+                            init: self.init.clone(),
+                            format: self.cfg.format,
+                        };
+                        if self.send(op) {
+                            self.open = true;
+                        }
+                    }
+                    if !self.open {
+                        self.status.lock().dropped_fragments += 1;
+                        continue;
+                    }
+                    let duration = Duration::from_secs_f64(p.duration().max(0.0));
+                    if !self.send(Op::Write {
+                        bytes: p.bytes,
+                        duration,
+                    }) {
+                        self.open = false;
+                    }
+                }
+                SegmenterOutput::Segment(_) => self.close(),
+            }
+        }
+    }
+
+    fn retry_pending(&self) -> bool {
+        self.retry_at.is_some()
+    }
+
+    fn close(&mut self) {
+        if self.open {
+            self.open = false;
+            let _ = self.send(Op::Close);
+        }
+    }
+
+    /// Hands an operation to the writer; false when the writer is behind by a full queue (the
+    /// disk is too slow): the file is then given up like a failed one.
+    fn send(&mut self, op: Op) -> bool {
+        match self.tx.try_send(op) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let msg = "the disk does not keep up: fragments dropped, a new file starts when it does";
+                let mut st = self.status.lock();
+                if st.state != "error" {
+                    tracing::warn!(path = %self.path, "recording: {msg}");
+                    self.recordings.emit(ServerEvent::Recording {
+                        path: self.path.as_str().into(),
+                        state: "error",
+                        file: st
+                            .file
+                            .as_ref()
+                            .map(|f| f.display().to_string())
+                            .unwrap_or_default(),
+                        duration: 0.0,
+                        bytes: 0,
+                        detail: msg.into(),
+                    });
+                }
+                st.state = "error";
+                st.last_error = Some(msg.into());
+                st.last_error_at = Some(SystemTime::now());
+                st.dropped_fragments += 1;
+                drop(st);
+                self.open = false;
+                self.retry_at = Some(Instant::now() + self.cfg.retry_after);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The file a segment goes to, refused if the path would lead it out of the pattern's root.
+fn safe_file(file: &Path) -> io::Result<()> {
+    if file.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the recording file name would leave the recording directory",
+        ));
+    }
+    Ok(())
+}
+
+struct OpenFile {
+    f: File,
+    name: PathBuf,
+    start: SystemTime,
+    /// Bytes written and known good (whole fragments).
+    len: u64,
+    duration: Duration,
+    mehd_at: Option<usize>,
+}
+
+struct Writer {
+    recordings: Arc<Recordings>,
+    path: String,
+    status: Arc<Mutex<RecorderStatus>>,
+    failed: Arc<AtomicBool>,
+    open: Option<OpenFile>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        // Fragments after a failure are ignored until the next Open.
+        let mut skipping = false;
+        while let Some(op) = rx.blocking_recv() {
+            match op {
+                Op::Open {
+                    file,
+                    start,
+                    init,
+                    format,
+                } => {
+                    self.close();
+                    skipping = false;
+                    if let Err(e) = self.open(&file, start, init, format) {
+                        self.fail(&file, e);
+                        skipping = true;
+                    }
+                }
+                Op::Write { bytes, duration } => {
+                    if skipping {
+                        continue;
+                    }
+                    if let Err(e) = self.write(&bytes, duration) {
+                        let name = self.open.as_ref().map(|o| o.name.clone()).unwrap_or_default();
+                        self.abandon();
+                        self.fail(&name, e);
+                        skipping = true;
+                    }
+                }
+                Op::Close => self.close(),
+            }
+        }
+        self.close();
+    }
+
+    fn open(
+        &mut self,
+        file: &Path,
+        start: SystemTime,
+        init: Option<(Bytes, usize)>,
+        format: Format,
+    ) -> io::Result<()> {
+        safe_file(file)?;
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Never overwrite: a name taken (a restart within the same microsecond, a clock set
+        // back) gets a "-N" suffix.
+        let mut name = file.to_owned();
+        let mut n = 0;
+        let f = loop {
+            match OpenOptions::new().write(true).create_new(true).open(&name) {
+                Ok(f) => break f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 99 => {
+                    n += 1;
+                    let stem = file.with_extension("");
+                    name = PathBuf::from(format!("{}-{n}{}", stem.display(), crate::extension(format)));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut of = OpenFile {
+            f,
+            name: name.clone(),
+            start,
+            len: 0,
+            duration: Duration::ZERO,
+            mehd_at: None,
+        };
+        if let Some((bytes, at)) = init {
+            of.f.write_all(&bytes)?;
+            of.len = bytes.len() as u64;
+            of.mehd_at = (at > 0).then_some(at);
+        }
+        // The header (and the directory entry) durable before any media.
+        of.f.sync_data()?;
+        if let Some(dir) = name.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        self.recordings.catalog.upsert(
+            &self.path,
+            SegmentEntry {
+                file: name.clone(),
+                start,
+                duration: Duration::ZERO,
+                bytes: of.len,
+                format,
+                complete: false,
+                writing: true,
+            },
+        );
+        {
+            let mut st = self.status.lock();
+            if st.state == "error" {
+                tracing::info!(path = %self.path, file = %name.display(), "recording resumed");
+                self.recordings.emit(ServerEvent::Recording {
+                    path: self.path.as_str().into(),
+                    state: "resumed",
+                    file: name.display().to_string(),
+                    duration: 0.0,
+                    bytes: 0,
+                    detail: String::new(),
+                });
+            }
+            st.state = "recording";
+            st.file = Some(name.clone());
+            st.bytes_written += of.len;
+        }
+        tracing::info!(path = %self.path, file = %name.display(), "recording segment created");
+        self.recordings.emit(ServerEvent::Recording {
+            path: self.path.as_str().into(),
+            state: "created",
+            file: name.display().to_string(),
+            duration: 0.0,
+            bytes: 0,
+            detail: String::new(),
+        });
+        self.open = Some(of);
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8], duration: Duration) -> io::Result<()> {
+        let Some(of) = &mut self.open else {
+            return Ok(());
+        };
+        of.f.write_all(bytes)?;
+        of.len += bytes.len() as u64;
+        of.duration += duration;
+        let (len, dur, start) = (of.len, of.duration, of.start);
+        self.recordings.catalog.update(&self.path, start, |e| {
+            e.bytes = len;
+            e.duration = dur;
+        });
+        self.status.lock().bytes_written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Completes the open file: its duration into the header, then fsync.
+    fn close(&mut self) {
+        let Some(mut of) = self.open.take() else {
+            return;
+        };
+        let res = (|| -> io::Result<()> {
+            if let Some(at) = of.mehd_at {
+                let ms = (of.duration.as_millis() as u64).max(1);
+                of.f.seek(SeekFrom::Start(at as u64))?;
+                of.f.write_all(&ms.to_be_bytes())?;
+            }
+            of.f.sync_all()
+        })();
+        let entry_start = of.start;
+        if let Err(e) = res {
+            // The media is written; only the header's duration or the fsync failed. The file
+            // stays listed; the next start's scan completes its header.
+            tracing::warn!(path = %self.path, file = %of.name.display(), "recording segment not finalized: {e}");
+        }
+        self.recordings.catalog.update(&self.path, entry_start, |e| {
+            e.complete = true;
+            e.writing = false;
+        });
+        if of.len == 0 || of.duration.is_zero() {
+            // Nothing but a header: not a recording.
+            let _ = std::fs::remove_file(&of.name);
+            self.recordings.catalog.remove(&self.path, entry_start);
+            return;
+        }
+        {
+            let mut st = self.status.lock();
+            st.segments_completed += 1;
+            st.file = None;
+            if st.state == "recording" {
+                st.state = "waiting";
+            }
+        }
+        tracing::info!(
+            path = %self.path,
+            file = %of.name.display(),
+            "recording segment completed: {:.3} s, {} bytes",
+            of.duration.as_secs_f64(),
+            of.len
+        );
+        self.recordings.emit(ServerEvent::Recording {
+            path: self.path.as_str().into(),
+            state: "completed",
+            file: of.name.display().to_string(),
+            duration: of.duration.as_secs_f64(),
+            bytes: of.len,
+            detail: String::new(),
+        });
+        self.recordings.sweep(&self.path);
+    }
+
+    /// After a write error: the file is cut back to its last whole fragment and completed.
+    fn abandon(&mut self) {
+        if let Some(of) = &mut self.open {
+            let _ = of.f.set_len(of.len);
+        }
+        self.close();
+    }
+
+    fn fail(&mut self, file: &Path, e: io::Error) {
+        let what = if is_disk_error(&e) {
+            "the disk is full or failing"
+        } else {
+            "cannot write"
+        };
+        let msg = format!("{what}: {e}");
+        tracing::warn!(path = %self.path, file = %file.display(), "recording stopped, retrying: {msg}");
+        {
+            let mut st = self.status.lock();
+            st.state = "error";
+            st.file = None;
+            st.last_error = Some(msg.clone());
+            st.last_error_at = Some(SystemTime::now());
+        }
+        self.recordings.emit(ServerEvent::Recording {
+            path: self.path.as_str().into(),
+            state: "error",
+            file: file.display().to_string(),
+            duration: 0.0,
+            bytes: 0,
+            detail: msg,
+        });
+        self.failed.store(true, Ordering::Release);
+    }
+}

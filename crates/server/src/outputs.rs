@@ -1,0 +1,186 @@
+//! The server's path outputs: which always-on consumers a path gets from its configuration (the
+//! HLS packager, the health checks, the recorder and the push destinations; the transcoder as it lands), started by the core's
+//! [`Outputs`] hook when the path's first stream starts.
+//!
+//! To add an output: give it a name and a [`Select`] in [`PathOutputs::wanted`] from the path's
+//! configuration, and start its task from the reader in [`PathOutputs::start`]. The reader's
+//! session is the output's session (id, state, counters, cancel handle); the task ends when
+//! the reader ends (path over, kick, shutdown, or the output removed by a reload).
+
+use std::sync::Arc;
+
+use sluice_hls::{HlsConfig, HlsStore, Variant};
+use sluice_media::events::EventBus;
+use sluice_media::{OutputSpec, Outputs, Reader, Select};
+use sluice_record::Recordings;
+
+use crate::push::PushStore;
+
+use crate::config::HlsVariant;
+use crate::health::HealthStore;
+use crate::reload::LiveConfig;
+
+/// The outputs of the configuration in force (a reload's `reconcile_outputs` applies a change).
+pub struct PathOutputs {
+    config: LiveConfig,
+    hls: Arc<HlsStore>,
+    rt: tokio::runtime::Handle,
+    /// Where the health outputs file their checks; none: no health output.
+    health: Option<Arc<HealthStore>>,
+    /// The recordings the `record` outputs write to; none: no recording.
+    recordings: Option<Arc<Recordings>>,
+    /// Where the `push` outputs report, and the bus their state changes go to; none: no push.
+    pushes: Option<(Arc<PushStore>, Arc<EventBus>)>,
+}
+
+impl PathOutputs {
+    pub fn new(config: LiveConfig, hls: Arc<HlsStore>, rt: tokio::runtime::Handle) -> Self {
+        PathOutputs {
+            config,
+            hls,
+            rt,
+            health: None,
+            recordings: None,
+            pushes: None,
+        }
+    }
+
+    /// Gives paths a health output (`health.rs`), per their `[..health] enabled`.
+    pub fn with_health(mut self, store: Arc<HealthStore>) -> Self {
+        self.health = Some(store);
+        self
+    }
+
+    /// Gives paths a recorder, per their `[..record] enabled`.
+    pub fn with_recordings(mut self, recordings: Arc<Recordings>) -> Self {
+        self.recordings = Some(recordings);
+        self
+    }
+
+    /// Gives paths their push destinations, per their `[..push] urls`.
+    pub fn with_pushes(mut self, store: Arc<PushStore>, events: Arc<EventBus>) -> Self {
+        self.pushes = Some((store, events));
+        self
+    }
+
+    fn hls_config(&self, path: &str) -> Option<HlsConfig> {
+        let cfg = self.config.get();
+        let pcfg = cfg.path(path)?;
+        let variant = match cfg.hls_variant(pcfg) {
+            HlsVariant::LowLatency => Variant::LowLatency,
+            HlsVariant::Fmp4 => Variant::Fmp4,
+            HlsVariant::Mpegts => Variant::MpegTs,
+        };
+        Some(HlsConfig {
+            variant,
+            segment_duration: cfg.hls.segment_duration,
+            segment_count: cfg.hls.segment_count,
+            part_duration: cfg.hls.part_duration,
+            ..Default::default()
+        })
+    }
+}
+
+impl Outputs for PathOutputs {
+    fn wanted(&self, path: &str) -> Vec<OutputSpec> {
+        let mut v = Vec::new();
+        if self.config.get().http.enabled && self.hls_config(path).is_some() {
+            v.push(OutputSpec {
+                kind: "hls",
+                name: "hls".into(),
+                select: Select::AAC,
+            });
+        }
+        let health = self.config.get().path(path).is_some_and(|p| p.health.enabled);
+        if health && self.health.is_some() {
+            v.push(OutputSpec {
+                kind: "health",
+                name: "health".into(),
+                select: Select::Original,
+            });
+        }
+        let record = self.config.get().path(path).is_some_and(|p| p.record.enabled);
+        if record && self.recordings.is_some() {
+            v.push(OutputSpec {
+                kind: "record",
+                name: "record".into(),
+                select: Select::Original,
+            });
+        }
+        if self.pushes.is_some() {
+            if let Some(p) = self.config.get().path(path) {
+                for url in &p.push.urls {
+                    v.push(OutputSpec {
+                        kind: "push",
+                        name: crate::push::output_name(url),
+                        // RTMP takes AAC; SRT carries MPEG-TS (what TS carries, as sent);
+                        // WHIP takes Opus (the publisher's, or the core's derived track).
+                        select: if url.starts_with("srt://") {
+                            Select::TS
+                        } else if crate::push_whip::is_whip(url) {
+                            Select::OPUS
+                        } else {
+                            Select::AAC
+                        },
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    fn start(&self, spec: &OutputSpec, reader: Reader) {
+        let path = reader.path().to_owned();
+        match spec.kind {
+            "hls" => {
+                let Some(config) = self.hls_config(&path) else {
+                    return;
+                };
+                let _guard = self.rt.enter();
+                let stream = sluice_hls::spawn(reader, config);
+                self.hls.insert(&path, stream);
+            }
+            "health" => {
+                let Some(store) = &self.health else { return };
+                let live = self.config.clone();
+                let settings = move || live.get().path(&path).map(|p| p.health.clone());
+                crate::health::spawn(reader, settings, store.clone(), &self.rt);
+            }
+            "record" => {
+                let Some(recordings) = &self.recordings else {
+                    return;
+                };
+                sluice_record::spawn(recordings, reader, &self.rt);
+            }
+            "push" => {
+                let Some((store, events)) = &self.pushes else {
+                    return;
+                };
+                let cfg = self.config.get();
+                let Some(p) = cfg.path(&path) else { return };
+                let Some(url) = p
+                    .push
+                    .urls
+                    .iter()
+                    .find(|u| crate::push::output_name(u) == spec.name)
+                else {
+                    return;
+                };
+                crate::push::spawn(
+                    reader,
+                    spec.name.clone(),
+                    url.clone(),
+                    p.push.clone(),
+                    store.clone(),
+                    events.clone(),
+                    &self.rt,
+                );
+            }
+            other => tracing::warn!(%path, "unknown output kind {other}"),
+        }
+    }
+
+    fn ended(&self, path: &str) {
+        self.hls.remove(path);
+    }
+}
