@@ -13,7 +13,7 @@
 # The system under test (Sluice, the ffmpeg pushers, the pushing nginx) is pinned to core 0;
 # the publisher (ffmpeg -re -c copy of a 6 Mb/s 720p30 x264 CBR + AAC FLV), the destination
 # (ONE nginx-rtmp receiving the streams k0..k{N-1}) and this script to core 1. CPU is
-# utime+stime from /proc/<pid>/stat over the same window for every system, after a warm-up.
+# the threads' run time from /proc/<pid>/task/*/schedstat (ns) over the same window for every system, after a warm-up.
 # In each run the destination side is checked: the TCP connections to the destination and the
 # bytes they carried in the window (ss bytes_acked, so the same measure for the three systems),
 # Sluice's push states and bytes from its API, and ffprobe reading the last stream from the
@@ -54,7 +54,7 @@ SRC_PORT=19391 # Sluice RTMP
 API=127.0.0.1:19397
 DEST_PORT=19392 # the destination nginx
 PUSHER_PORT=19393 # the pushing nginx
-HZ=$(getconf CLK_TCK)
+HZ=1000000000 # ticks() counts nanoseconds
 
 # 30 s of 1280x720 30 fps x264 CBR 5.87 Mb/s + AAC 128k (6 Mb/s in all), 2 s GOP.
 SRC="$WORK/src.flv"
@@ -162,10 +162,11 @@ start_pusher() { # N -> SERVER (nginx-rtmp with N push lines)
     wait_port $PUSHER_PORT
 }
 
-ticks() { # total utime+stime of the given pids (those still alive)
+ticks() { # CPU time in ns of the given pids' threads (those alive), from schedstat: 10 ms
+    # clock ticks are too coarse for the 0.1 % of a core a push costs over a window.
     local p t=0 v
     for p in "$@"; do
-        v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) || v=0
+        v=$(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}') || v=0
         t=$((t + ${v:-0}))
     done
     echo $t
@@ -304,7 +305,7 @@ print(f"Sluice at {rev} (release build of the working tree), nginx {nginx_v} wit
       f"Machine: {nproc} cores; the system under test on core 0, the publisher (ffmpeg -re -c copy), the destination "
       f"(one nginx-rtmp, streams live/k0..k{{N-1}}) and the script on core 1. Window {window} s after {warmup} s of warm-up "
       f"(the ffmpeg runs: {warmup} s + N/10 s, for their N processes to start). Load average (1, 5, 15 min) before the build / at the start of the measurements: {load} (the load column: 1-minute load at the end of each run).\n")
-print("CPU is utime+stime of the measured processes over the window, in % of one core:")
+print("CPU is the run time (schedstat, ns) of the measured processes' threads over the window, in % of one core:")
 print("- **Sluice**: Sluice pushing to N destinations minus Sluice with no destination (measured just before), / N;")
 print("- **ffmpeg**: the N `ffmpeg -c copy` processes reading from Sluice and pushing (Sluice's own CPU not counted), / N;")
 print("- **nginx**: nginx-rtmp (master + worker) with N `push` lines minus the same with none, / N.\n")

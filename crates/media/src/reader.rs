@@ -185,17 +185,22 @@ impl Reader {
             if self.cancel.is_cancelled() {
                 return Err(self.closed());
             }
-            if let Some(ev) = self.backlog.pop_front() {
+            if let Some(ev) = self.pop_backlog() {
                 if let Some(ev) = self.filter(ev) {
                     return Ok(ev);
                 }
                 continue;
             }
-            let cancel = self.cancel.clone();
-            let r = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(self.closed()),
-                r = self.rx.recv() => r,
+            // What is queued already needs no wait: registering with the cancel token (a lock)
+            // is only worth it when the reader is about to sleep.
+            let r = match self.rx.try_recv() {
+                Ok(ev) => Ok(ev),
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => match self.wait().await {
+                    Some(r) => r,
+                    None => return Err(self.closed()),
+                },
             };
             match r {
                 Ok(ev) => {
@@ -209,13 +214,23 @@ impl Reader {
         }
     }
 
+    /// Sleeps until the next event, or `None` when the cancel token fires.
+    async fn wait(&mut self) -> Option<Result<Event, RecvError>> {
+        let cancel = self.cancel.clone();
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            r = self.rx.recv() => Some(r),
+        }
+    }
+
     /// Returns the next event if one is ready now, for draining a batch before one write.
     pub fn try_recv(&mut self) -> Option<Result<Event, ReadError>> {
         if self.cancel.is_cancelled() {
             return Some(Err(self.closed()));
         }
         loop {
-            if let Some(ev) = self.backlog.pop_front() {
+            if let Some(ev) = self.pop_backlog() {
                 if let Some(ev) = self.filter(ev) {
                     return Some(Ok(ev));
                 }
@@ -236,6 +251,16 @@ impl Reader {
                 Err(TryRecvError::Closed) => return Some(Err(ReadError::Ended)),
             }
         }
+    }
+
+    /// The next event of the GOP handed over at open. The deque's room (a GOP of events) is
+    /// released once it is empty: a thousand viewers would otherwise each keep it for good.
+    fn pop_backlog(&mut self) -> Option<Event> {
+        let ev = self.backlog.pop_front()?;
+        if self.backlog.is_empty() {
+            self.backlog = VecDeque::new();
+        }
+        Some(ev)
     }
 
     fn lagged(&mut self, n: u64) -> Result<(), ReadError> {

@@ -194,12 +194,9 @@ pub fn router(api: Api) -> Router {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(server_info))
         .routes(routes!(list_paths))
-        .route(
-            "/v1/paths/{*name}",
-            axum::routing::get(get_path)
-                .post(post_under_path)
-                .delete(delete_under_path),
-        )
+        // Every method goes to one handler, so that `Allow` names what each resource under
+        // the wildcard takes (a path, its pushes, one push, a restart).
+        .route("/v1/paths/{*name}", axum::routing::any(under_path))
         .routes(routes!(list_sessions))
         .routes(routes!(get_session, kick_session))
         .merge(crate::api_config::routes())
@@ -566,31 +563,41 @@ async fn get_path(
     Ok(Json(path_json(&api, p, &sessions)).into_response())
 }
 
-/// `POST` under `/v1/paths/`: the pushes resources (see [`crate::api_pushes`]).
-async fn post_under_path(
+/// Every method under `/v1/paths/`: a path (GET) and its pushes resources (see
+/// [`crate::api_pushes`]); anything else is a 405 with the resource's own `Allow`.
+async fn under_path(
     State(api): State<Api>,
     Extension(r): Extension<Arc<crate::reload::Reloader>>,
+    method: axum::http::Method,
     Path(name): Path<String>,
     body: Result<Json<crate::api_pushes::NewPush>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, HttpError> {
-    match crate::api_pushes::route(&name) {
-        Some(route) => crate::api_pushes::post(api, r, route, body).await,
-        None => Err(HttpError::method_not_allowed(
-            "a path is read with GET; its push destinations are added with POST /v1/paths/{name}/pushes",
-        )),
-    }
-}
-
-/// `DELETE` under `/v1/paths/`: one push destination (see [`crate::api_pushes`]).
-async fn delete_under_path(
-    Extension(r): Extension<Arc<crate::reload::Reloader>>,
-    Path(name): Path<String>,
-) -> Result<Response, HttpError> {
-    match crate::api_pushes::route(&name) {
-        Some(route) => crate::api_pushes::delete(r, route).await,
-        None => Err(HttpError::method_not_allowed(
-            "a live path is ended by kicking its publisher (DELETE /v1/sessions/{id}); its configuration by DELETE /v1/config/paths/{name}",
-        )),
+    use crate::api_pushes::Route;
+    use axum::http::Method;
+    let route = crate::api_pushes::route(&name);
+    let allow = Route::allow(route.as_ref());
+    match (&method, route) {
+        (&Method::GET | &Method::HEAD, None) => get_path(State(api), Extension(r), Path(name)).await,
+        (&Method::GET | &Method::HEAD, Some(rt @ (Route::List(_) | Route::One(..)))) => {
+            crate::api_pushes::get(api, r, rt).await
+        }
+        (&Method::POST, Some(rt @ (Route::List(_) | Route::Restart(..)))) => {
+            crate::api_pushes::post(api, r, rt, body).await
+        }
+        (&Method::DELETE, Some(rt @ Route::One(..))) => crate::api_pushes::delete(r, rt).await,
+        (_, route) => {
+            let hint = match route {
+                None => "a path is read with GET; its push destinations are under /v1/paths/{name}/pushes; a live path is ended by kicking its publisher (DELETE /v1/sessions/{id})",
+                Some(Route::List(_)) => "push destinations are listed with GET and added with POST",
+                Some(Route::One(..)) => "a push destination is read with GET and removed with DELETE",
+                Some(Route::Restart(..)) => "a push destination is restarted with POST",
+            };
+            let mut resp = HttpError::method_not_allowed(format!("{method} is not allowed here: {hint}"))
+                .into_response();
+            resp.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+            Ok(resp)
+        }
     }
 }
 

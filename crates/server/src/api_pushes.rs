@@ -41,21 +41,39 @@ pub enum Route<'a> {
 }
 
 /// Recognises the pushes resources at the end of a path name (a live path whose own name ends
-/// in `/pushes` cannot be read through `GET /v1/paths/{name}`: its pushes are shown instead).
+/// in `/pushes`, `/pushes/X` or `/pushes/X/restart` cannot be read through
+/// `GET /v1/paths/{name}`: the pushes resource answers instead).
 pub fn route(name: &str) -> Option<Route<'_>> {
     let name = name.trim_start_matches('/');
     if let Some(path) = name.strip_suffix("/pushes") {
         return (!path.is_empty()).then_some(Route::List(path));
     }
+    // Any id is routed here (an unknown one is answered 404 by the handler).
     let (rest, last) = name.rsplit_once('/')?;
-    let is_id = |s: &str| s.len() == 6 && s.bytes().all(|b| b.is_ascii_hexdigit());
     if last == "restart" {
-        let (rest, id) = rest.rsplit_once('/')?;
-        let path = rest.strip_suffix("/pushes")?;
-        return (is_id(id) && !path.is_empty()).then_some(Route::Restart(path, id));
+        if let Some((rest, id)) = rest.rsplit_once('/') {
+            if let Some(path) = rest
+                .strip_suffix("/pushes")
+                .filter(|p| !p.is_empty() && !id.is_empty())
+            {
+                return Some(Route::Restart(path, id));
+            }
+        }
     }
     let path = rest.strip_suffix("/pushes")?;
-    (is_id(last) && !path.is_empty()).then_some(Route::One(path, last))
+    (!last.is_empty() && !path.is_empty()).then_some(Route::One(path, last))
+}
+
+impl Route<'_> {
+    /// The methods the resource takes, for `Allow`.
+    pub fn allow(route: Option<&Route<'_>>) -> &'static str {
+        match route {
+            None => "GET, HEAD",
+            Some(Route::List(_)) => "GET, HEAD, POST",
+            Some(Route::One(..)) => "GET, HEAD, DELETE",
+            Some(Route::Restart(..)) => "POST",
+        }
+    }
 }
 
 /// One push destination.
@@ -202,7 +220,16 @@ async fn add(
     path: &str,
     body: Result<Json<NewPush>, JsonRejection>,
 ) -> Result<Response, HttpError> {
-    let url = body.map_err(|e| HttpError::new(e.status(), e.body_text()))?.0.url;
+    // Every unreadable body (no JSON content type, bad JSON, wrong shape) is a 400.
+    let url = body
+        .map_err(|e| {
+            HttpError::bad_request(format!(
+                "the body must be {{\"url\": \"...\"}}: {}",
+                e.body_text()
+            ))
+        })?
+        .0
+        .url;
     crate::api_config::path_name(path)?;
     push::check_url(&url).map_err(|e| HttpError::bad_request(format!("url: {e}")))?;
     let id = push::push_id(&url);
@@ -325,7 +352,7 @@ async fn add_doc() {}
 /// One push destination.
 #[utoipa::path(get, path = "/v1/paths/{name}/pushes/{id}", tag = "pushes",
     params(("name" = String, Path, description = "The path name (or pattern)"),
-           ("id" = String, Path, description = "The destination's id (six hex digits)")),
+           ("id" = String, Path, description = "The destination's id (six hex digits)", pattern = "^[0-9a-f]{6}$")),
     responses(
         (status = 200, description = "The destination", body = PushJson),
         (status = 404, description = "No such destination", body = ErrorBody)))]
@@ -335,7 +362,7 @@ async fn get_doc() {}
 /// Removes a push destination: its connection ends, nothing else does.
 #[utoipa::path(delete, path = "/v1/paths/{name}/pushes/{id}", tag = "pushes",
     params(("name" = String, Path, description = "The path name (or pattern)"),
-           ("id" = String, Path, description = "The destination's id")),
+           ("id" = String, Path, description = "The destination's id (six hex digits)", pattern = "^[0-9a-f]{6}$")),
     responses(
         (status = 200, description = "Removed and applied", body = Applied),
         (status = 404, description = "No such destination", body = ErrorBody)))]
@@ -346,7 +373,7 @@ async fn delete_doc() {}
 /// the others.
 #[utoipa::path(post, path = "/v1/paths/{name}/pushes/{id}/restart", tag = "pushes",
     params(("name" = String, Path, description = "The path name"),
-           ("id" = String, Path, description = "The destination's id")),
+           ("id" = String, Path, description = "The destination's id (six hex digits)", pattern = "^[0-9a-f]{6}$")),
     responses(
         (status = 200, description = "Restarted: its state now", body = PushJson),
         (status = 404, description = "No such destination", body = ErrorBody),
@@ -372,8 +399,14 @@ mod tests {
         );
         assert_eq!(route("live/x"), None);
         assert_eq!(route("pushes"), None);
-        assert_eq!(route("live/x/pushes/nothex"), None);
-        assert_eq!(route("live/pushes/x"), None);
+        // Any id is routed (and answered 404 when unknown), so that every method on it is
+        // answered by the pushes resource.
+        assert_eq!(
+            route("live/x/pushes/nothex"),
+            Some(Route::One("live/x", "nothex"))
+        );
+        assert_eq!(route("live/pushes/x/restart"), Some(Route::Restart("live", "x")));
+        assert_eq!(route("live/x/pushes/"), None);
     }
 
     #[test]

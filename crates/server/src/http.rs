@@ -1,7 +1,8 @@
 //! The HTTP delivery listener: HLS playlists and segments, HTTP-FLV, and the player page.
 //!
 //! URLs (PRODUCT.md): `/P/index.m3u8` (and the media playlist and segments it names under `/P/`),
-//! `/P.flv`, and `/P/` for the player page.
+//! `/P.flv`, and `/P/` for the player page. `/~sluice/` is reserved for what Sluice serves
+//! itself (the player's hls.js): no path name may start with `~`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,9 +43,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 enum Route<'a> {
+    /// A file Sluice serves itself, under the reserved `/~sluice/` prefix.
+    Asset(&'a str),
     Flv(&'a str),
     Player(&'a str),
-    Hls { path: &'a str, file: &'a str },
+    Hls {
+        path: &'a str,
+        file: &'a str,
+    },
     PathWithoutSlash(&'a str),
 }
 
@@ -52,6 +58,9 @@ fn route(uri_path: &str) -> Option<Route<'_>> {
     let p = uri_path.strip_prefix('/')?;
     if p.is_empty() {
         return None;
+    }
+    if let Some(file) = p.strip_prefix(ASSET_PREFIX) {
+        return Some(Route::Asset(file));
     }
     if let Some(path) = p.strip_suffix(".flv") {
         return Some(Route::Flv(path));
@@ -92,6 +101,7 @@ async fn handle(
         None => not_found("nothing here: try /PATH/index.m3u8, /PATH.flv or /PATH/"),
         Some(Route::Flv(path)) => flv(&shared, path, remote),
         Some(Route::Player(path)) => player(path),
+        Some(Route::Asset(file)) => asset(file, &headers),
         Some(Route::PathWithoutSlash(path)) => Redirect::permanent(&format!("/{path}/")).into_response(),
         Some(Route::Hls { path, file }) => {
             let resp = hls(&shared, path, file, remote, uri.query()).await;
@@ -323,6 +333,41 @@ fn flv(shared: &Shared, path: &str, remote: SocketAddr) -> Response {
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// The reserved prefix of Sluice's own files (a path segment starting with `~` is refused to
+/// publishers, so no stream can take it).
+const ASSET_PREFIX: &str = "~sluice/";
+
+/// hls.js, vendored from npm (`crates/server/assets`, refreshed by `scripts/refresh-vendored.sh`).
+const HLS_JS: &[u8] = include_bytes!("../assets/hls.min.js");
+const HLS_JS_LICENSE: &str = include_str!("../assets/hls.js-LICENSE.txt");
+const ASSET_VERSIONS: &str = include_str!("../assets/VERSIONS");
+
+fn asset(file: &str, headers: &HeaderMap) -> Response {
+    let (body, kind): (Bytes, &str) = match file {
+        "hls.min.js" => (Bytes::from_static(HLS_JS), "text/javascript; charset=utf-8"),
+        "hls.js-LICENSE.txt" => (
+            Bytes::from_static(HLS_JS_LICENSE.as_bytes()),
+            "text/plain; charset=utf-8",
+        ),
+        _ => return not_found("no such file under /~sluice/"),
+    };
+    // The vendored versions name the content: a new version is a new ETag.
+    let version = ASSET_VERSIONS.split_whitespace().collect::<Vec<_>>().join("-");
+    let etag = format!("\"{version}-{}\"", env!("CARGO_PKG_VERSION"));
+    let cached = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let common = [
+        (header::CACHE_CONTROL, "public, max-age=86400".to_owned()),
+        (header::ETAG, etag.clone()),
+    ];
+    if cached {
+        return (axum::http::StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (common, [(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 fn player(path: &str) -> Response {

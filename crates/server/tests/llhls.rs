@@ -642,3 +642,62 @@ fn hls_js_plays_low_latency_in_chromium() {
     assert!(pdt < 1.5, "latency against PROGRAM-DATE-TIME {pdt} s: {r}");
     assert!(latency < 1.5, "hls.js latency {latency} s: {r}");
 }
+
+/// Sluice's player page (`/PATH/`) plays in Chromium with the hls.js Sluice serves itself
+/// (nothing fetched from another origin), in low-latency mode, and shows the live latency.
+#[test]
+fn player_page_plays_with_its_own_hls_js() {
+    if !require("ffmpeg") || !require("node") || !have_browser() {
+        return;
+    }
+    let server = Server::start_with(&[], Some(CONFIG));
+    let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam");
+    let url = server.http_url("live/cam/");
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg("node")
+        .arg(web_dir().join("player.mjs"))
+        .args([url.as_str(), "8"])
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("player page: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .expect("a result from player.mjs");
+    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(
+        r["foreign"].as_array().map(Vec::len),
+        Some(0),
+        "requests to another origin: {r}"
+    );
+    assert_eq!(r["mode"], "hls.js", "{r}");
+    assert_eq!(r["hls_version"], "1.7.4", "the vendored hls.js: {r}");
+    assert_eq!(
+        (r["width"].as_u64(), r["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{r}"
+    );
+    let played = r["played"].as_f64().unwrap();
+    assert!(played >= 7.0, "played {played} s of 8: {r}");
+    let latency = r["latency"].as_f64().unwrap_or(f64::MAX);
+    assert!(latency < 2.0, "the page's latency {latency} s: {r}");
+    assert!(r["shown"].as_str().unwrap_or("").starts_with("latency "), "{r}");
+
+    // The script itself: cacheable, revalidated by ETag.
+    let (status, headers, body) = http_get(server.http, "/~sluice/hls.min.js", &[]);
+    assert_eq!(status, 200);
+    assert!(body.len() > 100_000);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let etag = header(&headers, "etag").expect("an ETag").to_owned();
+    let (status, _, body) = http_get(server.http, "/~sluice/hls.min.js", &[("If-None-Match", &etag)]);
+    assert_eq!((status, body.len()), (304, 0));
+    let (status, _, _) = http_get(server.http, "/~sluice/nothing.js", &[]);
+    assert_eq!(status, 404);
+}

@@ -209,6 +209,49 @@ fn push_to_two_nginx_one_restarted() {
     drop(b);
 }
 
+/// The publisher drops and comes back within the grace period: the push stays connected (no
+/// reconnect, one RTMP session at nginx) and what nginx's viewer reads goes on with
+/// timestamps that keep increasing, with no gap longer than the publisher's absence.
+#[test]
+fn push_stays_connected_across_a_publisher_restart() {
+    if !have_nginx() {
+        return;
+    }
+    let n = Nginx::start(free_port());
+    let server = Server::start_with(
+        &[("SLUICE_PATH_DEFAULTS_GRACE_PERIOD", "10s")],
+        Some(&push_config(&[n.url(KEY_A)], "")),
+    );
+    let src = source_flv();
+    let mut first = Publisher::rtmp(&src, &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam");
+    wait_until("the push is live", Duration::from_secs(20), || {
+        push_state(&server, "live/cam")["state"] == "live"
+    });
+    let url = n.url(KEY_A);
+    let reader = std::thread::spawn(move || probe(&url, 10));
+    std::thread::sleep(Duration::from_secs(3));
+    first.stop();
+    let gone = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let _second = Publisher::rtmp(&src, &server.rtmp_url("live/cam"));
+    let p = reader.join().unwrap();
+    let absent = gone.elapsed().min(Duration::from_secs(3));
+    assert_eq!(p.video().codec_name, "h264", "{p:?}");
+    assert_eq!(p.audio().codec_name, "aac");
+    p.assert_monotonic();
+    let v: Vec<f64> = p.packets.iter().filter(|p| p.video).map(|p| p.dts).collect();
+    assert!(v.len() >= 200, "{} video frames across the restart", v.len());
+    let gap = v.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(
+        gap < 3.0,
+        "a {gap:.2} s jump in the pushed timestamps (publisher absent for less than {absent:?})"
+    );
+    let st = push_state(&server, "live/cam");
+    assert_eq!(st["state"], "live", "{st}");
+    assert_eq!(st["reconnects"], 0, "the push reconnected: {st}");
+}
+
 /// A TCP relay that forwards client → server at most `rate` bytes per second (and the other
 /// way freely): a destination behind a slow link.
 fn slow_relay(to: u16, rate: usize, stop: Arc<AtomicBool>) -> u16 {
@@ -495,9 +538,18 @@ fn push_whip_to_a_second_sluice() {
         return;
     }
     const TOKEN: &str = "whip-token-0123456789";
+    // B pushes its WebRTC path (Opus audio) on to nginx-rtmp: RTMP carries AAC, the core's
+    // derived track.
+    let nginx = have_nginx().then(|| Nginx::start(free_port()));
+    let b_push = nginx
+        .as_ref()
+        .map(|n| format!("[paths.\"live/x\".push]\nurls = [{:?}]\n", n.url("fromb")))
+        .unwrap_or_default();
     let b = Server::start_with(
         &[],
-        Some(&format!("[paths.\"live/x\".access]\npublish_token = {TOKEN:?}\n")),
+        Some(&format!(
+            "[paths.\"live/x\".access]\npublish_token = {TOKEN:?}\n{b_push}"
+        )),
     );
     let whip = b.webrtc_url("live/x/whip");
     let a = Server::start_with(
@@ -562,6 +614,22 @@ fn push_whip_to_a_second_sluice() {
         (ts[0], ts[ts.len() - 1])
     };
     assert!((4.5..=5.5).contains(&(v1 - v0)), "video spans {:.2} s", v1 - v0);
+
+    // B's push of its Opus path to nginx-rtmp: H.264 and AAC, every frame, in order.
+    if let Some(n) = &nginx {
+        wait_until("B's push is live", Duration::from_secs(20), || {
+            push_state(&b, "live/x")["state"] == "live"
+        });
+        let p = probe(&n.url("fromb"), 5);
+        assert_eq!(p.video().codec_name, "h264", "{p:?}");
+        assert_eq!(p.audio().codec_name, "aac", "Opus pushed over RTMP as AAC: {p:?}");
+        assert_eq!((p.video().width, p.video().height), (640, 360));
+        p.assert_monotonic();
+        let v = p.count(true);
+        assert!(v >= 120, "{v} video frames in 5 s from B's push");
+        let a = p.count(false);
+        assert!(a >= 180, "{a} AAC frames in 5 s from B's push");
+    }
 
     // B's WHEP viewer (Chromium): H.264 decoded at 640x360 with Opus sound.
     if have_chromium() {
