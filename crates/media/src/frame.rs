@@ -97,6 +97,15 @@ impl Frame {
                 }
             }
         }
+        // Every slot holds another form: this one is rebuilt by each reader. Today's consumers
+        // use at most five forms of one frame; say so once if that ever changes.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                form = std::any::type_name::<F>(),
+                "a frame form found no free cache slot (FORM_SLOTS = {FORM_SLOTS}): it is built for every reader"
+            );
+        }
         Ok(value)
     }
 

@@ -663,9 +663,16 @@ fn sessions_to_end(
 }
 
 /// The HLS settings a path's packager runs with.
-fn hls_settings(c: &Config, path: &str) -> Option<(crate::config::HlsVariant, Duration, usize)> {
-    c.path(path)
-        .map(|p| (c.hls_variant(p), c.hls.segment_duration, c.hls.segment_count))
+/// What a running HLS packager was started with: a change restarts it.
+fn hls_settings(c: &Config, path: &str) -> Option<(crate::config::HlsVariant, Duration, usize, Duration)> {
+    c.path(path).map(|p| {
+        (
+            c.hls_variant(p),
+            c.hls.segment_duration,
+            c.hls.segment_count,
+            c.hls.part_duration,
+        )
+    })
 }
 
 /// Reloads and changes the configuration; one at a time.

@@ -701,3 +701,35 @@ fn player_page_plays_with_its_own_hls_js() {
     let (status, _, _) = http_get(server.http, "/~sluice/nothing.js", &[]);
     assert_eq!(status, 404);
 }
+
+/// `[hls] part_duration` changed through the API on a live path: its packager restarts with the
+/// new part target (a reload), the publisher untouched.
+#[test]
+fn part_duration_change_applies_to_a_live_path() {
+    if !require("ffmpeg") || !require("curl") {
+        return;
+    }
+    let server = Server::start_with(&[], Some(CONFIG));
+    let mut p = live_publisher(&server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam");
+    let text = || {
+        let (_, body, _) = get(&server, "/live/cam/stream.m3u8");
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    wait_until("200 ms parts", Duration::from_secs(15), || {
+        text().contains("#EXT-X-PART-INF:PART-TARGET=0.20000")
+    });
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "-X", "PATCH"])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-d", r#"{"hls": {"part_duration": "500ms"}}"#])
+        .arg(server.api_url("v1/config"))
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(answer.ends_with("\n200"), "PATCH /v1/config answered {answer}");
+    wait_until("500 ms parts", Duration::from_secs(15), || {
+        text().contains("#EXT-X-PART-INF:PART-TARGET=0.50000")
+    });
+    assert!(p.is_running(), "the publisher was not touched");
+}
