@@ -691,6 +691,9 @@ impl PathState {
     pub(crate) fn max_lags(&self) -> u32 {
         self.options.max_lags
     }
+    pub(crate) fn queue_frames(&self) -> usize {
+        self.options.queue_frames.max(16)
+    }
     pub(crate) fn has_publisher(&self) -> bool {
         self.publisher.is_some()
     }

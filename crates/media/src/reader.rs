@@ -161,6 +161,12 @@ impl Reader {
         self.shared.request_keyframe();
     }
 
+    /// How many events the path queues for each reader (`reader_queue`): a reader that sleeps
+    /// between batches must wake before that many arrive.
+    pub fn queue_frames(&self) -> usize {
+        self.shared.state.lock().queue_frames()
+    }
+
     /// Whether a publisher is connected to the path now (false during the grace period).
     pub fn publisher_present(&self) -> bool {
         self.shared.state.lock().has_publisher()
@@ -194,7 +200,11 @@ impl Reader {
             // What is queued already needs no wait: registering with the cancel token (a lock)
             // is only worth it when the reader is about to sleep.
             let r = match self.rx.try_recv() {
-                Ok(ev) => Ok(ev),
+                Ok(ev) => {
+                    // What `recv` would do: yield now and then, however full the queue.
+                    tokio::task::coop::consume_budget().await;
+                    Ok(ev)
+                }
                 Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
                 Err(TryRecvError::Closed) => Err(RecvError::Closed),
                 Err(TryRecvError::Empty) => match self.wait().await {

@@ -98,6 +98,9 @@ pub fn spawn(recordings: &Arc<Recordings>, reader: Reader, rt: &tokio::runtime::
     rt.spawn(async move {
         let mut reader = reader;
         let mut batch = Vec::new();
+        // Asleep, the recorder must not let the path's queue for it fill: at 120 events a
+        // second (60 fps and audio), COALESCE fills 12 places; small queues get no sleep.
+        let nap = reader.queue_frames() >= 64;
         'read: loop {
             // Frames are taken in batches, COALESCE apart: a few wake-ups a second per path
             // instead of one per frame (fragments are a second long anyway).
@@ -137,7 +140,9 @@ pub fn spawn(recordings: &Arc<Recordings>, reader: Reader, rt: &tokio::runtime::
                     }
                 }
             }
-            tokio::time::sleep(COALESCE).await;
+            if nap {
+                tokio::time::sleep(COALESCE).await;
+            }
         }
         task.segmenter.finish();
         task.drain();
@@ -339,6 +344,7 @@ struct Direct {
 }
 
 impl Direct {
+    #[cfg(target_os = "linux")]
     fn open(name: &Path, len: u64, head: &[u8]) -> Option<Direct> {
         let f = OpenOptions::new()
             .write(true)
@@ -353,6 +359,12 @@ impl Direct {
             tail_at,
             scratch: Vec::new(),
         })
+    }
+
+    /// Direct I/O as Linux has it: elsewhere, the page cache.
+    #[cfg(not(target_os = "linux"))]
+    fn open(_name: &Path, _len: u64, _head: &[u8]) -> Option<Direct> {
+        None
     }
 
     /// Appends `bytes`: the blocks it completes with direct I/O, the rest through `buffered`.
@@ -541,11 +553,13 @@ impl Writer {
             None => of.f.write_all_at(bytes, of.len),
         };
         if let Err(e) = direct {
-            if of.direct.take().is_none() || e.kind() != io::ErrorKind::InvalidInput {
+            if of.direct.take().is_none() {
                 return Err(e);
             }
-            // The device wants a larger alignment than `BLOCK`: page cache from now on.
-            tracing::debug!(path = %self.path, "direct I/O refused ({e}); buffered writes");
+            // Direct I/O failed (a device that wants a larger alignment than `BLOCK`, a
+            // filesystem that opens with O_DIRECT but will not write so, a full disk): the whole
+            // fragment again through the page cache, from now on. A full disk fails there too.
+            tracing::debug!(path = %self.path, "direct I/O failed ({e}); buffered writes");
             of.f.write_all_at(bytes, of.len)?;
         }
         of.len += bytes.len() as u64;
@@ -656,7 +670,11 @@ mod tests {
     /// the bytes appended, readable at its exact length after each append.
     #[test]
     fn direct_appends_keep_the_exact_bytes() {
-        let dir = std::env::temp_dir().join(format!("sluice-direct-{}", std::process::id()));
+        // Under target/ (a real disk; /tmp may be a tmpfs, which takes O_DIRECT without
+        // alignment rules, so it would prove nothing).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/tmp")
+            .join(format!("sluice-direct-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let name = dir.join("a.mp4");
         let head: Vec<u8> = (0..700u32).map(|i| i as u8).collect();

@@ -359,7 +359,12 @@ fn asset(file: &str, headers: &HeaderMap) -> Response {
     let cached = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        .is_some_and(|v| {
+            // A proxy that compresses weakens the tag (W/"..."): the content is the same.
+            v.split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == etag || t == "*")
+        });
     let common = [
         (header::CACHE_CONTROL, "public, max-age=86400".to_owned()),
         (header::ETAG, etag.clone()),

@@ -710,8 +710,19 @@ fn part_duration_change_applies_to_a_live_path() {
         return;
     }
     let server = Server::start_with(&[], Some(CONFIG));
-    let mut p = live_publisher(&server.rtmp_url("live/cam"));
+    let _p = live_publisher(&server.rtmp_url("live/cam"));
     wait_stream(&server, "live/cam");
+    let publisher = || {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .arg(server.api_url("v1/paths/live/cam"))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["publisher"]["session"].clone()
+    };
+    let before = publisher();
+    assert!(before.is_u64(), "the publisher's session id: {before}");
     let text = || {
         let (_, body, _) = get(&server, "/live/cam/stream.m3u8");
         String::from_utf8_lossy(&body).into_owned()
@@ -731,5 +742,6 @@ fn part_duration_change_applies_to_a_live_path() {
     wait_until("500 ms parts", Duration::from_secs(15), || {
         text().contains("#EXT-X-PART-INF:PART-TARGET=0.50000")
     });
-    assert!(p.is_running(), "the publisher was not touched");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(publisher(), before, "the publisher's session was not touched");
 }
