@@ -493,7 +493,11 @@ fn a_reload_changes_the_thresholds_of_a_live_path() {
         format!("[path_defaults.health]\nsilence_after = \"2s\"\nstall_after = \"2s\"\n{extra}")
     };
     let server = Server::start_with(ENV, Some(&cfg("silence_level = \"-60dB\"\n")));
-    let file = tmp_dir().join(format!("config-{}.toml", server.rtmp.port()));
+    let file = tmp_dir().join(format!(
+        "config-{}-{}.toml",
+        std::process::id(),
+        server.rtmp.port()
+    ));
     assert!(
         file.exists(),
         "the test kit's config file moved: {}",

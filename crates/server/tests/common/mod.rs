@@ -120,7 +120,11 @@ impl Server {
             cmd.env(k, v);
         }
         if let Some(text) = config {
-            let file = tmp_dir().join(format!("config-{}.toml", rtmp.port()));
+            // The server keeps API changes in a state file beside its configuration file
+            // (`NAME.state.toml`): one left by an earlier test whose server had the same port
+            // would be applied over this configuration, so it goes first.
+            let file = tmp_dir().join(format!("config-{}-{}.toml", std::process::id(), rtmp.port()));
+            let _ = std::fs::remove_file(file.with_extension("state.toml"));
             std::fs::write(&file, text).unwrap();
             cmd.arg("--config").arg(file);
         }
