@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -571,40 +570,11 @@ fn ffprobe_reads_the_low_latency_playlist() {
     assert_source_stream(&p, 5, "LL-HLS");
 }
 
-fn web_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web")
-}
-
-/// Chromium, playwright-core (tests/browser) and hls.js (tests/web).
-fn have_browser() -> bool {
-    let browser =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
-    if !web_dir().join("node_modules/hls.js").exists() && require("npm") {
-        let _ = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(web_dir())
-            .status();
-    }
-    let ok = Path::new("/usr/bin/chromium").exists()
-        && browser.exists()
-        && web_dir().join("node_modules/hls.js").exists();
-    if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "chromium, playwright-core and hls.js are required in CI; run scripts/install-test-deps.sh \
-                 and (cd crates/server/tests/web && npm ci)"
-            );
-        }
-        eprintln!("skipping: chromium, playwright-core or hls.js missing");
-    }
-    ok
-}
-
 /// hls.js in low-latency mode plays the stream for 25 s without a stall, loading parts over
 /// blocking reloads, and stays under 1.5 s behind the ingest (PROGRAM-DATE-TIME) on loopback.
 #[test]
 fn hls_js_plays_low_latency_in_chromium() {
-    if !require("ffmpeg") || !require("node") || !have_browser() {
+    if !require("ffmpeg") || !require("node") || !have_hlsjs_browser() {
         return;
     }
     let server = Server::start_with(&[], Some(CONFIG));
@@ -647,7 +617,7 @@ fn hls_js_plays_low_latency_in_chromium() {
 /// (nothing fetched from another origin), in low-latency mode, and shows the live latency.
 #[test]
 fn player_page_plays_with_its_own_hls_js() {
-    if !require("ffmpeg") || !require("node") || !have_browser() {
+    if !require("ffmpeg") || !require("node") || !have_hlsjs_browser() {
         return;
     }
     let server = Server::start_with(&[], Some(CONFIG));

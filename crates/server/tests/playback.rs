@@ -190,36 +190,6 @@ fn assert_no_video_gap(p: &Probe, what: &str) {
     }
 }
 
-fn web_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web")
-}
-
-/// Chromium, playwright-core (tests/browser) and hls.js (tests/web, installed from its lock
-/// file when missing).
-fn have_browser() -> bool {
-    let browser =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
-    if !web_dir().join("node_modules/hls.js").exists() && require("npm") {
-        let _ = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(web_dir())
-            .status();
-    }
-    let ok = Path::new("/usr/bin/chromium").exists()
-        && browser.exists()
-        && web_dir().join("node_modules/hls.js").exists();
-    if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "chromium, playwright-core and hls.js are required in CI; run scripts/install-test-deps.sh \
-                 and (cd crates/server/tests/web && npm ci)"
-            );
-        }
-        eprintln!("skipping the browser part: chromium, playwright-core or hls.js missing");
-    }
-    ok
-}
-
 /// Plays `url` in Chromium (`hls` through hls.js, `mp4` in a plain `<video>`), seeks to `seek`.
 fn play_in_chromium(mode: &str, url: &str, seek: f64) -> serde_json::Value {
     let out = Command::new("timeout")
@@ -426,7 +396,7 @@ fn get_list_vod_and_api_across_two_segments() {
     assert!((d - listed).abs() < 0.5, "HLS read {d} s of {listed}");
     assert!(p.starts_with_keyframe());
 
-    if have_browser() {
+    if have_hlsjs_browser() {
         let r = play_in_chromium("hls", &format!("http://{pb}{vod}"), listed - 3.0);
         assert_played_and_seeked(&r, listed - 3.0, listed, "hls.js");
         let r = play_in_chromium("mp4", &format!("http://{pb}{target}"), duration - 3.0);

@@ -996,3 +996,34 @@ pub fn cbr_source() -> (PathBuf, f64) {
     );
     (out, total)
 }
+
+/// `tests/web`: the hls.js players driven in Chromium (llhls.mjs, player.mjs, vod.mjs).
+pub fn web_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web")
+}
+
+/// Chromium, playwright-core (tests/browser) and hls.js (tests/web, installed from its lock
+/// file when missing). Panics in CI when missing; elsewhere says so and returns false.
+pub fn have_hlsjs_browser() -> bool {
+    let browser =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
+    if !web_dir().join("node_modules/hls.js").exists() && require("npm") {
+        let _ = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(web_dir())
+            .status();
+    }
+    let ok = Path::new("/usr/bin/chromium").exists()
+        && browser.exists()
+        && web_dir().join("node_modules/hls.js").exists();
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "chromium, playwright-core and hls.js are required in CI; run scripts/install-test-deps.sh \
+                 and (cd crates/server/tests/web && npm ci)"
+            );
+        }
+        eprintln!("skipping the browser part: chromium, playwright-core or hls.js missing");
+    }
+    ok
+}
