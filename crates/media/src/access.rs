@@ -42,6 +42,11 @@ pub struct AccessRequest {
     pub token: Option<String>,
     /// The raw query the client sent (without `?`), for policies that read more of it.
     pub query: String,
+    /// The client's `User-Agent` (HTTP) or its software (RTMP `flashVer`), when it says.
+    pub user_agent: Option<String>,
+    /// The `X-Forwarded-For` header of an HTTP request: the policy believes it only from its
+    /// trusted proxies.
+    pub forwarded_for: Option<String>,
 }
 
 impl AccessRequest {
@@ -55,6 +60,8 @@ impl AccessRequest {
             password: None,
             token: None,
             query: String::new(),
+            user_agent: None,
+            forwarded_for: None,
         }
     }
 
@@ -89,15 +96,57 @@ impl AccessRequest {
     }
 }
 
+/// Why access was refused: a short fixed code (a metrics label, an event field) and a message
+/// for the log and the client. The message never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// One of a small fixed set (`no_credentials`, `wrong_credentials`, `not_permitted`,
+    /// `ip_denied`, `path_not_configured`, `bad_token`, `token_expired`, `link_expired`,
+    /// `bad_signature`, `callback_refused`, `callback_failed`, ...): never built from input.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Reason {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Reason {
+        Reason {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Why access was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
     /// Credentials missing or wrong: the client may ask again with others (HTTP 401).
     #[error("unauthorized: {0}")]
-    Unauthorized(String),
+    Unauthorized(Reason),
     /// Not allowed whatever the credentials (HTTP 403).
     #[error("forbidden: {0}")]
-    Forbidden(String),
+    Forbidden(Reason),
+}
+
+impl Denied {
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Denied {
+        Denied::Unauthorized(Reason::new(code, message))
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Denied {
+        Denied::Forbidden(Reason::new(code, message))
+    }
+
+    pub fn reason(&self) -> &Reason {
+        match self {
+            Denied::Unauthorized(r) | Denied::Forbidden(r) => r,
+        }
+    }
 }
 
 /// A boxed future answering an access request.

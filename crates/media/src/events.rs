@@ -74,6 +74,8 @@ pub enum ServerEvent {
         path: String,
         protocol: &'static str,
         remote: Option<SocketAddr>,
+        /// The refusal's fixed code (`Reason::code`), a metrics label.
+        code: &'static str,
         reason: String,
     },
 }

@@ -228,6 +228,7 @@ impl Registry {
             path: req.path.clone(),
             protocol: req.protocol,
             remote: req.remote,
+            code: e.reason().code,
             reason: e.to_string(),
         });
     }

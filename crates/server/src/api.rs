@@ -201,6 +201,7 @@ pub fn router(api: Api) -> Router {
         .routes(routes!(get_session, kick_session))
         .merge(crate::api_config::routes())
         .merge(crate::api_recordings::routes())
+        .merge(crate::api_auth::routes())
         .merge(crate::api_pushes::doc())
         .split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".into()));

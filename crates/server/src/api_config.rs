@@ -34,7 +34,7 @@ use crate::reload::{self, Applied, Reloader, MASK};
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
-type Reload = Extension<Arc<Reloader>>;
+pub(crate) type Reload = Extension<Arc<Reloader>>;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -23,6 +23,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub webhooks: WebhooksConfig,
     pub playback: PlaybackConfig,
+    /// Access control: the method, users, IP lists, signed links (`auth/`, docs/security.md).
+    pub auth: crate::auth::config::AuthConfig,
     pub path_defaults: PathConfig,
     /// Every `[paths."NAME"]` table, resolved: `[path_defaults]` merged with the table (see
     /// [`PathConfig`]). Deserializing a document gives the tables unmerged;
@@ -81,6 +83,9 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections_per_ip: usize,
+    /// HTTPS on this port when both are set (PEM files, reloaded when they change: `tls.rs`).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -115,6 +120,9 @@ pub struct WebRtcSection {
     pub ice_servers_pass: String,
     #[serde(deserialize_with = "de_duration")]
     pub ice_timeout: Duration,
+    /// HTTPS on this port when both are set (PEM files, reloaded when they change: `tls.rs`).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 /// The control API (paths, sessions, kick).
@@ -124,6 +132,9 @@ pub struct ApiConfig {
     pub enabled: bool,
     #[serde(deserialize_with = "de_listen")]
     pub listen: SocketAddr,
+    /// HTTPS on this port when both are set (PEM files, reloaded when they change: `tls.rs`).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for ApiConfig {
@@ -131,6 +142,8 @@ impl Default for ApiConfig {
         ApiConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9997)),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -144,6 +157,9 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
     /// At most this many sessions get per-session series in one scrape; the others are counted.
     pub max_session_series: usize,
+    /// HTTPS on this port when both are set (PEM files, reloaded when they change: `tls.rs`).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for MetricsConfig {
@@ -152,6 +168,8 @@ impl Default for MetricsConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9998)),
             max_session_series: 1000,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -163,6 +181,9 @@ pub struct PlaybackConfig {
     pub enabled: bool,
     #[serde(deserialize_with = "de_listen")]
     pub listen: SocketAddr,
+    /// HTTPS on this port when both are set (PEM files, reloaded when they change: `tls.rs`).
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for PlaybackConfig {
@@ -170,6 +191,8 @@ impl Default for PlaybackConfig {
         PlaybackConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9996)),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -294,8 +317,9 @@ pub struct PathHls {
     pub variant: Option<HlsVariant>,
 }
 
-/// `[path_defaults.access]`, `[paths."NAME".access]`: the credentials the built-in access policy
-/// (`auth::ConfigPolicy`) asks of publishers and readers on every protocol. Empty: none asked.
+/// `[path_defaults.access]`, `[paths."NAME".access]`: the path's own credentials and address
+/// lists, which the access policy (`auth/`) asks of publishers and readers on every protocol
+/// before the `[auth]` method. Empty: none asked.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathAccess {
@@ -305,6 +329,12 @@ pub struct PathAccess {
     pub read_pass: String,
     pub publish_token: String,
     pub read_token: String,
+    /// Addresses (or networks) that may publish or read this path; empty: any.
+    #[serde(deserialize_with = "crate::auth::config::de_nets")]
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// Addresses refused on this path.
+    #[serde(deserialize_with = "crate::auth::config::de_nets")]
+    pub deny_ips: Vec<ipnet::IpNet>,
 }
 
 /// `[path_defaults.run_on]`, `[paths."NAME".run_on]`: commands run on the path's events
@@ -513,6 +543,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
             playback: PlaybackConfig::default(),
+            auth: Default::default(),
             path_defaults: PathConfig::default(),
             paths: BTreeMap::new(),
         }
@@ -552,6 +583,8 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16384,
             max_connections_per_ip: 256,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -578,6 +611,8 @@ impl Default for WebRtcSection {
             ice_servers_user: String::new(),
             ice_servers_pass: String::new(),
             ice_timeout: Duration::from_secs(10),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -707,6 +742,17 @@ impl Config {
         if self.rtmp.tls_cert.is_empty() != self.rtmp.tls_key.is_empty() {
             bail!("rtmp.tls_cert and rtmp.tls_key: set both to serve RTMPS, or neither");
         }
+        for (section, cert, key) in [
+            ("http", &self.http.tls_cert, &self.http.tls_key),
+            ("webrtc", &self.webrtc.tls_cert, &self.webrtc.tls_key),
+            ("api", &self.api.tls_cert, &self.api.tls_key),
+            ("playback", &self.playback.tls_cert, &self.playback.tls_key),
+            ("metrics", &self.metrics.tls_cert, &self.metrics.tls_key),
+        ] {
+            if cert.is_empty() != key.is_empty() {
+                bail!("{section}.tls_cert and {section}.tls_key: set both to serve HTTPS, or neither");
+            }
+        }
         if self.hls.segment_duration < Duration::from_millis(100) {
             bail!("hls.segment_duration must be at least 100ms");
         }
@@ -716,6 +762,7 @@ impl Config {
             bail!("hls.part_duration must be at least 50ms and at most hls.segment_duration");
         }
         self.validate_webhooks()?;
+        self.auth.validate()?;
         // Values are checked where they are read (with their line); what is left are the rules
         // across tables. Checked again here for configurations built in code or from the env.
         let tables = std::iter::once(("path_defaults".to_owned(), &self.path_defaults))
@@ -848,7 +895,7 @@ pub fn best_match_name<'a, T>(tables: &'a BTreeMap<String, T>, path: &str) -> Op
 }
 
 /// `*` matches any run of bytes (including `/`); everything else matches itself.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while t < text.len() {
@@ -1014,7 +1061,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid listen address {s:?}: expected e.g. \":1935\" or \"127.0.0.1:1935\""))
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
 }

@@ -95,6 +95,10 @@ pub enum EventBody {
         protocol: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         remote: Option<String>,
+        /// A fixed code: no_credentials, wrong_credentials, not_permitted, ip_denied,
+        /// path_not_configured, bad_token, token_expired, link_expired, bad_signature,
+        /// callback_refused, callback_failed, slowed_down.
+        code: &'static str,
         reason: String,
     },
     /// This consumer fell behind and `missed` events were dropped before the next one.
@@ -210,12 +214,14 @@ impl EventJson {
                 path,
                 protocol,
                 remote: r,
+                code,
                 reason,
             } => EventBody::AccessDenied {
                 action,
                 path: path.clone(),
                 protocol,
                 remote: remote(r),
+                code,
                 reason: reason.clone(),
             },
             #[allow(unreachable_patterns)]
@@ -324,6 +330,7 @@ mod tests {
                 path: "a".into(),
                 protocol: "rtmp",
                 remote: None,
+                code: "wrong_credentials",
                 reason: "wrong password".into(),
             },
             ServerEvent::Recording {

@@ -113,13 +113,17 @@ async fn handle(
     }
 }
 
-/// The credential pairs of a query (`token`, `jwt`, `user`, `pass`...), re-joined.
+/// The credential pairs of a query (`token`, `jwt`, `user`, `pass`, a signed link's `expires`,
+/// `ip`, `sig`), re-joined.
 fn credential_query(query: Option<&str>) -> Option<String> {
     let pairs: Vec<&str> = query?
         .split('&')
         .filter(|p| {
             let k = p.split('=').next().unwrap_or("");
-            matches!(k, "token" | "jwt" | "user" | "username" | "pass" | "password")
+            matches!(
+                k,
+                "token" | "jwt" | "user" | "username" | "pass" | "password" | "expires" | "ip" | "sig"
+            )
         })
         .filter(|p| !p.contains(['"', '\r', '\n']))
         .collect();
@@ -177,9 +181,13 @@ async fn authorize(
             )
                 .into_response(),
         ),
-        // Not configured (or not allowed whatever the credentials): answered like a path with
-        // no stream, so the configuration cannot be probed from outside (the log says why).
-        Denied::Forbidden(_) => Some(not_found(&format!("no stream is available on path {path}"))),
+        // A path that does not exist (said only to a client that may read it): answered like
+        // a path with no stream.
+        Denied::Forbidden(why) if why.code == "path_not_configured" => {
+            Some(not_found(&format!("no stream is available on path {path}")))
+        }
+        // Not allowed whatever the credentials (address, permissions): the log says more.
+        Denied::Forbidden(why) => Some(HttpError::forbidden(why.to_string()).into_response()),
     }
 }
 

@@ -25,6 +25,16 @@
 //! - graceful shutdown: when the shutdown future resolves, the listener closes, idle connections
 //!   close, requests in flight get [`HttpLimits::shutdown_grace`] to finish, then the rest are
 //!   cut. Dropping the [`serve`] future cuts every connection at once.
+//!
+//! **HTTPS.** Given a TLS acceptor (a listener with `tls_cert`/`tls_key`, `tls.rs`), the port
+//! speaks TLS only. The handshake runs in the connection's own task, within the header timeout
+//! counted from the accept (a client that never sends its ClientHello is closed like one that
+//! never sends a request head; the first request head must arrive within the same time). A
+//! plain-HTTP request on the port is answered `400` in clear text, as Go's `net/http` does, and
+//! closed. Then HTTP/1.1 as above, or HTTP/2 when ALPN chose `h2`: at most
+//! [`MAX_CONCURRENT_STREAMS`] streams, a header list bounded by `max_header_bytes`, the same
+//! idle timeout (counted when the last stream ends) and graceful shutdown (GOAWAY).
+//! `ConnectInfo` stays the TCP peer.
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
@@ -41,17 +51,23 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use axum::Router;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 
 /// Most header lines a request may have (hyper's default, set explicitly).
 pub const MAX_HEADERS: usize = 100;
+
+/// Most requests one HTTP/2 connection may have in flight (RFC 9113 §6.5.2 advises at least 100).
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// The limits of one HTTP listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,25 +102,43 @@ impl From<&crate::config::HttpConfig> for HttpLimits {
     }
 }
 
+/// The connection builders of one listener.
+struct Builders {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: &HttpLimits) -> Builders {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .max_headers(MAX_HEADERS)
+            .max_header_size(limits.max_header_bytes)
+            // Timed by our watchdog instead (see the module documentation).
+            .header_read_timeout(None);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Builders { http1, http2 }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down gracefully (see the
-/// module documentation). Handlers can extract `ConnectInfo<SocketAddr>`.
+/// module documentation). With `tls`, the port serves HTTPS only (HTTP/2 or HTTP/1.1 by ALPN).
+/// Handlers can extract `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let local = listener.local_addr().ok();
     let mut shutdown = pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
     let per_ip = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .max_headers(MAX_HEADERS)
-        .max_header_size(limits.max_header_bytes)
-        // Timed by our watchdog instead (see the module documentation).
-        .header_read_timeout(None);
-    let builder = Arc::new(builder);
+    let builders = Arc::new(Builders::new(&limits));
     let mut conns = JoinSet::new();
     let mut last_cap_warning: Option<Instant> = None;
     loop {
@@ -144,8 +178,9 @@ pub async fn serve(
             socket,
             remote,
             app.clone(),
-            builder.clone(),
+            builders.clone(),
             limits.clone(),
+            tls.clone(),
             stop_rx.clone(),
             slot,
         ));
@@ -296,9 +331,12 @@ impl HttpBody for GuardedBody {
     }
 }
 
-/// The socket, noting the first bytes of each next request for the watchdog.
+/// A plain or a TLS connection.
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// The HTTP/1.1 connection, noting the first bytes of each next request for the watchdog.
 struct WatchedStream {
-    inner: TcpStream,
+    inner: Stream,
     activity: Arc<Activity>,
 }
 
@@ -344,20 +382,18 @@ impl AsyncWrite for WatchedStream {
 }
 
 /// Drives one connection until it ends, its watchdog fires, or shutdown's grace runs out.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     socket: TcpStream,
     remote: SocketAddr,
     app: Router,
-    builder: Arc<hyper::server::conn::http1::Builder>,
+    builders: Arc<Builders>,
     limits: HttpLimits,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
     _slot: IpSlot,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(WatchedStream {
-        inner: socket,
-        activity: activity.clone(),
-    });
     let router = TowerToHyperService::new(app);
     let svc_activity = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -370,19 +406,64 @@ async fn connection(
             Ok::<_, std::convert::Infallible>(res.map(|inner| GuardedBody { inner, _guard: guard }))
         }
     });
-    let mut conn = pin!(builder.serve_connection(io, service));
+    let stream: Stream = match tls {
+        None => Either::Left(socket),
+        Some(acceptor) => {
+            // The handshake and the first request head share the header timeout.
+            match handshake(socket, &acceptor, activity.start + limits.header_timeout).await {
+                Ok(s) => Either::Right(s),
+                Err(e) => {
+                    tracing::debug!(%remote, "HTTPS connection closed: {e}");
+                    return;
+                }
+            }
+        }
+    };
+    let outcome = match stream {
+        Either::Right(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            // No WatchedStream: HTTP/2 reads control frames (PING, WINDOW_UPDATE) at any time,
+            // so a read is no sign of a next request; a new stream is (`request_started`).
+            let conn = builders.http2.serve_connection(TokioIo::new(tls), service);
+            drive(conn, |c| c.graceful_shutdown(), &activity, &limits, stop).await
+        }
+        stream => {
+            let io = TokioIo::new(WatchedStream {
+                inner: stream,
+                activity: activity.clone(),
+            });
+            let conn = builders.http1.serve_connection(io, service);
+            drive(conn, |c| c.graceful_shutdown(), &activity, &limits, stop).await
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::debug!(%remote, "HTTP connection closed: {e}");
+    }
+}
+
+/// Polls a hyper connection under the watchdog and the shutdown signal.
+async fn drive<C>(
+    conn: C,
+    mut graceful_shutdown: impl FnMut(Pin<&mut C>),
+    activity: &Activity,
+    limits: &HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    let mut conn = pin!(conn);
     let mut sleep = pin!(tokio::time::sleep(limits.header_timeout));
     let mut stopping = pin!(stop.wait_for(|s| *s));
     let mut shutting_down = false;
-    let outcome = poll_fn(|cx| {
+    poll_fn(|cx| {
         if !shutting_down && stopping.as_mut().poll(cx).is_ready() {
             shutting_down = true;
-            conn.as_mut().graceful_shutdown();
+            graceful_shutdown(conn.as_mut());
         }
         if let Poll::Ready(r) = conn.as_mut().poll(cx) {
             return Poll::Ready(r.map_err(|e| e.to_string()));
         }
-        if let Some(deadline) = activity.deadline(&limits) {
+        if let Some(deadline) = activity.deadline(limits) {
             if sleep.deadline() != deadline {
                 sleep.as_mut().reset(deadline);
             }
@@ -396,10 +477,62 @@ async fn connection(
         }
         Poll::Pending
     })
-    .await;
-    if let Err(e) = outcome {
-        tracing::debug!(%remote, "HTTP connection closed: {e}");
+    .await
+}
+
+/// The TLS handshake, finished by `deadline`. A plain-HTTP request is answered 400 in clear
+/// text first (curl and browsers then show why, instead of an empty reply).
+async fn handshake(
+    socket: TcpStream,
+    acceptor: &TlsAcceptor,
+    deadline: Instant,
+) -> Result<TlsStream<TcpStream>, String> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, socket.peek(&mut first)).await {
+        Err(_) => return Err("no TLS handshake within http.header_timeout".into()),
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        Ok(Ok(0)) => return Err("closed before the TLS handshake".into()),
+        Ok(Ok(_)) => {}
     }
+    // A TLS record starts with its content type, 22 for a handshake (RFC 8446 §5.1); an
+    // uppercase letter starts an HTTP method.
+    if first[0].is_ascii_uppercase() {
+        refuse_plain_http(socket, deadline).await;
+        return Err("plain HTTP on the HTTPS port (answered 400)".into());
+    }
+    match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
+        Err(_) => Err("TLS handshake not finished within http.header_timeout".into()),
+        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+/// Answers a plain-HTTP request on an HTTPS port and closes the connection.
+async fn refuse_plain_http(mut socket: TcpStream, deadline: Instant) {
+    const BODY: &str = "This port serves HTTPS: use an https:// URL.\n";
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let until = deadline.min(Instant::now() + Duration::from_secs(1));
+    let _ = tokio::time::timeout_at(until, async {
+        socket.write_all(response.as_bytes()).await?;
+        socket.shutdown().await?;
+        // Closing with unread bytes resets the connection, which can destroy the answer before
+        // the client reads it: read what it sent (bounded) until it closes.
+        let mut buf = [0u8; 4096];
+        let mut left = 64 * 1024usize;
+        while left > 0 {
+            let n = socket.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<_, io::Error>(())
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -410,6 +543,17 @@ mod tests {
 
     async fn start(
         limits: HttpLimits,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        start_tls(limits, None).await
+    }
+
+    async fn start_tls(
+        limits: HttpLimits,
+        tls: Option<TlsAcceptor>,
     ) -> (
         SocketAddr,
         tokio::sync::oneshot::Sender<()>,
@@ -430,7 +574,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, app, limits, async {
+        let task = tokio::spawn(serve(listener, app, limits, tls, async {
             let _ = rx.await;
         }));
         (addr, tx, task)
@@ -567,5 +711,101 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
+    }
+
+    /// An HTTP/2 frame: 24-bit length, type, flags, stream id (RFC 9113 §4.1).
+    fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Reads one frame: (type, flags, stream, payload); None when the connection ends.
+    async fn h2_read<S: AsyncRead + Unpin>(s: &mut S) -> Option<(u8, u8, u32, Vec<u8>)> {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.ok()?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        Some((head[3], head[4], stream, payload))
+    }
+
+    #[tokio::test]
+    async fn https_h2_answers_then_closes_on_the_idle_timeout_despite_pings() {
+        let pki = crate::tls::tests::Pki::new("http-serve-h2");
+        let tls = crate::tls::TlsServer::new(
+            &pki.path("server.pem"),
+            &pki.path("server.key"),
+            crate::tls::ALPN_HTTP,
+        )
+        .unwrap();
+        let (addr, _stop, _task) = start_tls(limits(), Some(tls.acceptor())).await;
+
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+        use rustls_pki_types::pem::PemObject;
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let local = tcp.local_addr().unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+        // The preface, empty SETTINGS, and GET /ip on stream 1 (HPACK, RFC 7541 appendix A:
+        // :method GET, :scheme https, literal :path "/ip", literal :authority "a").
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(h2_frame(0x4, 0, 0, &[]));
+        let block = [0x82, 0x87, 0x44, 3, b'/', b'i', b'p', 0x41, 1, b'a'];
+        out.extend(h2_frame(0x1, 0x5, 1, &block));
+        s.write_all(&out).await.unwrap();
+        let mut body = Vec::new();
+        let mut status_200 = false;
+        loop {
+            let (kind, flags, stream, payload) =
+                tokio::time::timeout(Duration::from_secs(3), h2_read(&mut s))
+                    .await
+                    .unwrap()
+                    .expect("the response");
+            match (kind, stream) {
+                (0x4, 0) if flags & 1 == 0 => s.write_all(&h2_frame(0x4, 1, 0, &[])).await.unwrap(),
+                // :status 200 is index 8 of the static table.
+                (0x1, 1) => status_200 = payload.first() == Some(&0x88),
+                (0x0, 1) => body.extend_from_slice(&payload),
+                _ => {}
+            }
+            if stream == 1 && flags & 1 != 0 {
+                break;
+            }
+        }
+        assert!(status_200, "no 200");
+        assert_eq!(String::from_utf8_lossy(&body), local.to_string(), "ConnectInfo");
+
+        // Idle: a PING (a control frame, no request) does not turn the idle timeout (900 ms)
+        // into the header timeout (300 ms).
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.write_all(&h2_frame(0x6, 0, 0, &[0u8; 8])).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(3), async {
+            while h2_read(&mut s).await.is_some() {}
+            t.elapsed()
+        })
+        .await
+        .expect("idle HTTP/2 connection closed");
+        assert!(closed >= Duration::from_millis(800), "closed after {closed:?}");
     }
 }

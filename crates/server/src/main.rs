@@ -2,6 +2,7 @@
 //! crates to the media core. It holds no protocol logic of its own.
 
 mod api;
+mod api_auth;
 mod api_config;
 mod api_pushes;
 mod api_recordings;
@@ -63,6 +64,27 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Print an argon2id hash of a password for `[[auth.users]] pass` (the password is read
+    /// from standard input when not given, so it stays out of the shell history).
+    HashPassword { password: Option<String> },
+    /// Print a signed reader link (`?expires=&sig=`) for a path, with the configuration's
+    /// `[auth.signed_urls] secret` (or --secret).
+    SignUrl {
+        /// The path the link opens, e.g. live/cam1.
+        path: String,
+        /// How long the link works: 30s, 10m, 2h, 7d...
+        #[arg(long, default_value = "1h")]
+        expires_in: String,
+        /// Bind the link to this client address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// The HMAC key (default: the configuration's `[auth.signed_urls] secret`).
+        #[arg(long)]
+        secret: Option<String>,
+        /// What the link starts with: the server's HLS address as viewers reach it.
+        #[arg(long, default_value = "http://127.0.0.1:8888")]
+        base: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +104,39 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let Some(Command::HashPassword { password }) = &cli.command {
+        let password = match password {
+            Some(p) => p.clone(),
+            None => {
+                let mut line = String::new();
+                if std::io::stdin().read_line(&mut line).is_err() {
+                    eprintln!("error: cannot read the password from standard input");
+                    return ExitCode::from(2);
+                }
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            }
+        };
+        return match auth::hash_password(&password) {
+            Ok(h) => {
+                println!("{h}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::SignUrl {
+        path,
+        expires_in,
+        ip,
+        secret,
+        base,
+    }) = &cli.command
+    {
+        return sign_url(&cli, path, expires_in, *ip, secret.as_deref(), base);
     }
     let log_format = cli.log_format.as_deref().map(|f| {
         if f == "json" {
@@ -114,4 +169,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `sluice sign-url`: the playlist URL of `path` with a signed-link query.
+fn sign_url(
+    cli: &Cli,
+    path: &str,
+    expires_in: &str,
+    ip: Option<std::net::IpAddr>,
+    secret: Option<&str>,
+    base: &str,
+) -> ExitCode {
+    let ttl = match config::parse_duration(expires_in) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --expires-in: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let secret = match secret {
+        Some(s) => s.to_owned(),
+        None => match reload::Sources::new(cli.config.clone(), cli.state.clone(), None).load() {
+            Ok(l) => l.config.auth.signed_urls.secret.clone(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    if secret.is_empty() {
+        eprintln!("error: no secret: set [auth.signed_urls] secret in the configuration (--config FILE), or pass --secret");
+        return ExitCode::from(2);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let path = path.trim_matches('/');
+    let query = auth::signed::sign(&secret, path, now + ttl.as_secs(), ip);
+    println!("{}/{path}/index.m3u8?{query}", base.trim_end_matches('/'));
+    ExitCode::SUCCESS
 }

@@ -114,13 +114,13 @@ impl Metrics {
 /// missed because it fell behind.
 #[derive(Debug, Default)]
 pub struct Refusals {
-    counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    counts: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     missed_events: AtomicU64,
 }
 
 impl Refusals {
-    pub fn record(&self, protocol: &'static str, action: &'static str) {
-        *self.counts.lock().entry((protocol, action)).or_default() += 1;
+    pub fn record(&self, protocol: &'static str, action: &'static str, reason: &'static str) {
+        *self.counts.lock().entry((protocol, action, reason)).or_default() += 1;
     }
 }
 
@@ -141,8 +141,14 @@ async fn count_refusals(
                 refusals.missed_events.fetch_add(n, Relaxed);
             }
             Some(Received::Event(e)) => {
-                if let ServerEvent::AccessDenied { action, protocol, .. } = e.event {
-                    refusals.record(protocol, action);
+                if let ServerEvent::AccessDenied {
+                    action,
+                    protocol,
+                    code,
+                    ..
+                } = e.event
+                {
+                    refusals.record(protocol, action, code);
                 }
             }
         }
@@ -358,10 +364,10 @@ impl Collector for Snapshots {
         counters(
             &mut enc,
             "sluice_access_denied",
-            "Requests the access policy refused, by protocol and action (publish, read).",
+            "Requests the access policy refused, by protocol, action (publish, read, playback, api, metrics) and reason (docs/security.md).",
             refusals
                 .iter()
-                .map(|((p, a), n)| ([("protocol", *p), ("action", *a)], *n)),
+                .map(|((p, a, r), n)| ([("protocol", *p), ("action", *a), ("reason", *r)], *n)),
         )?;
         counter(
             &mut enc,
@@ -1058,8 +1064,8 @@ mod tests {
         let _odd = core
             .stats()
             .register("rtmp", Role::Reader, "live/odd \"name\" \\ with\nnewline", None);
-        refusals.record("rtmp", "publish");
-        refusals.record("rtmp", "publish");
+        refusals.record("rtmp", "publish", "wrong_credentials");
+        refusals.record("rtmp", "publish", "wrong_credentials");
         let text = m.render(false).unwrap();
         assert!(text.contains("sluice_path_online{path=\"live/ok\"} 1"), "{text}");
         assert!(
@@ -1069,7 +1075,7 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                "sluice_access_denied_total{protocol=\"rtmp\",action=\"publish\"}"
+                "sluice_access_denied_total{protocol=\"rtmp\",action=\"publish\",reason=\"wrong_credentials\"}"
             ),
             Some(2.0)
         );

@@ -62,6 +62,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "webrtc.ice_servers",
     "webrtc.ice_servers_user",
     "webrtc.ice_servers_pass",
+    "auth",
 ];
 
 /// The running configuration, replaced whole by a reload. Cheap to clone; readers take the
@@ -586,6 +587,7 @@ fn keep_running(new: &mut Config, running: &Config) {
     c.webrtc.ice_servers = new.webrtc.ice_servers.clone();
     c.webrtc.ice_servers_user = new.webrtc.ice_servers_user.clone();
     c.webrtc.ice_servers_pass = new.webrtc.ice_servers_pass.clone();
+    c.auth = new.auth.clone();
     *new = c;
 }
 

@@ -76,7 +76,7 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
         pushes: Arc::default(),
     });
 
-    let policy = crate::auth::ConfigPolicy::new(live.clone());
+    let policy = crate::auth::Auth::new(live.clone());
     shared.registry.set_policy(Arc::new(policy));
 
     let outputs = crate::outputs::PathOutputs::new(
@@ -157,14 +157,18 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
             tasks.push(tokio::spawn(rtmps_listener(listener, shared.clone(), tls)));
         }
         if shared.config.http.enabled {
-            let addr = shared.config.http.listen;
+            let cfg = &shared.config.http;
+            let addr = cfg.listen;
+            let tls = https_acceptor("HTTPS (http)", &cfg.tls_cert, &cfg.tls_key, addr, &stop)?;
             let listener = bind(addr).with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-            tracing::info!("HTTP (HLS, HTTP-FLV, player) listening on {addr}");
+            let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
+            tracing::info!("{scheme} (HLS, HTTP-FLV, player) listening on {addr}");
             let app = crate::http::router(shared.clone());
             tasks.push(tokio::spawn(crate::http_serve::serve(
                 listener,
                 app,
                 crate::http_serve::HttpLimits::from(&shared.config.http),
+                tls,
                 stop.clone().cancelled_owned(),
             )));
         }
@@ -181,12 +185,14 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen for WebRTC media on UDP {}", cfg.udp_listen))?;
             let addr = cfg.listen;
+            let tls = https_acceptor("HTTPS (webrtc)", &cfg.tls_cert, &cfg.tls_key, addr, &stop)?;
             let listener =
                 bind(addr).with_context(|| format!("cannot listen for WebRTC (WHIP/WHEP) on {addr}"))?;
             let udp: Vec<String> = webrtc.local_addrs().iter().map(|a| a.to_string()).collect();
             let tcp: Vec<String> = webrtc.tcp_addrs().iter().map(|a| a.to_string()).collect();
             tracing::info!(
-                "WebRTC (WHIP/WHEP) listening on {addr}, media on UDP {} and ICE-TCP {}",
+                "WebRTC (WHIP/WHEP) listening on {addr}{}, media on UDP {} and ICE-TCP {}",
+                https_note(&tls),
                 udp.join(", "),
                 if tcp.is_empty() {
                     "off".to_owned()
@@ -199,6 +205,7 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
                 listener,
                 app,
                 crate::http_serve::HttpLimits::from(&shared.config.http),
+                tls,
                 stop.clone().cancelled_owned(),
             )));
         }
@@ -228,9 +235,11 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
             crate::api::spawn_sampler(rates.clone(), shared.registry.clone(), stop.clone());
         }
         if shared.config.api.enabled {
-            let addr = shared.config.api.listen;
+            let cfg = &shared.config.api;
+            let addr = cfg.listen;
+            let tls = https_acceptor("HTTPS (api)", &cfg.tls_cert, &cfg.tls_key, addr, &stop)?;
             let listener = bind(addr).with_context(|| format!("cannot listen for the API on {addr}"))?;
-            tracing::info!("API listening on {addr}");
+            tracing::info!("API listening on {addr}{}", https_note(&tls));
             let api = crate::api::Api {
                 registry: shared.registry.clone(),
                 rates: rates.clone(),
@@ -240,33 +249,44 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
                 recordings: shared.recordings.clone(),
                 pushes: shared.pushes.clone(),
             };
+            let app = crate::api::router(api)
+                .layer(axum::Extension(crate::sse::EventStreams::new(
+                    shared.registry.clone(),
+                    stop.clone(),
+                )))
+                .layer(axum::Extension(reloader.clone()));
             tasks.push(tokio::spawn(crate::http_serve::serve(
                 listener,
-                crate::api::router(api)
-                    .layer(axum::Extension(crate::sse::EventStreams::new(
-                        shared.registry.clone(),
-                        stop.clone(),
-                    )))
-                    .layer(axum::Extension(reloader.clone())),
+                crate::auth::guard(app, shared.registry.clone(), sluice_media::access::Action::Api),
                 crate::http_serve::HttpLimits::from(&shared.config.http),
+                tls,
                 stop.clone().cancelled_owned(),
             )));
         }
         if shared.config.playback.enabled {
-            let addr = shared.config.playback.listen;
+            let cfg = &shared.config.playback;
+            let addr = cfg.listen;
+            let tls = https_acceptor("HTTPS (playback)", &cfg.tls_cert, &cfg.tls_key, addr, &stop)?;
             let listener = bind(addr).with_context(|| format!("cannot listen for playback on {addr}"))?;
-            tracing::info!("recording playback listening on {addr}");
+            tracing::info!("recording playback listening on {addr}{}", https_note(&tls));
             tasks.push(tokio::spawn(crate::http_serve::serve(
                 listener,
-                crate::playback::router(shared.recordings.clone()),
+                crate::auth::guard(
+                    crate::playback::router(shared.recordings.clone()),
+                    shared.registry.clone(),
+                    sluice_media::access::Action::Playback,
+                ),
                 crate::http_serve::HttpLimits::from(&shared.config.http),
+                tls,
                 stop.clone().cancelled_owned(),
             )));
         }
         if shared.config.metrics.enabled {
-            let addr = shared.config.metrics.listen;
+            let cfg = &shared.config.metrics;
+            let addr = cfg.listen;
+            let tls = https_acceptor("HTTPS (metrics)", &cfg.tls_cert, &cfg.tls_key, addr, &stop)?;
             let listener = bind(addr).with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            tracing::info!("metrics (Prometheus) listening on {addr}");
+            tracing::info!("metrics (Prometheus) listening on {addr}{}", https_note(&tls));
             let metrics = crate::metrics::Metrics::start(
                 shared.registry.clone(),
                 rates.clone(),
@@ -277,8 +297,13 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
             );
             tasks.push(tokio::spawn(crate::http_serve::serve(
                 listener,
-                crate::metrics::router(metrics),
+                crate::auth::guard(
+                    crate::metrics::router(metrics),
+                    shared.registry.clone(),
+                    sluice_media::access::Action::Metrics,
+                ),
                 crate::http_serve::HttpLimits::from(&shared.config.http),
+                tls,
                 stop.clone().cancelled_owned(),
             )));
         }
@@ -431,7 +456,39 @@ async fn rtmps_listener(listener: TcpListener, shared: Arc<Shared>, tls: Arc<cra
     }
 }
 
-/// The listeners of `config`, by name, for `GET /v1/server`.
+/// The TLS acceptor of an HTTP listener whose `tls_cert` and `tls_key` are set (ALPN h2 and
+/// http/1.1; the files reloaded from disk until `stop`, `what` naming it in the log); `None`
+/// when both are empty (plain HTTP).
+fn https_acceptor(
+    what: &'static str,
+    cert: &str,
+    key: &str,
+    addr: std::net::SocketAddr,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    match (cert.is_empty(), key.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, false) => {}
+        _ => anyhow::bail!("{what} on {addr}: set both tls_cert and tls_key to serve HTTPS, or neither"),
+    }
+    let tls = crate::tls::TlsServer::new(cert.as_ref(), key.as_ref(), crate::tls::ALPN_HTTP)
+        .with_context(|| format!("cannot start {what} on {addr}"))?;
+    let tls = Arc::new(tls);
+    tls.spawn_reload(what, stop.clone());
+    Ok(Some(tls.acceptor()))
+}
+
+/// Added to a listener's startup line when it serves HTTPS.
+fn https_note(tls: &Option<tokio_rustls::TlsAcceptor>) -> &'static str {
+    if tls.is_some() {
+        " (HTTPS)"
+    } else {
+        ""
+    }
+}
+
+/// The listeners of `config`, by name, for `GET /v1/server`; an HTTPS one is marked
+/// `ADDR (https)`, as UDP ones are `ADDR (udp)`.
 fn listeners(config: &Config) -> std::collections::BTreeMap<String, String> {
     let mut m = std::collections::BTreeMap::new();
     let mut add = |name: &str, on: bool, addr: String| {
@@ -445,24 +502,43 @@ fn listeners(config: &Config) -> std::collections::BTreeMap<String, String> {
         matches!(rtmps_files(config), Ok(Some(_))),
         config.rtmp.tls_listen.to_string(),
     );
-    add("http", config.http.enabled, config.http.listen.to_string());
+    let http = |listen: std::net::SocketAddr, cert: &str| {
+        if cert.is_empty() {
+            listen.to_string()
+        } else {
+            format!("{listen} (https)")
+        }
+    };
+    add(
+        "http",
+        config.http.enabled,
+        http(config.http.listen, &config.http.tls_cert),
+    );
     add("srt", config.srt.enabled, format!("{} (udp)", config.srt.listen));
-    add("webrtc", config.webrtc.enabled, config.webrtc.listen.to_string());
+    add(
+        "webrtc",
+        config.webrtc.enabled,
+        http(config.webrtc.listen, &config.webrtc.tls_cert),
+    );
     add(
         "webrtc_udp",
         config.webrtc.enabled,
         format!("{} (udp)", config.webrtc.udp_listen),
     );
-    add("api", config.api.enabled, config.api.listen.to_string());
+    add(
+        "api",
+        config.api.enabled,
+        http(config.api.listen, &config.api.tls_cert),
+    );
     add(
         "metrics",
         config.metrics.enabled,
-        config.metrics.listen.to_string(),
+        http(config.metrics.listen, &config.metrics.tls_cert),
     );
     add(
         "playback",
         config.playback.enabled,
-        config.playback.listen.to_string(),
+        http(config.playback.listen, &config.playback.tls_cert),
     );
     m
 }

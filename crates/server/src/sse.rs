@@ -267,6 +267,7 @@ mod tests {
             path: "x\n\nevent: published\ndata: {}\nid: 9".into(),
             protocol: "rtmp",
             remote: None,
+            code: "wrong_credentials",
             reason: "r\r\nid: 1".into(),
         });
         let ev = s.next().await.unwrap().unwrap();

@@ -1,5 +1,5 @@
 //! The one TLS module: server certificates loaded from PEM files and reloaded from disk without
-//! dropping sessions (RTMPS now, HTTPS later), and the client side of `rtmps://` destinations.
+//! dropping sessions (RTMPS and every HTTPS listener), and the client side of `rtmps://` destinations.
 //!
 //! Everything runs on rustls with the aws-lc-rs provider, passed explicitly (no process-wide
 //! default is needed). PEM is read with rustls-pki-types' `PemObject`.
@@ -27,7 +27,6 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// ALPN protocols of an HTTPS listener; RTMPS announces none.
-#[allow(dead_code)] // For HTTPS (the access-control issue).
 pub const ALPN_HTTP: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// The provider every TLS configuration of ours uses.
@@ -391,18 +390,19 @@ fn describe_client_error(host: &str, e: io::Error) -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::Command;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A CA and a server certificate for localhost/127.0.0.1 made with the openssl CLI.
-    struct Pki {
+    /// A CA and a server certificate for localhost/127.0.0.1 made with the openssl CLI (also
+    /// used by `http_serve`'s tests).
+    pub(crate) struct Pki {
         dir: PathBuf,
     }
 
     impl Pki {
-        fn new(name: &str) -> Pki {
+        pub(crate) fn new(name: &str) -> Pki {
             let dir = std::env::temp_dir().join(format!("sluice-tls-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
@@ -448,7 +448,7 @@ mod tests {
             ));
         }
 
-        fn path(&self, name: &str) -> PathBuf {
+        pub(crate) fn path(&self, name: &str) -> PathBuf {
             self.dir.join(name)
         }
     }

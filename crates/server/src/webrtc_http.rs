@@ -264,7 +264,7 @@ async fn authorize(
     Some(match denied {
         Denied::Unauthorized(why) => {
             tracing::info!(%remote, path, "WebRTC {action} refused: {why}");
-            let needs = if why.contains("user") {
+            let needs = if why.message.contains("user") {
                 "credentials"
             } else {
                 "a token"
@@ -279,7 +279,7 @@ async fn authorize(
         }
         Denied::Forbidden(why) => {
             tracing::info!(%remote, path, "WebRTC {action} refused: {why}");
-            HttpError::forbidden(why).into_response()
+            HttpError::forbidden(why.to_string()).into_response()
         }
     })
 }

@@ -48,6 +48,28 @@ fn valid_path(p: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_-./~".contains(c))
 }
 
+/// `%XX` decoded; anything malformed is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl StreamId {
     pub fn parse(s: &str) -> Result<StreamId, StreamIdError> {
         let s = s.trim();
@@ -57,6 +79,15 @@ impl StreamId {
         if s.len() > 512 {
             return Err(StreamIdError::TooLong);
         }
+        // Some clients send the access-control form percent-encoded (`%23!::r=...`), as it
+        // would be in a URL: decoded whole, once.
+        let decoded;
+        let s = if s.starts_with("%23") {
+            decoded = percent_decode(s);
+            decoded.as_str()
+        } else {
+            s
+        };
         let (mode, path, user, pass) = if let Some(rest) = s.strip_prefix("#!::") {
             let mut mode = Mode::Read;
             let (mut path, mut user, mut pass) = (None, None, None);
@@ -145,6 +176,14 @@ mod tests {
     #[test]
     fn refusals_say_why() {
         assert_eq!(StreamId::parse(""), Err(StreamIdError::Empty));
+        // Percent-encoded access-control form, as some clients send it.
+        let e = StreamId::parse("%23!::r=live/cam1,m=publish,u=bob,s=p%40ss").unwrap();
+        assert_eq!((e.mode, e.path.as_str()), (Mode::Publish, "live/cam1"));
+        assert_eq!(
+            (e.user.as_deref(), e.pass.as_deref()),
+            (Some("bob"), Some("p@ss"))
+        );
+        assert!(StreamId::parse("%23!::r=%zz").is_err());
         assert!(matches!(
             StreamId::parse("push:live/cam1"),
             Err(StreamIdError::Mode(..))

@@ -21,6 +21,9 @@ const args = [
   '--autoplay-policy=no-user-gesture-required',
   '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
   '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+  // Extra flags from the test, e.g. --ignore-certificate-errors-spki-list=HASH to trust the
+  // test's HTTPS certificate (and only that key).
+  ...(process.env.CHROMIUM_EXTRA_ARGS || '').split(' ').filter((a) => a),
 ];
 
 const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'sluice-chromium-')), {

@@ -1027,3 +1027,117 @@ pub fn have_hlsjs_browser() -> bool {
     }
     ok
 }
+
+/// A test certificate authority and server certificates for localhost and 127.0.0.1, made with
+/// the openssl CLI in a directory of their own (removed on drop).
+pub struct TestCa {
+    pub dir: PathBuf,
+}
+
+impl TestCa {
+    /// `ca.pem` (and its key), named `CN=Sluice-Test-CA-NAME`.
+    pub fn new(name: &str) -> TestCa {
+        let dir = tmp_dir().join(format!("ca-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = TestCa { dir };
+        ca.openssl(&format!(
+            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+             -out ca.pem -days 2 -subj /CN=Sluice-Test-CA-{name} \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+        ));
+        std::fs::write(
+            ca.path("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        ca
+    }
+
+    /// Runs `openssl` with these whitespace-separated arguments in the directory.
+    pub fn openssl(&self, args: &str) {
+        let out = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(&self.dir)
+            .output()
+            .expect("openssl CLI (scripts/install-test-deps.sh)");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// NAME.pem and NAME.key: a certificate for localhost and 127.0.0.1 with this subject CN and
+    /// serial, signed by the CA.
+    pub fn server_cert(&self, name: &str, subject: &str, serial: u32) {
+        self.openssl(&format!(
+            "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key \
+             -out {name}.csr -subj /CN={subject}"
+        ));
+        self.openssl(&format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -set_serial {serial} -days 2 \
+             -extfile ext.cnf -out {name}.pem"
+        ));
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The serial and subject of the certificate a new TLS connection to 127.0.0.1:`port` gets
+/// (openssl s_client, verifying against `ca`): e.g. ("serial=01", "subject=CN = localhost").
+pub fn served_cert(port: u16, ca: &Path) -> (String, String) {
+    let out = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", "localhost", "-verify_return_error", "-CAfile"])
+        .arg(ca)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl s_client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-subject"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    x509.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let text = String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap();
+    let line = |p: &str| {
+        text.lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("no {p} in {text:?}"))
+            .to_owned()
+    };
+    (line("serial="), line("subject="))
+}
+
+/// Runs curl with `args` (bounded to 20 s): its exit status, stdout and stderr.
+pub fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("timeout")
+        .args(["20", "curl", "-sS"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
