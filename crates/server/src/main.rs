@@ -1,38 +1,11 @@
-//! The `sluice` binary: command line, configuration, listeners, and the wiring of the protocol
-//! crates to the media core. It holds no protocol logic of its own.
-
-mod api;
-mod api_auth;
-mod api_config;
-mod api_pushes;
-mod api_recordings;
-mod auth;
-mod config;
-mod events;
-mod health;
-mod hls_pull;
-mod http;
-mod http_error;
-mod http_serve;
-mod logging;
-mod metrics;
-mod outputs;
-mod playback;
-mod pull;
-mod push;
-mod push_whip;
-mod reload;
-mod run_on;
-mod server;
-mod sse;
-mod tls;
-mod webhooks;
-mod webrtc_http;
+//! The `sluice` binary: the command line (run, check, hash-password, sign-url) over the
+//! `sluice_server` library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sluice_server::{auth, config, logging, reload, server};
 
 /// Sluice: a live video streaming server.
 ///

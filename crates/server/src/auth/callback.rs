@@ -151,3 +151,9 @@ impl Callback {
 fn failed(why: &str) -> Denied {
     Denied::unauthorized("callback_failed", format!("the authorization service is {why}"))
 }
+
+impl Default for Callback {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -185,6 +185,12 @@ impl Jwt {
     }
 }
 
+impl Default for Jwt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn bad(m: &str) -> Denied {
     Denied::unauthorized("bad_token", m)
 }

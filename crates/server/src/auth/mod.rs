@@ -15,8 +15,11 @@
 //!
 //! Slow steps (an argon2 hash not yet verified, an unknown JWKS `kid`, the callback) never run
 //! in [`Policy::check_now`], which SRT calls in libsrt's listen hook: it answers `None` and the
-//! decision finishes in the session's own thread. Addresses with many refusals in a minute are
-//! answered only after `fail_delay` (the asynchronous path; other addresses are not slowed).
+//! decision finishes in the session's own thread. An address with many refusals in a minute has
+//! its next refusals answered only after `fail_delay` (the asynchronous path): guessing slows
+//! down, while other clients, allowed ones from the same address included, are not slowed.
+//! Argon2 verifications run at most [`HASHING_AT_ONCE`] at a time, so guessing cannot take
+//! every core.
 
 pub mod callback;
 pub mod config;
@@ -39,6 +42,8 @@ use crate::reload::LiveConfig;
 const MAX_VERIFIED: usize = 10_000;
 /// Most addresses whose refusals are counted at once.
 const MAX_TRACKED: usize = 65_536;
+/// Argon2 verifications running at once (each takes about 20 ms of one core).
+const HASHING_AT_ONCE: usize = 2;
 /// The window over which refusals from one address are counted.
 const FAIL_WINDOW: Duration = Duration::from_secs(60);
 
@@ -48,6 +53,7 @@ pub struct Auth {
     jwt: jwt::Jwt,
     callback: callback::Callback,
     verified: Mutex<HashMap<[u8; 32], bool>>,
+    hashing: tokio::sync::Semaphore,
     fails: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
@@ -76,6 +82,7 @@ impl Auth {
             jwt: jwt::Jwt::new(),
             callback: callback::Callback::new(),
             verified: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
             fails: Mutex::new(HashMap::new()),
         }
     }
@@ -236,6 +243,9 @@ impl Auth {
                 continue;
             }
             let (hash, pass) = (u.pass.clone(), pass.clone());
+            let Ok(_slot) = self.hashing.acquire().await else {
+                return;
+            };
             let ok = tokio::task::spawn_blocking(move || verify_argon2(&hash, &pass))
                 .await
                 .unwrap_or(false);
@@ -277,9 +287,6 @@ impl Auth {
     async fn decide(&self, req: &AccessRequest) -> Result<(), Denied> {
         let cfg = self.config.get();
         let ip = Self::client_ip(&cfg, req);
-        if self.slowed(&cfg, ip) {
-            tokio::time::sleep(cfg.auth.fail_delay).await;
-        }
         let mut r = self.fast(&cfg, req, ip);
         if let Ok(Some(Pending::Hashes)) = r {
             self.verify_hashes(&cfg.auth.users(), req).await;
@@ -296,6 +303,11 @@ impl Auth {
         }
         .and_then(|()| exists(&cfg, req));
         if r.is_err() {
+            // Only refusals wait: viewers allowed from the same address (behind one NAT or
+            // proxy) are not slowed by someone else's failures.
+            if self.slowed(&cfg, ip) {
+                tokio::time::sleep(cfg.auth.fail_delay).await;
+            }
             self.count_refusal(ip);
         }
         r
@@ -304,9 +316,6 @@ impl Auth {
     fn decide_now(&self, req: &AccessRequest) -> Option<Result<(), Denied>> {
         let cfg = self.config.get();
         let ip = Self::client_ip(&cfg, req);
-        if self.slowed(&cfg, ip) {
-            return None;
-        }
         let r = match self.fast(&cfg, req, ip) {
             Ok(None) => Ok(()),
             Ok(Some(Pending::Jwt(token))) => {
@@ -321,6 +330,10 @@ impl Auth {
         }
         .and_then(|()| exists(&cfg, req));
         if r.is_err() {
+            if self.slowed(&cfg, ip) {
+                // The refusal must wait: the asynchronous path decides again and waits.
+                return None;
+            }
             self.count_refusal(ip);
         }
         Some(r)
@@ -764,16 +777,21 @@ permissions = [{ action = "publish" }]
         assert_eq!(code(&p, &req(Action::Read, "live/b", &q)), "bad_signature");
         let old = signed::sign("link-key", "live/a", unix_now() - 1, None);
         assert_eq!(code(&p, &req(Action::Read, "live/a", &old)), "link_expired");
-        // Three refusals from 192.0.2.7 in a minute: its next answers wait (never at once).
+        // Three refusals from 192.0.2.7 in a minute: its next refusals wait (never at once);
+        // what it is allowed is still answered at once, and other addresses are not slowed.
         assert_eq!(code(&p, &req(Action::Read, "live/a", "")), "no_credentials");
         assert_eq!(code(&p, &req(Action::Read, "live/a", "")), "pending");
-        assert_eq!(code(&p, &from(Action::Read, "live/a", &q, "192.0.2.8")), "ok");
+        assert_eq!(code(&p, &req(Action::Read, "live/a", &q)), "ok");
+        assert_eq!(
+            code(&p, &from(Action::Read, "live/a", "", "192.0.2.8")),
+            "no_credentials"
+        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let t = Instant::now();
-        assert!(rt.block_on(p.check(&req(Action::Read, "live/a", &q))).is_ok());
+        assert!(rt.block_on(p.check(&req(Action::Read, "live/a", ""))).is_err());
         assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
     }
 
