@@ -290,6 +290,7 @@ pub struct PathConfig {
     pub run_on: PathRunOn,
     pub record: PathRecord,
     pub push: PathPush,
+    pub transcode: crate::transcode::PathTranscode,
 }
 
 /// `[path_defaults.srt]`, `[paths."NAME".srt]`: SRT settings of a path's connections.
@@ -647,6 +648,7 @@ impl Default for PathConfig {
             run_on: PathRunOn::default(),
             record: PathRecord::default(),
             push: PathPush::default(),
+            transcode: Default::default(),
         }
     }
 }
@@ -763,6 +765,10 @@ impl Config {
         }
         self.validate_webhooks()?;
         self.auth.validate()?;
+        self.path_defaults.transcode.validate("path_defaults")?;
+        for (name, p) in &self.paths {
+            p.transcode.validate(&format!("paths.{name:?}"))?;
+        }
         // Values are checked where they are read (with their line); what is left are the rules
         // across tables. Checked again here for configurations built in code or from the env.
         let tables = std::iter::once(("path_defaults".to_owned(), &self.path_defaults))

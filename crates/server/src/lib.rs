@@ -27,5 +27,6 @@ mod run_on;
 pub mod server;
 mod sse;
 mod tls;
+mod transcode;
 mod webhooks;
 mod webrtc_http;

@@ -31,6 +31,8 @@ pub struct PathOutputs {
     recordings: Option<Arc<Recordings>>,
     /// Where the `push` outputs report, and the bus their state changes go to; none: no push.
     pushes: Option<(Arc<PushStore>, Arc<EventBus>)>,
+    /// Where the `transcode` outputs publish their renditions; none: no transcoding.
+    transcode: Option<sluice_media::Registry>,
 }
 
 impl PathOutputs {
@@ -42,7 +44,14 @@ impl PathOutputs {
             health: None,
             recordings: None,
             pushes: None,
+            transcode: None,
         }
+    }
+
+    /// Gives paths their renditions, per their `[..transcode] renditions`.
+    pub fn with_transcode(mut self, registry: sluice_media::Registry) -> Self {
+        self.transcode = Some(registry);
+        self
     }
 
     /// Gives paths a health output (`health.rs`), per their `[..health] enabled`.
@@ -91,6 +100,11 @@ impl Outputs for PathOutputs {
                 select: Select::AAC,
             });
         }
+        // A rendition (a reserved path the server publishes) gets HLS only: its source path
+        // has the health checks, the recorder, the pushes and the transcoder.
+        if sluice_media::is_reserved(path) {
+            return v;
+        }
         let health = self.config.get().path(path).is_some_and(|p| p.health.enabled);
         if health && self.health.is_some() {
             v.push(OutputSpec {
@@ -105,6 +119,18 @@ impl Outputs for PathOutputs {
                 kind: "record",
                 name: "record".into(),
                 select: Select::Original,
+            });
+        }
+        let transcode = self
+            .config
+            .get()
+            .path(path)
+            .is_some_and(|p| !p.transcode.renditions.is_empty());
+        if transcode && self.transcode.is_some() {
+            v.push(OutputSpec {
+                kind: "transcode",
+                name: "transcode".into(),
+                select: Select::TS,
             });
         }
         if self.pushes.is_some() {
@@ -175,6 +201,13 @@ impl Outputs for PathOutputs {
                     events.clone(),
                     &self.rt,
                 );
+            }
+            "transcode" => {
+                let Some(registry) = &self.transcode else { return };
+                let Some(settings) = self.config.get().path(&path).map(|p| p.transcode.clone()) else {
+                    return;
+                };
+                crate::transcode::spawn(reader, settings, registry.clone(), &self.rt);
             }
             other => tracing::warn!(%path, "unknown output kind {other}"),
         }

@@ -86,7 +86,8 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
     )
     .with_health(shared.health.clone())
     .with_recordings(shared.recordings.clone())
-    .with_pushes(shared.pushes.clone(), shared.registry.events().clone());
+    .with_pushes(shared.pushes.clone(), shared.registry.events().clone())
+    .with_transcode(shared.registry.clone());
     shared.registry.set_outputs(Arc::new(outputs));
     shared
         .registry

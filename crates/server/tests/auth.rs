@@ -99,7 +99,7 @@ permissions = [{{ action = "publish" }}, {{ action = "read", path = "live/*" }}]
 user = "ops"
 pass = "ops"
 ips = ["127.0.0.0/8"]
-permissions = [{{ action = "api" }}, {{ action = "metrics" }}]
+permissions = [{{ action = "api" }}, {{ action = "metrics" }}, {{ action = "playback" }}]
 "#,
         hash("wonderland")
     );
@@ -148,6 +148,55 @@ permissions = [{{ action = "api" }}, {{ action = "metrics" }}]
     // A path that does not exist answers like one that needs credentials.
     let (st, _, _) = http_get(server.http, "/nothing/here/index.m3u8", &[]);
     assert_eq!(st, 401);
+
+    // HTTP-FLV (ffprobe) and WHEP (an offer with Basic credentials is let through to the SDP
+    // check; without, 401 before it).
+    let p = probe(&server.http_url("live/cam.flv?user=alice&pass=wonderland"), 2);
+    assert_eq!(p.video().codec_name, "h264", "{}", p.stderr);
+    let (st, _, _) = http_get(server.http, "/live/cam.flv", &[]);
+    assert_eq!(st, 401);
+    let whep = |auth: Option<String>| {
+        let mut args = vec![
+            "-o".to_owned(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+            "-X".into(),
+            "POST".into(),
+            "-H".into(),
+            "Content-Type: application/sdp".into(),
+            "--data-binary".into(),
+            "v=0".into(),
+        ];
+        if let Some(a) = auth {
+            args.extend(["-H".into(), format!("Authorization: {a}")]);
+        }
+        args.push(server.webrtc_url("live/cam/whep"));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&refs).1
+    };
+    assert_eq!(whep(None), "401");
+    assert_eq!(whep(Some(basic("alice", "nope"))), "401");
+    assert_eq!(
+        whep(Some(basic("alice", "wonderland"))),
+        "400",
+        "past the door, a bad offer"
+    );
+
+    // Playback: ops may list recordings; anyone else is asked for credentials.
+    let (st, _, _) = http_get(server.playback, "/list?path=live/cam", &[]);
+    assert_eq!(st, 401);
+    let (st, _, body) = http_get(
+        server.playback,
+        "/list?path=live/cam",
+        &[("Authorization", &basic("ops", "ops"))],
+    );
+    assert_eq!(
+        st,
+        404,
+        "nothing recorded yet: {}",
+        String::from_utf8_lossy(&body)
+    );
 
     // The API and the metrics: ops only (the written users replace the built-in ones).
     let (st, h, _) = http_get(server.api, "/v1/paths", &[]);
@@ -372,6 +421,15 @@ audience = "sluice-test"
         *fetches.lock().unwrap() <= before + 1,
         "the JWKS was fetched for every request"
     );
+    // Tokens are secrets: never in the log.
+    for t in [&publish, &read, &read2] {
+        let sig = t.rsplit('.').next().unwrap();
+        assert!(
+            !server.log().contains(sig),
+            "a token in the log:\n{}",
+            server.log()
+        );
+    }
 }
 
 #[test]

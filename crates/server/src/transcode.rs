@@ -1,0 +1,673 @@
+//! The `transcode` output: a path's ABR renditions (`[..transcode] renditions`), made by one
+//! supervised ffmpeg per path and published back into the core as the reserved paths
+//! `PATH/~NAME`, which every protocol reads like any other path.
+//!
+//! **Isolation.** The encoder is a child process, never code in our address space: it gets the
+//! path's stream as MPEG-TS on its stdin (from the output's reader, which the core bounds like
+//! any reader's queue), and writes every rendition in one MPEG-TS on its stdout, which
+//! [`TsDemuxer`] reads with its bad-input rules. The source decodes once (one `split` filter);
+//! each rendition encodes once however many read it. An encoder that exits, fails, or writes
+//! nothing for `stall_timeout` while its input flows is killed and started again with backoff
+//! (1 s doubling to `restart_max`); the source path, its readers and the other outputs never
+//! notice, and the renditions' readers stay connected (a restart is a new start of the same
+//! rendition paths).
+//!
+//! **Alignment.** Each rendition's keyframes are forced at the source's keyframes
+//! (`-force_key_frames source`, scene-cut keyframes off) and timestamps are the source's
+//! (`-copyts`), so segments of every rendition and the source start at the same instants and
+//! players switch cleanly.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use serde::Deserialize;
+use sluice_container::ts::TsMuxer;
+use sluice_container::ts_demux::{DemuxEvent, TsDemuxer};
+use sluice_media::{Event, MediaKind, Publisher, ReadError, Reader, Registry, SessionInfo, Track};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// `[path_defaults.transcode]`, `[paths."NAME".transcode]` (docs/transcoding.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathTranscode {
+    /// The ladder; empty: no transcoding.
+    pub renditions: Vec<Rendition>,
+    /// `h264` (libx264) or `h265` (libx265), or their hardware encoders with `hwaccel`.
+    pub video_codec: VideoCodec,
+    /// The encoder preset of every rendition that does not set its own.
+    pub preset: String,
+    /// AAC bitrate of the renditions' audio, e.g. "128k".
+    pub audio_bitrate: String,
+    /// `none` (software), `vaapi`, `nvenc` or `qsv`: the hardware encoder, when the machine has one.
+    pub hwaccel: HwAccel,
+    /// The ffmpeg executable.
+    pub ffmpeg: String,
+    /// Longest wait before starting a failed encoder again.
+    #[serde(deserialize_with = "crate::config::de_duration")]
+    pub restart_max: Duration,
+    /// An encoder that writes nothing this long while it is fed is restarted.
+    #[serde(deserialize_with = "crate::config::de_duration")]
+    pub stall_timeout: Duration,
+}
+
+impl Default for PathTranscode {
+    fn default() -> Self {
+        PathTranscode {
+            renditions: Vec::new(),
+            video_codec: VideoCodec::H264,
+            preset: "veryfast".into(),
+            audio_bitrate: "128k".into(),
+            hwaccel: HwAccel::None,
+            ffmpeg: "ffmpeg".into(),
+            restart_max: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One rung of the ladder.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rendition {
+    /// The rendition's name: it is read at `PATH/~NAME` (letters, digits, '.', '_', '-').
+    #[serde(deserialize_with = "de_name")]
+    pub name: String,
+    /// Picture size; 0 for one of them keeps the source's aspect ratio.
+    pub width: u32,
+    pub height: u32,
+    /// Video bitrate, e.g. "1200k" or "3M".
+    #[serde(deserialize_with = "de_bitrate")]
+    pub video_bitrate: String,
+    /// Frame rate; 0 keeps the source's.
+    pub fps: u32,
+    /// Encoder profile (e.g. "main", "high"); empty: the encoder's default.
+    pub profile: String,
+    /// This rung's preset; empty: the section's.
+    pub preset: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    H264,
+    H265,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HwAccel {
+    None,
+    Vaapi,
+    Nvenc,
+    Qsv,
+}
+
+fn de_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(serde::de::Error::custom(format!(
+            "rendition name {s:?}: 1 to 32 letters, digits, '.', '_' or '-'"
+        )));
+    }
+    Ok(s)
+}
+
+fn de_bitrate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let digits = s.trim_end_matches(['k', 'K', 'M']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || s.len() - digits.len() > 1 {
+        return Err(serde::de::Error::custom(format!(
+            "bitrate {s:?}: a number of bits per second, optionally with k or M (\"1200k\")"
+        )));
+    }
+    Ok(s)
+}
+
+impl PathTranscode {
+    /// The rules across keys: distinct names, a size for each rung.
+    pub fn validate(&self, table: &str) -> anyhow::Result<()> {
+        let mut names = std::collections::HashSet::new();
+        for r in &self.renditions {
+            if !names.insert(&r.name) {
+                anyhow::bail!("{table}.transcode: two renditions are named {:?}", r.name);
+            }
+            if r.width == 0 && r.height == 0 {
+                anyhow::bail!(
+                    "{table}.transcode: rendition {:?} needs a width or a height",
+                    r.name
+                );
+            }
+            if r.width % 2 == 1 || r.height % 2 == 1 {
+                anyhow::bail!(
+                    "{table}.transcode: rendition {:?}: width and height must be even",
+                    r.name
+                );
+            }
+            if r.video_bitrate.is_empty() {
+                anyhow::bail!("{table}.transcode: rendition {:?} needs a video_bitrate", r.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reserved path a rendition of `path` is read at.
+pub fn rendition_path(path: &str, name: &str) -> String {
+    format!("{path}/~{name}")
+}
+
+/// The ffmpeg command line (without the executable): MPEG-TS in on stdin, every rendition's
+/// video (in ladder order) then one AAC audio out as one MPEG-TS on stdout.
+pub fn ffmpeg_args(t: &PathTranscode, has_audio: bool) -> Vec<String> {
+    let mut a: Vec<String> = ["-hide_banner", "-nostats", "-loglevel", "warning"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if t.hwaccel == HwAccel::Vaapi {
+        a.extend(["-vaapi_device".into(), "/dev/dri/renderD128".into()]);
+    }
+    a.extend(["-f", "mpegts", "-i", "pipe:0"].map(String::from));
+    let n = t.renditions.len();
+    let mut graph = format!("[0:v:0]split={n}");
+    for i in 0..n {
+        graph.push_str(&format!("[s{i}]"));
+    }
+    for (i, r) in t.renditions.iter().enumerate() {
+        let w = if r.width == 0 {
+            "-2".to_owned()
+        } else {
+            r.width.to_string()
+        };
+        let h = if r.height == 0 {
+            "-2".to_owned()
+        } else {
+            r.height.to_string()
+        };
+        graph.push_str(&format!(";[s{i}]scale={w}:{h}"));
+        if r.fps > 0 {
+            graph.push_str(&format!(",fps={}", r.fps));
+        }
+        if t.hwaccel == HwAccel::Vaapi {
+            graph.push_str(",format=nv12,hwupload");
+        }
+        graph.push_str(&format!("[v{i}]"));
+    }
+    a.extend(["-filter_complex".into(), graph]);
+    for i in 0..n {
+        a.extend(["-map".into(), format!("[v{i}]")]);
+    }
+    if has_audio {
+        a.extend(["-map", "0:a:0"].map(String::from));
+    }
+    let encoder = match (t.video_codec, t.hwaccel) {
+        (VideoCodec::H264, HwAccel::None) => "libx264",
+        (VideoCodec::H265, HwAccel::None) => "libx265",
+        (VideoCodec::H264, HwAccel::Vaapi) => "h264_vaapi",
+        (VideoCodec::H265, HwAccel::Vaapi) => "hevc_vaapi",
+        (VideoCodec::H264, HwAccel::Nvenc) => "h264_nvenc",
+        (VideoCodec::H265, HwAccel::Nvenc) => "hevc_nvenc",
+        (VideoCodec::H264, HwAccel::Qsv) => "h264_qsv",
+        (VideoCodec::H265, HwAccel::Qsv) => "hevc_qsv",
+    };
+    a.extend(["-c:v".into(), encoder.into()]);
+    for (i, r) in t.renditions.iter().enumerate() {
+        let preset = if r.preset.is_empty() { &t.preset } else { &r.preset };
+        a.extend([format!("-b:v:{i}"), r.video_bitrate.clone()]);
+        a.extend([format!("-maxrate:v:{i}"), r.video_bitrate.clone()]);
+        a.extend([format!("-bufsize:v:{i}"), double(&r.video_bitrate)]);
+        if !preset.is_empty() && t.hwaccel != HwAccel::Vaapi {
+            a.extend([format!("-preset:v:{i}"), preset.clone()]);
+        }
+        if !r.profile.is_empty() {
+            a.extend([format!("-profile:v:{i}"), r.profile.clone()]);
+        }
+    }
+    // Keyframes exactly where the source has them, and nowhere else.
+    a.extend(
+        [
+            "-force_key_frames:v",
+            "source",
+            "-sc_threshold:v",
+            "0",
+            "-g:v",
+            "1000",
+        ]
+        .map(String::from),
+    );
+    if t.hwaccel == HwAccel::None && t.video_codec == VideoCodec::H264 {
+        a.extend(["-bf:v", "0"].map(String::from));
+    }
+    if has_audio {
+        a.extend([
+            "-c:a".into(),
+            "aac".into(),
+            "-b:a".into(),
+            t.audio_bitrate.clone(),
+        ]);
+    }
+    a.extend(
+        [
+            "-copyts",
+            "-muxdelay",
+            "0",
+            "-muxpreload",
+            "0",
+            "-flush_packets",
+            "1",
+            "-f",
+            "mpegts",
+            "pipe:1",
+        ]
+        .map(String::from),
+    );
+    a
+}
+
+fn double(bitrate: &str) -> String {
+    let digits = bitrate.trim_end_matches(['k', 'K', 'M']);
+    let unit = &bitrate[digits.len()..];
+    format!("{}{unit}", digits.parse::<u64>().unwrap_or(0) * 2)
+}
+
+/// What a running transcoder reports (the API and metrics read it).
+#[derive(Debug, Default)]
+pub struct TranscodeStats {
+    pub restarts: AtomicU64,
+}
+
+/// Starts the transcoder of `reader`'s path: runs until the reader ends (the path is over, a
+/// reload removed the output, shutdown).
+pub fn spawn(reader: Reader, settings: PathTranscode, registry: Registry, rt: &tokio::runtime::Handle) {
+    rt.spawn(run(reader, settings, registry));
+}
+
+async fn run(mut reader: Reader, settings: PathTranscode, registry: Registry) {
+    let path = reader.path().to_owned();
+    let stats = Arc::new(TranscodeStats::default());
+    let mut renditions: Vec<Option<Publisher>> = Vec::new();
+    let mut backoff = Duration::from_secs(1);
+    // The last start of the source: a restarted encoder is fed from it.
+    let mut start: Option<Vec<Track>> = None;
+    loop {
+        let began = Instant::now();
+        let end = encode_once(
+            &mut reader,
+            &settings,
+            &registry,
+            &path,
+            &mut renditions,
+            &mut start,
+            &stats,
+        )
+        .await;
+        match end {
+            End::SourceOver => {
+                tracing::info!(%path, "transcoder stopped: the source ended");
+                return;
+            }
+            End::Failed(why) => {
+                stats.restarts.fetch_add(1, Relaxed);
+                if began.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
+                }
+                tracing::warn!(%path, "transcoder failed ({why}); starting it again in {backoff:?}");
+                if wait_or_end(&mut reader, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(settings.restart_max.max(Duration::from_secs(1)));
+            }
+        }
+    }
+}
+
+enum End {
+    SourceOver,
+    Failed(String),
+}
+
+/// Waits `d` while draining the source (so its queue does not lag); true when it ended.
+async fn wait_or_end(reader: &mut Reader, d: Duration) -> bool {
+    let until = tokio::time::Instant::now() + d;
+    loop {
+        match tokio::time::timeout_at(until, reader.recv()).await {
+            Err(_) => return false,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return true,
+        }
+    }
+}
+
+fn spawn_ffmpeg(settings: &PathTranscode, has_audio: bool) -> std::io::Result<Child> {
+    Command::new(&settings.ffmpeg)
+        .args(ffmpeg_args(settings, has_audio))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// One encoder's life: feed it, read it, publish what it makes; returns why it ended.
+#[allow(clippy::too_many_arguments)]
+async fn encode_once(
+    reader: &mut Reader,
+    settings: &PathTranscode,
+    registry: &Registry,
+    path: &str,
+    renditions: &mut Vec<Option<Publisher>>,
+    start: &mut Option<Vec<Track>>,
+    stats: &TranscodeStats,
+) -> End {
+    // The source's tracks first (a restart reuses the last ones).
+    while start.is_none() {
+        match reader.recv().await {
+            Ok(Event::Start(info)) => *start = Some(info.tracks.clone()),
+            Ok(Event::Frame(_)) => {}
+            Err(_) => return End::SourceOver,
+        }
+    }
+    let tracks = start.clone().unwrap_or_default();
+    let mut mux = match TsMuxer::new(&tracks) {
+        Ok(m) => m,
+        Err(e) => return End::Failed(format!("the source cannot be sent to the encoder: {e}")),
+    };
+    if !tracks
+        .iter()
+        .any(|t| t.kind() == MediaKind::Video && mux.carries(t.id))
+    {
+        return End::Failed("the source has no video the encoder can take".into());
+    }
+    let has_audio = tracks
+        .iter()
+        .any(|t| t.kind() == MediaKind::Audio && mux.carries(t.id));
+    let mut child = match spawn_ffmpeg(settings, has_audio) {
+        Ok(c) => c,
+        Err(e) => return End::Failed(format!("cannot start {}: {e}", settings.ffmpeg)),
+    };
+    tracing::info!(%path, pid = child.id(), renditions = settings.renditions.len(), "transcoder started");
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return End::Failed("no pipes to the encoder".into());
+    };
+    // The encoder's complaints, last lines kept for the log.
+    let last_err = Arc::new(parking_lot::Mutex::new(String::new()));
+    let le = last_err.clone();
+    let err_task = tokio::spawn(async move {
+        let mut stderr = stderr;
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let mut l = le.lock();
+            l.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if l.len() > 2000 {
+                let cut = l.len() - 1000;
+                let cut = (cut..l.len()).find(|&i| l.is_char_boundary(i)).unwrap_or(0);
+                l.drain(..cut);
+            }
+        }
+    });
+    // The encoder's output is read by its own task, never held up by feeding its input (a
+    // pipe each way: waiting on one while the other fills would deadlock).
+    let last_out = Arc::new(AtomicU64::new(0));
+    let since = Instant::now();
+    let out_task = tokio::spawn(read_output(
+        stdout,
+        std::mem::take(renditions),
+        settings.clone(),
+        registry.clone(),
+        path.to_owned(),
+        last_out.clone(),
+    ));
+    let mut out_task = std::pin::pin!(out_task);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    mux.write_tables(&mut out);
+    let mut fed: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut output_ended = None;
+    let end = loop {
+        tokio::select! {
+            ev = reader.recv() => match ev {
+                Ok(Event::Start(info)) => {
+                    // New source tracks: the encoder starts again with them.
+                    *start = Some(info.tracks.clone());
+                    if info.tracks != tracks {
+                        break End::Failed("the source's tracks changed".into());
+                    }
+                }
+                Ok(Event::Frame(f)) => {
+                    if f.keyframe && tracks.iter().any(|t| t.id == f.track && t.kind() == MediaKind::Video) {
+                        mux.write_tables(&mut out);
+                    }
+                    if mux.write_frame(&f, &mut out).is_ok() && !out.is_empty() {
+                        fed.get_or_insert_with(Instant::now);
+                        if let Err(e) = stdin.write_all(&out).await {
+                            break End::Failed(format!("the encoder stopped reading: {e}"));
+                        }
+                        out.clear();
+                    }
+                }
+                Err(ReadError::TooSlow { .. }) => {
+                    // The core cut this output's reader: it cannot be fed again.
+                    tracing::warn!(%path, "the encoder fell behind real time: the transcoder stops (its reader was cut)");
+                    break End::SourceOver;
+                }
+                Err(_) => break End::SourceOver,
+            },
+            r = &mut out_task => {
+                output_ended = Some(r);
+                break End::Failed("the encoder exited".into());
+            }
+            _ = tick.tick() => {
+                let last = last_out.load(Relaxed);
+                let quiet = if last == 0 { fed.map(|f| f.elapsed()) } else {
+                    Some(since.elapsed().saturating_sub(Duration::from_millis(last)))
+                };
+                if quiet.is_some_and(|q| q > settings.stall_timeout) {
+                    break End::Failed(format!("the encoder wrote nothing for {:?}", settings.stall_timeout));
+                }
+            }
+        }
+    };
+    drop(stdin);
+    let _ = child.start_kill();
+    let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    err_task.abort();
+    // The renditions' publishers come back from the output task (it ends with the encoder's
+    // stdout), so their readers stay connected across a restart.
+    let back = match output_ended {
+        Some(r) => r,
+        None => tokio::time::timeout(Duration::from_secs(2), &mut out_task)
+            .await
+            .unwrap_or(Ok(Vec::new())),
+    };
+    *renditions = back.unwrap_or_default();
+    let tail = last_err.lock().trim().to_owned();
+    if !tail.is_empty() {
+        tracing::warn!(%path, exit = ?status.ok().and_then(|s| s.ok()), "ffmpeg said: {}", tail.lines().last().unwrap_or(""));
+    }
+    if let End::SourceOver = end {
+        renditions.clear();
+    }
+    end
+}
+
+/// Reads the encoder's MPEG-TS until it ends: publishes each rendition's frames and stamps
+/// `last_out` (milliseconds since the task started) at each; gives the publishers back.
+async fn read_output(
+    mut stdout: tokio::process::ChildStdout,
+    mut renditions: Vec<Option<Publisher>>,
+    settings: PathTranscode,
+    registry: Registry,
+    path: String,
+    last_out: Arc<AtomicU64>,
+) -> Vec<Option<Publisher>> {
+    let since = Instant::now();
+    let mut demux = TsDemuxer::new();
+    let mut events = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut routes: Vec<Route> = Vec::new();
+    loop {
+        let n = match stdout.read(&mut buf).await {
+            Ok(0) | Err(_) => return renditions,
+            Ok(n) => n,
+        };
+        if let Err(e) = demux.push(&buf[..n], &mut events) {
+            tracing::warn!(%path, "the encoder's output is not readable: {e}");
+            return renditions;
+        }
+        for ev in events.drain(..) {
+            match ev {
+                DemuxEvent::Tracks(t) => {
+                    routes = start_renditions(&t, &settings, &registry, &path, &mut renditions);
+                }
+                DemuxEvent::Frame(f) => {
+                    last_out.store((since.elapsed().as_millis() as u64).max(1), Relaxed);
+                    for r in routes.iter().filter(|r| r.tracks.contains(&f.track)) {
+                        if let Some(slot) = renditions.get_mut(r.index) {
+                            // A rendition kicked through the API is gone; the others go on.
+                            if slot.as_ref().is_some_and(|p| p.is_cancelled()) {
+                                *slot = None;
+                            }
+                            if let Some(p) = slot {
+                                p.write(f.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Which of the encoder's tracks go to rendition `index`.
+struct Route {
+    index: usize,
+    tracks: Vec<sluice_media::TrackId>,
+}
+
+/// Publishes (or starts again) each rendition with its video track and the audio track of the
+/// encoder's output; returns the routing of the output's tracks.
+fn start_renditions(
+    tracks: &[Track],
+    settings: &PathTranscode,
+    registry: &Registry,
+    path: &str,
+    renditions: &mut Vec<Option<Publisher>>,
+) -> Vec<Route> {
+    let videos: Vec<&Track> = tracks.iter().filter(|t| t.kind() == MediaKind::Video).collect();
+    let audio = tracks.iter().find(|t| t.kind() == MediaKind::Audio);
+    renditions.resize_with(settings.renditions.len(), || None);
+    let mut routes = Vec::new();
+    for (i, r) in settings.renditions.iter().enumerate() {
+        let Some(v) = videos.get(i) else { break };
+        let mut list = vec![(*v).clone()];
+        list.extend(audio.cloned());
+        if renditions[i].is_none() {
+            let rpath = rendition_path(path, &r.name);
+            let info = SessionInfo {
+                protocol: "transcode",
+                remote: None,
+            };
+            match registry.publish_derived(&rpath, info) {
+                Ok(p) => renditions[i] = Some(p),
+                Err(e) => {
+                    tracing::warn!(path = %rpath, "cannot publish the rendition: {e}");
+                    continue;
+                }
+            }
+        }
+        if let Some(p) = renditions[i].as_mut() {
+            p.start(list.clone());
+        }
+        routes.push(Route {
+            index: i,
+            tracks: list.iter().map(|t| t.id).collect(),
+        });
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_of_a_ladder() {
+        let t = PathTranscode {
+            renditions: vec![
+                Rendition {
+                    name: "480p".into(),
+                    height: 480,
+                    video_bitrate: "1200k".into(),
+                    ..Default::default()
+                },
+                Rendition {
+                    name: "360p".into(),
+                    width: 640,
+                    height: 360,
+                    video_bitrate: "700k".into(),
+                    fps: 15,
+                    profile: "main".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let a = ffmpeg_args(&t, true).join(" ");
+        assert!(a.contains("-f mpegts -i pipe:0"), "{a}");
+        assert!(
+            a.contains("[0:v:0]split=2[s0][s1];[s0]scale=-2:480[v0];[s1]scale=640:360,fps=15[v1]"),
+            "{a}"
+        );
+        assert!(a.contains("-map [v0] -map [v1] -map 0:a:0"), "{a}");
+        assert!(a.contains("-c:v libx264"), "{a}");
+        assert!(
+            a.contains("-b:v:0 1200k -maxrate:v:0 1200k -bufsize:v:0 2400k -preset:v:0 veryfast"),
+            "{a}"
+        );
+        assert!(a.contains("-profile:v:1 main"), "{a}");
+        assert!(a.contains("-force_key_frames:v source"), "{a}");
+        assert!(
+            a.ends_with("-copyts -muxdelay 0 -muxpreload 0 -flush_packets 1 -f mpegts pipe:1"),
+            "{a}"
+        );
+        let silent = ffmpeg_args(&t, false).join(" ");
+        assert!(!silent.contains("0:a") && !silent.contains("-c:a"), "{silent}");
+        let hw = PathTranscode {
+            hwaccel: HwAccel::Nvenc,
+            ..t.clone()
+        };
+        assert!(ffmpeg_args(&hw, true).join(" ").contains("-c:v h264_nvenc"));
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let c = crate::config::Config::parse(
+            "[paths.\"live/*\".transcode]\nrenditions = [{ name = \"480p\", height = 480, video_bitrate = \"1200k\" }]\n",
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(c.path("live/a").unwrap().transcode.renditions[0].name, "480p");
+        for bad in [
+            "renditions = [{ name = \"a b\", height = 480, video_bitrate = \"1k\" }]",
+            "renditions = [{ name = \"a\", height = 480, video_bitrate = \"fast\" }]",
+            "renditions = [{ name = \"a\", video_bitrate = \"1k\" }]",
+            "renditions = [{ name = \"a\", height = 481, video_bitrate = \"1k\" }]",
+            "renditions = [{ name = \"a\", height = 480, video_bitrate = \"1k\" }, { name = \"a\", height = 360, video_bitrate = \"1k\" }]",
+        ] {
+            let text = format!("[paths.\"live/*\".transcode]\n{bad}\n");
+            assert!(crate::config::Config::parse(&text, Vec::new()).is_err(), "{bad}");
+        }
+    }
+}

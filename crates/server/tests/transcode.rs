@@ -1,0 +1,153 @@
+//! Transcoding with a real encoder (ffmpeg, the software x264 path): a 640x360 source published
+//! over RTMP gets 288p and 180p renditions, read over RTMP and HLS by ffprobe at their sizes,
+//! with keyframes where the source has them; killing the encoder leaves the source's readers
+//! untouched and the renditions come back.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const CONFIG: &str = r#"
+[paths."live/*".transcode]
+preset = "ultrafast"
+renditions = [
+  { name = "288p", width = 512, height = 288, video_bitrate = "500k" },
+  { name = "180p", height = 180, video_bitrate = "250k" },
+]
+"#;
+
+fn wait_log_count(server: &Server, needle: &str, n: usize, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if server.log().matches(needle).count() >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The keyframe times of a probe's video.
+fn keyframes(p: &Probe) -> Vec<f64> {
+    let mut k: Vec<f64> = p
+        .packets
+        .iter()
+        .filter(|x| x.video && x.key)
+        .map(|x| x.pts)
+        .collect();
+    k.sort_by(f64::total_cmp);
+    k
+}
+
+#[test]
+fn renditions_read_over_rtmp_and_hls_with_the_source_keyframes() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let server = Server::start_with(&[], Some(CONFIG));
+    let _p = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam");
+    wait_stream(&server, "live/cam/~288p");
+    wait_stream(&server, "live/cam/~180p");
+
+    for (name, w, h) in [("288p", 512, 288), ("180p", 320, 180)] {
+        let p = probe(&server.rtmp_url(&format!("live/cam/~{name}")), 3);
+        assert_eq!(p.video().codec_name, "h264", "{name} over RTMP: {}", p.stderr);
+        assert_eq!((p.video().width, p.video().height), (w, h), "{name} over RTMP");
+        assert_eq!(p.audio().codec_name, "aac", "{name}");
+        assert!(
+            p.count(true) >= 60,
+            "{name}: {} video packets in 3 s",
+            p.count(true)
+        );
+        p.assert_av_sync(0.3);
+        let p = probe(&server.http_url(&format!("live/cam/~{name}/index.m3u8")), 3);
+        assert_eq!(
+            (p.video().width, p.video().height),
+            (w, h),
+            "{name} over HLS: {}",
+            p.stderr
+        );
+    }
+
+    // Keyframes at the source's: the same instants over HLS (timestamps are the source's).
+    let src = probe(&server.http_url("live/cam/index.m3u8"), 6);
+    let r = probe(&server.http_url("live/cam/~180p/index.m3u8"), 6);
+    let (ks, kr) = (keyframes(&src), keyframes(&r));
+    let lo = ks[0].max(kr[0]);
+    let hi = ks[ks.len() - 1].min(kr[kr.len() - 1]);
+    let common_src: Vec<f64> = ks.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
+    let common_r: Vec<f64> = kr.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
+    assert!(common_src.len() >= 2, "source keyframes {ks:?}, rendition {kr:?}");
+    assert_eq!(
+        common_src.len(),
+        common_r.len(),
+        "source {ks:?}\nrendition {kr:?}"
+    );
+    for (a, b) in common_src.iter().zip(&common_r) {
+        assert!(
+            (a - b).abs() < 0.05,
+            "keyframe at {a} in the source, {b} in the rendition"
+        );
+    }
+
+    // One encoder for the path, whatever the number of renditions and readers.
+    let encoders = Command::new("pgrep")
+        .args(["-P", &server.pid().to_string(), "ffmpeg"])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&encoders.stdout);
+    assert_eq!(pids.lines().count(), 1, "encoders: {pids:?}");
+}
+
+#[test]
+fn a_killed_encoder_leaves_the_source_alone_and_comes_back() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let server = Server::start_with(&[], Some(CONFIG));
+    let _p = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam/~288p");
+    // A source reader for the whole time, and a rendition reader that stays connected.
+    let reader = std::thread::spawn({
+        let url = server.rtmp_url("live/cam");
+        move || probe(&url, 10)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let encoders = Command::new("pgrep")
+        .args(["-P", &server.pid().to_string(), "ffmpeg"])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&encoders.stdout).trim().to_owned();
+    assert!(!pid.is_empty(), "no encoder running:\n{}", server.log());
+    assert!(Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_log_count(&server, "transcoder started", 2, Duration::from_secs(15)),
+        "the encoder was not started again:\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("transcoder failed"), "{}", server.log());
+    let p = reader.join().unwrap();
+    assert_source_stream(&p, 10, "the source while its encoder was killed");
+    let p = probe(&server.rtmp_url("live/cam/~288p"), 2);
+    assert_eq!((p.video().width, p.video().height), (512, 288), "{}", p.stderr);
+}
+
+#[test]
+fn a_rendition_cannot_be_published_by_a_client() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let server = Server::start_with(&[], Some(CONFIG));
+    let mut p = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam/~288p"));
+    let st = p.wait_exit(Duration::from_secs(15)).expect("refused");
+    assert!(!st.success());
+    assert!(!server.log().contains("transcoder started"), "{}", server.log());
+}
