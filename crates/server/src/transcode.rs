@@ -305,7 +305,6 @@ async fn run(mut reader: Reader, settings: PathTranscode, registry: Registry) {
             &path,
             &mut renditions,
             &mut start,
-            &stats,
         )
         .await;
         match end {
@@ -364,7 +363,6 @@ async fn encode_once(
     path: &str,
     renditions: &mut Vec<Option<Publisher>>,
     start: &mut Option<Vec<Track>>,
-    stats: &TranscodeStats,
 ) -> End {
     // The source's tracks first (a restart reuses the last ones).
     while start.is_none() {
