@@ -42,6 +42,7 @@ declare -A CPU QUERY=([open]="" [token]="?token=viewer-token" [jwt]="?jwt=$JWT")
 for mode in open token jwt; do
   env SLUICE_RTMP_LISTEN=127.0.0.1:19435 SLUICE_HTTP_LISTEN=127.0.0.1:19888 SLUICE_SRT_ENABLED=false \
     SLUICE_WEBRTC_ENABLED=false SLUICE_API_ENABLED=false SLUICE_METRICS_ENABLED=false \
+    SLUICE_HTTP_MAX_CONNECTIONS_PER_IP=0 \
     SLUICE_PLAYBACK_ENABLED=false SLUICE_LOG_LEVEL=warn "$BIN" --config "$TMP/$mode.toml" 2>/dev/null &
   server=$!
   sleep 1

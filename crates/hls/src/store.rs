@@ -266,6 +266,25 @@ impl HlsStream {
         }
     }
 
+    /// `index.m3u8` naming this stream first, then `others` (renditions of it: the URI of each
+    /// one's media playlist relative to this one's, and its stream), each with its own
+    /// bandwidth, codecs, resolution and frame rate, so a player switches between them.
+    pub fn multivariant_with(&self, others: &[(String, Arc<HlsStream>)]) -> String {
+        let st = self.state.read();
+        let mut pl = self.multivariant(&st);
+        let states: Vec<_> = others.iter().map(|(uri, s)| (uri, s.state.read())).collect();
+        for (uri, o) in &states {
+            pl.variants.push(VariantStream {
+                bandwidth: o.peak_bandwidth.max(1),
+                codecs: &o.codecs,
+                resolution: o.resolution,
+                frame_rate: o.frame_rate,
+                uri,
+            });
+        }
+        pl.render()
+    }
+
     fn multivariant<'a>(&self, st: &'a State) -> MultivariantPlaylist<'a> {
         MultivariantPlaylist {
             version: self.version(),
@@ -407,6 +426,11 @@ impl HlsStream {
         let mut rx = self.ready.subscribe();
         let ok = tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await;
         matches!(ok, Ok(Ok(_))) && !self.state.read().segments.is_empty()
+    }
+
+    /// Whether the first segment exists (without waiting).
+    pub fn is_ready(&self) -> bool {
+        !self.state.read().segments.is_empty()
     }
 
     /// Whether the segmenter has stopped (the path ended or failed).

@@ -233,6 +233,34 @@ async fn hls(shared: &Shared, path: &str, file: &str, remote: SocketAddr, query:
         if !stream.wait_ready(shared.live.get().hls.ready_timeout).await {
             return not_found(&format!("stream {path} has no segment yet"));
         }
+        // A path with renditions: its multivariant playlist names them too.
+        if file == "index.m3u8" && !sluice_media::is_reserved(path) {
+            let names: Vec<String> = shared
+                .live
+                .get()
+                .path(path)
+                .map(|p| p.transcode.renditions.iter().map(|r| r.name.clone()).collect())
+                .unwrap_or_default();
+            let others: Vec<(String, std::sync::Arc<sluice_hls::HlsStream>)> = names
+                .iter()
+                .filter_map(|n| {
+                    let s = shared.hls.get(&crate::transcode::rendition_path(path, n))?;
+                    s.is_ready().then(|| (format!("~{n}/stream.m3u8"), s))
+                })
+                .collect();
+            if !others.is_empty() {
+                let text = stream.multivariant_with(&others);
+                stream.viewers.record(Some(remote.ip()), text.len() as u64);
+                return (
+                    [
+                        (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                        (header::CACHE_CONTROL, PLAYLIST_CACHE),
+                    ],
+                    text,
+                )
+                    .into_response();
+            }
+        }
         return match stream.playlist_for(file, q).await {
             Ok(text) => {
                 stream.viewers.record(Some(remote.ip()), text.len() as u64);

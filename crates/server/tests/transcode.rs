@@ -151,3 +151,70 @@ fn a_rendition_cannot_be_published_by_a_client() {
     assert!(!st.success());
     assert!(!server.log().contains("transcoder started"), "{}", server.log());
 }
+
+/// The path's multivariant playlist names every rendition with its size, bandwidth and codecs,
+/// and hls.js in Chromium plays it, switching to each level (forced) without a stall.
+#[test]
+fn hls_js_switches_between_renditions() {
+    if !require("ffmpeg") || !require("node") || !have_hlsjs_browser() {
+        return;
+    }
+    let server = Server::start_with(&[], Some(CONFIG));
+    let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam/~288p");
+    wait_stream(&server, "live/cam/~180p");
+    // The renditions' playlists exist once each has a segment.
+    wait_until(
+        "the multivariant playlist names both renditions",
+        Duration::from_secs(20),
+        || {
+            let (_, _, body) = http_get(server.http, "/live/cam/index.m3u8", &[]);
+            String::from_utf8_lossy(&body)
+                .matches("#EXT-X-STREAM-INF")
+                .count()
+                == 3
+        },
+    );
+    let (_, _, body) = http_get(server.http, "/live/cam/index.m3u8", &[]);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        text.contains("RESOLUTION=512x288") && text.contains("RESOLUTION=320x180"),
+        "{text}"
+    );
+    assert!(
+        text.contains("~288p/stream.m3u8") && text.contains("CODECS=\"avc1."),
+        "{text}"
+    );
+
+    let url = server.http_url("live/cam/index.m3u8");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("node")
+        .arg(web_dir().join("abr.mjs"))
+        .args([url.as_str(), "4"])
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("hls.js: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .expect("a result from abr.mjs");
+    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(r["levels"].as_array().map(Vec::len), Some(3), "{r}");
+    let shown: Vec<(u64, u64)> = r["shown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["width"].as_u64().unwrap(), s["height"].as_u64().unwrap()))
+        .collect();
+    for size in [(640, 360), (512, 288), (320, 180)] {
+        assert!(shown.contains(&size), "never showed {size:?}: {r}");
+    }
+    assert_eq!(r["stalls"].as_u64(), Some(0), "{r}");
+    assert!(
+        r["played"].as_f64().unwrap() >= r["wall"].as_f64().unwrap() - 3.0,
+        "{r}"
+    );
+}

@@ -238,10 +238,13 @@ pub fn default_users(method: AuthMethod) -> Vec<AuthUser> {
 
 impl AuthConfig {
     /// The users in force: the written ones, else the built-in ones.
-    pub fn users(&self) -> std::borrow::Cow<'_, [AuthUser]> {
-        match &self.users {
-            Some(u) => std::borrow::Cow::Borrowed(u),
-            None => std::borrow::Cow::Owned(default_users(self.method)),
+    pub fn users(&self) -> &[AuthUser] {
+        static INTERNAL: std::sync::OnceLock<Vec<AuthUser>> = std::sync::OnceLock::new();
+        static OTHERS: std::sync::OnceLock<Vec<AuthUser>> = std::sync::OnceLock::new();
+        match (&self.users, self.method) {
+            (Some(u), _) => u,
+            (None, AuthMethod::Internal) => INTERNAL.get_or_init(|| default_users(AuthMethod::Internal)),
+            (None, _) => OTHERS.get_or_init(|| default_users(AuthMethod::Http)),
         }
     }
 

@@ -37,9 +37,27 @@ struct JwksState {
     fetched: Option<Instant>,
 }
 
-/// What the jwt method knows: the JWKS keys by `kid`.
+/// Most verified tokens remembered.
+const MAX_VERIFIED: usize = 10_000;
+
+/// A token whose signature and claims were verified: until when it holds, what it permits.
+struct Verified {
+    exp: u64,
+    perms: Vec<Permission>,
+}
+
+/// Tokens verified under one configuration (a player reloading a playlist twice a second sends
+/// the same token each time: its signature is checked once).
+#[derive(Default)]
+struct Seen {
+    cfg: Option<AuthJwt>,
+    tokens: HashMap<[u8; 32], std::sync::Arc<Verified>>,
+}
+
+/// What the jwt method knows: the JWKS keys by `kid`, and the tokens it verified.
 pub struct Jwt {
     jwks: Mutex<JwksState>,
+    seen: Mutex<Seen>,
     fetching: tokio::sync::Mutex<()>,
     client: reqwest::Client,
 }
@@ -59,6 +77,7 @@ impl Jwt {
             .unwrap_or_default();
         Jwt {
             jwks: Mutex::new(JwksState::default()),
+            seen: Mutex::new(Seen::default()),
             fetching: tokio::sync::Mutex::new(()),
             client,
         }
@@ -68,6 +87,16 @@ impl Jwt {
     pub fn check_now(&self, cfg: &AuthJwt, token: &str, action: Action, path: &str) -> Now {
         if token.len() > MAX_TOKEN {
             return Now::Done(Err(bad("the token is too long")));
+        }
+        let digest = digest(token);
+        if let Some(v) = self.remembered(cfg, &digest) {
+            if now_unix() > v.exp + cfg.leeway.as_secs() {
+                return Now::Done(Err(Denied::unauthorized(
+                    "token_expired",
+                    "the token has expired",
+                )));
+            }
+            return Now::Done(permitted(&v.perms, action, path));
         }
         let header = match jsonwebtoken::decode_header(token) {
             Ok(h) => h,
@@ -97,7 +126,39 @@ impl Jwt {
                 header.alg
             ))));
         }
-        Now::Done(verify(cfg, &key.key, header.alg, token, action, path))
+        let verified = match verify(cfg, &key.key, header.alg, token) {
+            Ok(v) => v,
+            Err(e) => return Now::Done(Err(e)),
+        };
+        let r = permitted(&verified.perms, action, path);
+        self.remember(cfg, digest, verified);
+        Now::Done(r)
+    }
+
+    fn remembered(&self, cfg: &AuthJwt, digest: &[u8; 32]) -> Option<std::sync::Arc<Verified>> {
+        let seen = self.seen.lock();
+        if seen.cfg.as_ref() != Some(cfg) {
+            return None;
+        }
+        seen.tokens.get(digest).cloned()
+    }
+
+    fn remember(&self, cfg: &AuthJwt, digest: [u8; 32], v: Verified) {
+        let mut seen = self.seen.lock();
+        if seen.cfg.as_ref() != Some(cfg) {
+            *seen = Seen {
+                cfg: Some(cfg.clone()),
+                tokens: HashMap::new(),
+            };
+        }
+        if seen.tokens.len() >= MAX_VERIFIED {
+            let now = now_unix();
+            seen.tokens.retain(|_, v| v.exp >= now);
+            if seen.tokens.len() >= MAX_VERIFIED {
+                seen.tokens.clear();
+            }
+        }
+        seen.tokens.insert(digest, std::sync::Arc::new(v));
     }
 
     /// Verifies `token`, fetching the JWKS first when needed (at most once per
@@ -133,6 +194,8 @@ impl Jwt {
         match fetched {
             Ok(keys) => {
                 tracing::info!(url = %cfg.jwks_url, keys = keys.len(), "JWKS fetched");
+                // A key that left the set no longer vouches for the tokens it signed.
+                self.seen.lock().tokens.clear();
                 st.keys = keys;
             }
             // The keys known so far stay in use.
@@ -195,14 +258,7 @@ fn bad(m: &str) -> Denied {
     Denied::unauthorized("bad_token", m)
 }
 
-fn verify(
-    cfg: &AuthJwt,
-    key: &DecodingKey,
-    alg: Algorithm,
-    token: &str,
-    action: Action,
-    path: &str,
-) -> Result<(), Denied> {
+fn verify(cfg: &AuthJwt, key: &DecodingKey, alg: Algorithm, token: &str) -> Result<Verified, Denied> {
     use jsonwebtoken::errors::ErrorKind;
     let mut v = Validation::new(alg);
     v.algorithms = vec![alg];
@@ -228,7 +284,13 @@ fn verify(
         ErrorKind::MissingRequiredClaim(c) => bad(&format!("the token has no {c} claim")),
         _ => bad(&format!("the token is refused: {e}")),
     })?;
-    let perms = permissions(data.claims.get(&cfg.claim));
+    Ok(Verified {
+        exp: data.claims.get("exp").and_then(|e| e.as_u64()).unwrap_or(0),
+        perms: permissions(data.claims.get(&cfg.claim)),
+    })
+}
+
+fn permitted(perms: &[Permission], action: Action, path: &str) -> Result<(), Denied> {
     if perms.iter().any(|p| p.allows(action, path)) {
         Ok(())
     } else {
@@ -257,6 +319,20 @@ fn permissions(v: Option<&serde_json::Value>) -> Vec<Permission> {
             Some(Permission::new(action, path))
         })
         .collect()
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Whether a string could be a JWT (three base64url parts): a password that is one is tried
@@ -343,6 +419,28 @@ mod tests {
             serde_json::json!({"exp": now() + 600, "nbf": now() + 300, "sluice_permissions": [{"action": "read"}]}),
         );
         assert!(decide(&later, Action::Read, "x").is_err());
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_per_configuration() {
+        let j = Jwt::new();
+        let claims = serde_json::json!({"exp": now() + 60, "sluice_permissions": [{"action": "read"}]});
+        let t = token(Algorithm::HS256, "hs-secret", claims);
+        let check = |c: &AuthJwt, a| match j.check_now(c, &t, a, "x") {
+            Now::Done(r) => r,
+            Now::NeedKeys => panic!(),
+        };
+        assert_eq!(check(&cfg(), Action::Read), Ok(()));
+        assert_eq!(j.seen.lock().tokens.len(), 1);
+        // Remembered: the permissions still apply, per request.
+        assert_eq!(check(&cfg(), Action::Read), Ok(()));
+        assert_eq!(check(&cfg(), Action::Publish).unwrap_err().reason().code, "not_permitted");
+        // Another secret: what was verified under the old one counts for nothing.
+        let other = AuthJwt {
+            secret: "rotated".into(),
+            ..cfg()
+        };
+        assert_eq!(check(&other, Action::Read).unwrap_err().reason().code, "bad_token");
     }
 
     #[test]

@@ -148,7 +148,7 @@ impl Auth {
             return Ok(None);
         }
         let own_failed = own.and_then(Result::err);
-        match self.users(&a.users(), req, ip, own_failed.is_none()) {
+        match self.users(a.users(), req, ip, own_failed.is_none()) {
             Users::Granted => return Ok(None),
             Users::Unverified => return Ok(Some(Pending::Hashes)),
             Users::NotPermitted(user) if a.method == AuthMethod::Internal => {
@@ -289,7 +289,7 @@ impl Auth {
         let ip = Self::client_ip(&cfg, req);
         let mut r = self.fast(&cfg, req, ip);
         if let Ok(Some(Pending::Hashes)) = r {
-            self.verify_hashes(&cfg.auth.users(), req).await;
+            self.verify_hashes(cfg.auth.users(), req).await;
             r = self.fast(&cfg, req, ip);
         }
         let r = match r {
