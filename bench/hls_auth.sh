@@ -3,17 +3,19 @@
 # /proc/PID/stat) while N simple HLS viewers (bench/loadgen's hls-bench, one process) follow one
 # RTMP-published stream, in three runs side by side: the open path, the path with a per-path
 # read token (each playlist request carries ?token=), and the jwt method (each playlist request
-# carries an HS256 ?jwt=). Segments carry no secret in any run. Reports each run's CPU and the
-# ratio to the open run (the goal: at most 1.05).
+# carries an HS256 ?jwt=). Segments carry no secret in any run. The three runs are repeated
+# ROUNDS times, interleaved (open, token, jwt, open, ...), so that a machine's drift hits all
+# three alike; reports each run and the ratio of the medians to the open one (goal: at most 1.05).
 #
-# Usage: bench/hls_auth.sh [N] [SECONDS] [FILE.flv]
+# Usage: bench/hls_auth.sh [N] [SECONDS] [ROUNDS] [FILE.flv]
 # Needs: cargo build --release -p sluice -p sluice-loadgen --bins
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${1:-500}
 SECS=${2:-30}
-SRC=${3:-target/tmp/sluice-it/src-h264-aac-v1.flv}
+ROUNDS=${3:-3}
+SRC=${4:-target/tmp/sluice-it/src-h264-aac-v1.flv}
 BIN=target/release/sluice
 PUB=target/release/rtmp-publish
 GEN=target/release/hls-bench
@@ -39,6 +41,7 @@ printf '[paths."live/*".access]\nread_token = "viewer-token"\n' > "$TMP/token.to
 printf '[auth]\nmethod = "jwt"\n[[auth.users]]\nuser = "any"\npermissions = [{ action = "publish" }]\n[auth.jwt]\nsecret = "bench-secret"\n' > "$TMP/jwt.toml"
 
 declare -A CPU QUERY=([open]="" [token]="?token=viewer-token" [jwt]="?jwt=$JWT")
+for round in $(seq "$ROUNDS"); do
 for mode in open token jwt; do
   env SLUICE_RTMP_LISTEN=127.0.0.1:19435 SLUICE_HTTP_LISTEN=127.0.0.1:19888 SLUICE_SRT_ENABLED=false \
     SLUICE_WEBRTC_ENABLED=false SLUICE_API_ENABLED=false SLUICE_METRICS_ENABLED=false \
@@ -58,10 +61,18 @@ for mode in open token jwt; do
   wait $gen || true
   kill $pub $server 2>/dev/null || true
   wait $pub $server 2>/dev/null || true
-  CPU[$mode]=$(echo "scale=3; ($t2 - $t1) * 100 / $HZ / $SECS" | bc)
-  echo "$mode: ${CPU[$mode]} % of a core for $N viewers; viewers saw $(cat "$TMP/$mode.json")"
+  c=$(echo "scale=3; ($t2 - $t1) * 100 / $HZ / $SECS" | bc)
+  CPU[$mode]="${CPU[$mode]:-} $c"
+  echo "round $round $mode: $c % of a core for $N viewers; viewers saw $(cat "$TMP/$mode.json")"
+done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+declare -A MED
+for mode in open token jwt; do
+  MED[$mode]=$(echo "${CPU[$mode]}" | median)
+  echo "$mode: median ${MED[$mode]} % of a core (runs:${CPU[$mode]})"
 done
 for mode in token jwt; do
-  echo "$mode / open: $(echo "scale=3; ${CPU[$mode]} / ${CPU[open]}" | bc)"
+  echo "$mode / open: $(echo "scale=3; ${MED[$mode]} / ${MED[open]}" | bc)"
 done
 rm -rf "$TMP"

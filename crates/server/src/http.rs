@@ -89,7 +89,9 @@ async fn handle(
     // on segments: those carry no per-viewer secret, so a CDN caches them for every viewer.
     let checked = match &route {
         Some(Route::Flv(path)) => Some((*path, "http-flv")),
-        Some(Route::Hls { path, file }) if file.ends_with(".m3u8") => Some((*path, "hls")),
+        Some(Route::Hls { path, file }) if file.ends_with(".m3u8") || *file == "snapshot.jpg" => {
+            Some((*path, "hls"))
+        }
         _ => None,
     };
     if let Some((path, protocol)) = checked {
@@ -103,6 +105,10 @@ async fn handle(
         Some(Route::Player(path)) => player(path),
         Some(Route::Asset(file)) => asset(file, &headers),
         Some(Route::PathWithoutSlash(path)) => Redirect::permanent(&format!("/{path}/")).into_response(),
+        Some(Route::Hls {
+            path,
+            file: "snapshot.jpg",
+        }) => snapshot(&shared, path, uri.query()).await,
         Some(Route::Hls { path, file }) => {
             let resp = hls(&shared, path, file, remote, uri.query()).await;
             match credential_query(uri.query()) {
@@ -188,6 +194,40 @@ async fn authorize(
         }
         // Not allowed whatever the credentials (address, permissions): the log says more.
         Denied::Forbidden(why) => Some(HttpError::forbidden(why.to_string()).into_response()),
+    }
+}
+
+/// `GET /PATH/snapshot.jpg[?width=W]`: the latest keyframe as a JPEG (`snapshot.rs`).
+async fn snapshot(shared: &Shared, path: &str, query: Option<&str>) -> Response {
+    let width = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("width="))
+        .map(|w| w.parse::<u32>());
+    let width = match width {
+        None => 0,
+        Some(Ok(w)) if (16..=7680).contains(&w) && w % 2 == 0 => w,
+        Some(_) => {
+            return HttpError::bad_request("width must be an even number of pixels from 16 to 7680")
+                .into_response()
+        }
+    };
+    let ffmpeg = shared
+        .live
+        .get()
+        .path(path)
+        .map(|p| p.transcode.ffmpeg.clone())
+        .unwrap_or_else(|| "ffmpeg".into());
+    match shared.snapshots.get(&shared.registry, path, width, &ffmpeg).await {
+        Ok(jpeg) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "max-age=1"),
+            ],
+            jpeg,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

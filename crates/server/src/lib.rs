@@ -25,6 +25,7 @@ mod push_whip;
 pub mod reload;
 mod run_on;
 pub mod server;
+mod snapshot;
 mod sse;
 mod tls;
 mod transcode;

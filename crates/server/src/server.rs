@@ -30,6 +30,8 @@ pub struct Shared {
     pub recordings: Arc<sluice_record::Recordings>,
     /// The push destinations' status.
     pub pushes: Arc<crate::push::PushStore>,
+    /// Remembered snapshots (`/PATH/snapshot.jpg`).
+    pub snapshots: Arc<crate::snapshot::Snapshots>,
 }
 
 pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
@@ -74,6 +76,7 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
         health,
         recordings,
         pushes: Arc::default(),
+        snapshots: Arc::default(),
     });
 
     let policy = crate::auth::Auth::new(live.clone());

@@ -40,7 +40,11 @@ pub struct PathTranscode {
     pub video_codec: VideoCodec,
     /// The encoder preset of every rendition that does not set its own.
     pub preset: String,
-    /// AAC bitrate of the renditions' audio, e.g. "128k".
+    /// The renditions' audio: `copy` (the source's own frames, so every rendition and the
+    /// source have the very same audio and players switch without a seam) or `aac` (encoded at
+    /// `audio_bitrate`).
+    pub audio: AudioMode,
+    /// AAC bitrate of the renditions' audio with `audio = "aac"`, e.g. "128k".
     pub audio_bitrate: String,
     /// `none` (software), `vaapi`, `nvenc` or `qsv`: the hardware encoder, when the machine has one.
     pub hwaccel: HwAccel,
@@ -60,6 +64,7 @@ impl Default for PathTranscode {
             renditions: Vec::new(),
             video_codec: VideoCodec::H264,
             preset: "veryfast".into(),
+            audio: AudioMode::Copy,
             audio_bitrate: "128k".into(),
             hwaccel: HwAccel::None,
             ffmpeg: "ffmpeg".into(),
@@ -95,6 +100,13 @@ pub struct Rendition {
 pub enum VideoCodec {
     H264,
     H265,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioMode {
+    Copy,
+    Aac,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -165,7 +177,7 @@ pub fn rendition_path(path: &str, name: &str) -> String {
 }
 
 /// The ffmpeg command line (without the executable): MPEG-TS in on stdin, every rendition's
-/// video (in ladder order) then one AAC audio out as one MPEG-TS on stdout.
+/// video (in ladder order) then the audio (copied, or AAC) out as one MPEG-TS on stdout.
 pub fn ffmpeg_args(t: &PathTranscode, has_audio: bool) -> Vec<String> {
     let mut a: Vec<String> = ["-hide_banner", "-nostats", "-loglevel", "warning"]
         .iter()
@@ -245,13 +257,15 @@ pub fn ffmpeg_args(t: &PathTranscode, has_audio: bool) -> Vec<String> {
     if t.hwaccel == HwAccel::None && t.video_codec == VideoCodec::H264 {
         a.extend(["-bf:v", "0"].map(String::from));
     }
-    if has_audio {
-        a.extend([
+    match (has_audio, t.audio) {
+        (false, _) => {}
+        (true, AudioMode::Copy) => a.extend(["-c:a", "copy"].map(String::from)),
+        (true, AudioMode::Aac) => a.extend([
             "-c:a".into(),
             "aac".into(),
             "-b:a".into(),
             t.audio_bitrate.clone(),
-        ]);
+        ]),
     }
     a.extend(
         [
@@ -640,6 +654,12 @@ mod tests {
             a.ends_with("-copyts -muxdelay 0 -muxpreload 0 -flush_packets 1 -f mpegts pipe:1"),
             "{a}"
         );
+        assert!(a.contains("-c:a copy"), "{a}");
+        let aac = PathTranscode {
+            audio: AudioMode::Aac,
+            ..t.clone()
+        };
+        assert!(ffmpeg_args(&aac, true).join(" ").contains("-c:a aac -b:a 128k"));
         let silent = ffmpeg_args(&t, false).join(" ");
         assert!(!silent.contains("0:a") && !silent.contains("-c:a"), "{silent}");
         let hw = PathTranscode {

@@ -560,3 +560,48 @@ fn whep_over_https_in_chromium() {
         "{r}"
     );
 }
+
+/// hls.js in Chromium plays low-latency HLS over HTTPS, trusting the server's key (and only it).
+#[test]
+fn hls_js_plays_over_https_in_chromium() {
+    if !require("ffmpeg") || !require("node") || !require("openssl") || !have_hlsjs_browser() {
+        return;
+    }
+    let ca = TestCa::new("https-hlsjs");
+    ca.server_cert("live", "localhost", 1);
+    let server = start(&ca);
+    let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam");
+    let url = https(server.http, "live/cam/index.m3u8");
+    let trust = format!(
+        "--ignore-certificate-errors-spki-list={}",
+        spki_sha256(&ca.path("live.pem"))
+    );
+    let out = Command::new("timeout")
+        .arg("90")
+        .arg("node")
+        .arg(web_dir().join("llhls.mjs"))
+        .args([url.as_str(), "10"])
+        .env("CHROMIUM_EXTRA_ARGS", &trust)
+        .stdin(Stdio::null())
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("hls.js: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .expect("a result from llhls.mjs");
+    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(
+        (r["width"].as_u64(), r["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{r}"
+    );
+    assert!(r["played"].as_f64().unwrap() >= 8.0, "{r}");
+    assert!(
+        r["part_loads"].as_u64().unwrap() > 10,
+        "low-latency parts over HTTPS: {r}"
+    );
+}

@@ -434,13 +434,19 @@ mod tests {
         assert_eq!(j.seen.lock().tokens.len(), 1);
         // Remembered: the permissions still apply, per request.
         assert_eq!(check(&cfg(), Action::Read), Ok(()));
-        assert_eq!(check(&cfg(), Action::Publish).unwrap_err().reason().code, "not_permitted");
+        assert_eq!(
+            check(&cfg(), Action::Publish).unwrap_err().reason().code,
+            "not_permitted"
+        );
         // Another secret: what was verified under the old one counts for nothing.
         let other = AuthJwt {
             secret: "rotated".into(),
             ..cfg()
         };
-        assert_eq!(check(&other, Action::Read).unwrap_err().reason().code, "bad_token");
+        assert_eq!(
+            check(&other, Action::Read).unwrap_err().reason().code,
+            "bad_token"
+        );
     }
 
     #[test]

@@ -76,19 +76,29 @@ try {
   }
   out.levels = s.levels;
   const t0 = s.t;
+  const started = Date.now();
   const first = s;
   // Each level in turn, from the last to the first, then back to the last: hls.nextLevel, the
   // switch an ABR controller makes (at the next fragment, keeping what is buffered).
   const order = s.levels.map((_, i) => s.levels.length - 1 - i).concat([s.levels.length - 1]);
   for (const level of order) {
+    const want = s.levels[level];
+    const asked = Date.now();
     await page.evaluate((l) => { window.hls.nextLevel = l; }, level);
+    // Until the picture has the level's size (at most 12 s), then perLevel seconds of it.
+    s = await state();
+    while (!(s.width === want.width && s.height === want.height) && Date.now() - asked < 12000 && !s.r.errors.length) {
+      await new Promise((r) => setTimeout(r, 100));
+      s = await state();
+    }
+    const switchMs = Date.now() - asked;
     await new Promise((r) => setTimeout(r, perLevel * 1000));
     s = await state();
-    out.shown.push({ level, width: s.width, height: s.height, current: s.level });
+    out.shown.push({ level, width: s.width, height: s.height, current: s.level, switch_ms: switchMs });
     if (s.r.errors.length) break;
   }
   out.played = s.t - t0;
-  out.wall = order.length * perLevel;
+  out.wall = (Date.now() - started) / 1000;
   out.switched = s.r.switched;
   out.stalls = s.r.stalls - first.r.stalls;
   out.waiting = s.r.waiting - first.r.waiting;

@@ -52,6 +52,9 @@ const browser = await chromium.launch({
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+    // Extra flags from the test, e.g. --ignore-certificate-errors-spki-list=HASH to trust the
+    // test's HTTPS certificate (and only that key).
+    ...(process.env.CHROMIUM_EXTRA_ARGS || "").split(" ").filter((a) => a),
   ],
 });
 const out = {};
