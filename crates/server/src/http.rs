@@ -161,6 +161,11 @@ async fn carry_query(resp: Response, query: &str) -> Response {
     }
     let mut parts = parts;
     parts.headers.remove(header::CONTENT_LENGTH);
+    // It now holds this viewer's credentials: no shared cache may keep it.
+    parts.headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=1"),
+    );
     Response::from_parts(parts, Body::from(out))
 }
 

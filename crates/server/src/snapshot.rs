@@ -18,14 +18,14 @@ use crate::http_error::HttpError;
 const MAX_JPEG: usize = 16 << 20;
 /// Encoders running at once; more requests wait (up to the time limit).
 const AT_ONCE: usize = 2;
-/// Most snapshots remembered (one per path and width).
-const MAX_CACHED: usize = 1000;
+/// Most bytes of snapshots remembered (one per path and width).
+const MAX_CACHED_BYTES: usize = 64 << 20;
 /// Time for the whole answer: the keyframe, the encoder, the JPEG.
 const LIMIT: Duration = Duration::from_secs(5);
 
 /// The remembered snapshots and the encoder slots.
 pub struct Snapshots {
-    /// (path, width) -> (the keyframe's timestamp and track epoch, the JPEG).
+    /// (path, width) -> (the keyframe's timestamp, the JPEG).
     cache: Mutex<HashMap<(String, u32), (i64, Bytes)>>,
     slots: tokio::sync::Semaphore,
 }
@@ -107,9 +107,16 @@ impl Snapshots {
             .acquire()
             .await
             .map_err(|_| HttpError::unavailable("shutting down"))?;
+        // Made by another request while this one waited for a slot?
+        if let Some((dts, jpeg)) = self.cache.lock().get(&key) {
+            if *dts == frame.dts {
+                return Ok(jpeg.clone());
+            }
+        }
         let jpeg = encode(ffmpeg, ts.freeze(), width).await?;
         let mut cache = self.cache.lock();
-        if cache.len() >= MAX_CACHED {
+        let held: usize = cache.values().map(|(_, j)| j.len()).sum();
+        if held + jpeg.len() > MAX_CACHED_BYTES {
             cache.clear();
         }
         cache.insert(key, (frame.dts, jpeg.clone()));
@@ -132,7 +139,8 @@ async fn encode(ffmpeg: &str, ts: Bytes, width: u32) -> Result<Bytes, HttpError>
     .map(String::from)
     .to_vec();
     if width > 0 {
-        args.extend(["-vf".into(), format!("scale={width}:-2")]);
+        // Never larger than the picture itself.
+        args.extend(["-vf".into(), format!("scale='min({width},iw)':-2")]);
     }
     args.extend(
         [

@@ -463,8 +463,14 @@ async fn encode_once(
                     }
                     if mux.write_frame(&f, &mut out).is_ok() && !out.is_empty() {
                         fed.get_or_insert_with(Instant::now);
-                        if let Err(e) = stdin.write_all(&out).await {
-                            break End::Failed(format!("the encoder stopped reading: {e}"));
+                        // An encoder that stops reading without exiting is as stalled as one
+                        // that stops writing.
+                        match tokio::time::timeout(settings.stall_timeout, stdin.write_all(&out)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => break End::Failed(format!("the encoder stopped reading: {e}")),
+                            Err(_) => {
+                                break End::Failed(format!("the encoder read nothing for {:?}", settings.stall_timeout))
+                            }
                         }
                         out.clear();
                     }

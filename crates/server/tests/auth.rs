@@ -887,3 +887,141 @@ fn http_get_from(
         Vec::new(),
     )
 }
+
+/// Every method on every door: for the internal users, an HS256 JWT and the HTTP callback, the
+/// right credentials open RTMP and SRT publishing (ffmpeg), HLS and HTTP-FLV reading (ffprobe),
+/// the WHEP door, the API and playback (curl); wrong ones get each protocol's own refusal.
+#[test]
+fn every_method_on_every_door() {
+    if !require("ffmpeg") {
+        return;
+    }
+    // The callback allows the user "good" (any password) for everything.
+    let addr = serve_http(|_, _, body| {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        (
+            if v["user"] == "good" || v["token"] == "good" {
+                200
+            } else {
+                403
+            },
+            "{}".into(),
+        )
+    });
+    let all = r#"[{ action = "publish" }, { action = "read" }, { action = "api" }, { action = "playback" }]"#;
+    let jwt_good = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"exp": now() + 600, "sluice_permissions": [
+            {"action": "publish"}, {"action": "read"}, {"action": "api"}, {"action": "playback"}]}),
+        &jsonwebtoken::EncodingKey::from_secret(b"matrix-secret"),
+    )
+    .unwrap();
+    let jwt_bad = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"exp": now() + 600, "sluice_permissions": [{"action": "read"}]}),
+        &jsonwebtoken::EncodingKey::from_secret(b"another-secret"),
+    )
+    .unwrap();
+    let methods = [
+        (
+            "internal",
+            format!(
+                "[[auth.users]]\nuser = \"good\"\npass = \"{}\"\npermissions = {all}\n",
+                hash("pw")
+            ),
+            ("good", "pw"),
+            ("good", "nope"),
+        ),
+        (
+            "jwt",
+            // No anonymous API from this machine either (the built-in users are replaced).
+            "[auth]\nmethod = \"jwt\"\n[[auth.users]]\nuser = \"any\"\npermissions = []\n\
+             [auth.jwt]\nsecret = \"matrix-secret\"\n"
+                .to_owned(),
+            ("jwt", jwt_good.as_str()),
+            ("jwt", jwt_bad.as_str()),
+        ),
+        (
+            "http",
+            format!(
+                "[auth]\nmethod = \"http\"\n[[auth.users]]\nuser = \"any\"\npermissions = []\n\
+                 [auth.http]\nurl = \"http://{addr}/\"\n"
+            ),
+            ("good", "x"),
+            ("evil", "x"),
+        ),
+    ];
+    let src = source_flv();
+    for (method, config, good, bad) in &methods {
+        let server = Server::start_with(&[], Some(config));
+        // Credentials as each client sends them: a user and password, or a token where the
+        // client can only send one thing (RTMP ?jwt=, SRT's password place, Bearer).
+        let query = |(u, p): (&str, &str)| match u {
+            "jwt" => format!("jwt={p}"),
+            _ => format!("user={u}&pass={p}"),
+        };
+        let header = |(u, p): (&str, &str)| match u {
+            "jwt" => format!("Bearer {p}"),
+            _ => basic(u, p),
+        };
+        let what = |door: &str| format!("{method}: {door}");
+        // RTMP publish.
+        let _rtmp = Publisher::rtmp(&src, &server.rtmp_url(&format!("live/cam?{}", query(*good))));
+        wait_stream(&server, "live/cam");
+        let p = Publisher::rtmp(&src, &server.rtmp_url(&format!("live/r?{}", query(*bad))));
+        assert_refused(&server, p, "live/r", &what("RTMP wrong"));
+        // SRT publish: user and password (a token in the password place).
+        let sid = |(u, p): (&str, &str), path: &str| format!("publish:{path}:{u}:{p}");
+        let _srt = Publisher::srt(&src, &server.srt_url(&sid(*good, "live/srt")));
+        wait_stream(&server, "live/srt");
+        let p = Publisher::srt(&src, &server.srt_url(&sid(*bad, "live/srt2")));
+        assert_refused(&server, p, "live/srt2", &what("SRT wrong"));
+        // HLS and HTTP-FLV reading.
+        for file in ["live/cam/index.m3u8", "live/cam.flv"] {
+            let p = probe(&server.http_url(&format!("{file}?{}", query(*good))), 1);
+            assert_eq!(p.video().codec_name, "h264", "{}: {}", what(file), p.stderr);
+            let (st, _, _) = http_get(server.http, &format!("/{file}?{}", query(*bad)), &[]);
+            assert_eq!(st, 401, "{}", what(file));
+        }
+        // The WHEP door (an offer is let through to its check with the right credentials).
+        let whep = |auth: String| {
+            let h = format!("Authorization: {auth}");
+            let url = server.webrtc_url("live/cam/whep");
+            curl(&[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/sdp",
+                "-H",
+                &h,
+                "--data-binary",
+                "v=0",
+                &url,
+            ])
+            .1
+        };
+        assert_eq!(whep(header(*good)), "400", "{}", what("WHEP"));
+        assert_eq!(whep(header(*bad)), "401", "{}", what("WHEP wrong"));
+        // The API and playback.
+        let (st, _, _) = http_get(server.api, "/v1/paths", &[("Authorization", &header(*good))]);
+        assert_eq!(st, 200, "{}", what("API"));
+        let (st, _, _) = http_get(server.api, "/v1/paths", &[("Authorization", &header(*bad))]);
+        assert_eq!(st, 401, "{}", what("API wrong"));
+        let (st, _, _) = http_get(
+            server.playback,
+            "/list?path=live/cam",
+            &[("Authorization", &header(*good))],
+        );
+        assert_eq!(st, 404, "{}: playback (nothing recorded)", method);
+        let (st, _, _) = http_get(
+            server.playback,
+            "/list?path=live/cam",
+            &[("Authorization", &header(*bad))],
+        );
+        assert_eq!(st, 401, "{}", what("playback wrong"));
+    }
+}

@@ -240,14 +240,18 @@ fn session(
     // Decisions the policy could not make in the listen hook (a remote check) are finished
     // here: the peer is connected by now, so a refusal closes the connection (the client sees
     // the connection end at once, not a handshake rejection).
+    // Whatever answers now (a state that changed since the hook, a slow step) decides: a
+    // refusal here is a refusal, never a pass.
     let req = access_request(&sid, peer);
-    if registry.authorize_now(&req).is_none() {
-        if let Err(denied) = handle.block_on(registry.authorize(&req)) {
-            let e = SessionError::Denied(denied);
-            tracing::warn!(%remote, path = %sid.path, "SRT {mode} refused after accept, closing: {e}");
-            conn.close();
-            return;
-        }
+    let decision = match registry.authorize_now(&req) {
+        Some(r) => r,
+        None => handle.block_on(registry.authorize(&req)),
+    };
+    if let Err(denied) = decision {
+        let e = SessionError::Denied(denied);
+        tracing::warn!(%remote, path = %sid.path, "SRT {mode} refused after accept, closing: {e}");
+        conn.close();
+        return;
     }
     let settings = (cfg.resolve)(&sid.path).unwrap_or_default();
     let info = SessionInfo {

@@ -48,6 +48,26 @@ fn valid_path(p: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_-./~".contains(c))
 }
 
+/// The streamid for an error message, its secrets masked: the `u=`/`s=` values of the
+/// access-control form, the user and password fields of the `mode:path:user:pass` form.
+fn redacted(s: &str) -> String {
+    if let Some(rest) = s.strip_prefix("#!::") {
+        let kv: Vec<String> = rest
+            .split(',')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if matches!(k.trim(), "u" | "s") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        return format!("#!::{}", kv.join(","));
+    }
+    let parts: Vec<&str> = s.splitn(4, ':').collect();
+    match parts.len() {
+        0..=2 => s.to_owned(),
+        n => format!("{}:{}{}", parts[0], parts[1], ":***".repeat(n - 2)),
+    }
+}
+
 /// `%XX` decoded; anything malformed is kept as it is.
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -99,7 +119,7 @@ impl StreamId {
                         mode = match v.trim() {
                             "publish" => Mode::Publish,
                             "request" | "read" | "" => Mode::Read,
-                            other => return Err(StreamIdError::Mode(s.to_owned(), other.to_owned())),
+                            other => return Err(StreamIdError::Mode(redacted(s), other.to_owned())),
                         }
                     }
                     "u" => user = Some(v.to_owned()),
@@ -109,7 +129,7 @@ impl StreamId {
             }
             (
                 mode,
-                path.ok_or_else(|| StreamIdError::NoPath(s.to_owned()))?,
+                path.ok_or_else(|| StreamIdError::NoPath(redacted(s)))?,
                 user,
                 pass,
             )
@@ -127,14 +147,14 @@ impl StreamId {
                     (mode, parts[1].to_owned(), user, pass)
                 }
                 _ if parts.len() == 1 => (Mode::Read, s.to_owned(), None, None),
-                other => return Err(StreamIdError::Mode(s.to_owned(), other.to_owned())),
+                other => return Err(StreamIdError::Mode(redacted(s), other.to_owned())),
             }
         };
         if path.is_empty() {
-            return Err(StreamIdError::NoPath(s.to_owned()));
+            return Err(StreamIdError::NoPath(redacted(s)));
         }
         if !valid_path(&path) {
-            return Err(StreamIdError::BadPath(s.to_owned()));
+            return Err(StreamIdError::BadPath(redacted(s)));
         }
         Ok(StreamId {
             mode,
@@ -184,6 +204,16 @@ mod tests {
             (Some("bob"), Some("p@ss"))
         );
         assert!(StreamId::parse("%23!::r=%zz").is_err());
+        // A refused streamid is quoted without its secrets.
+        for (sid, secret) in [
+            ("#!::r=live/a b,m=publish,u=obs,s=SECRET", "SECRET"),
+            ("#!::r=live/a,m=pub,u=obs,s=SECRET", "SECRET"),
+            ("publish:live/a b:obs:SECRET", "SECRET"),
+            ("pub:live/a:obs:SECRET", "SECRET"),
+        ] {
+            let e = StreamId::parse(sid).unwrap_err().to_string();
+            assert!(!e.contains(secret) && !e.contains("obs"), "{e}");
+        }
         assert!(matches!(
             StreamId::parse("push:live/cam1"),
             Err(StreamIdError::Mode(..))

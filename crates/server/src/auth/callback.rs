@@ -52,7 +52,7 @@ type Remembered = (Instant, Result<(), Denied>);
 
 pub struct Callback {
     client: reqwest::Client,
-    cache: Mutex<HashMap<String, Remembered>>,
+    cache: Mutex<HashMap<[u8; 32], Remembered>>,
     slots: Mutex<(usize, Arc<Semaphore>)>,
 }
 
@@ -69,8 +69,13 @@ impl Callback {
         }
     }
 
-    fn key(body: &Body) -> String {
-        serde_json::to_string(body).unwrap_or_default()
+    /// The request's digest (the body holds secrets and may be long: neither is kept).
+    fn key(body: &Body) -> [u8; 32] {
+        let json = serde_json::to_vec(body).unwrap_or_default();
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json);
+        let mut out = [0; 32];
+        out.copy_from_slice(d.as_ref());
+        out
     }
 
     /// A remembered answer.
@@ -90,7 +95,7 @@ impl Callback {
         let r = match tokio::time::timeout(cfg.timeout, self.ask(cfg, &body)).await {
             Ok(r) => r,
             Err(_) => {
-                tracing::warn!(url = %cfg.url, "the authorization callback did not answer within {:?}: refused", cfg.timeout);
+                tracing::warn!(url = %super::masked_url(&cfg.url), "the authorization callback did not answer within {:?}: refused", cfg.timeout);
                 // Not remembered: the next request asks again.
                 return Err(Denied::unauthorized(
                     "callback_failed",
@@ -133,7 +138,7 @@ impl Callback {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(json);
         let resp = req.send().await.map_err(|e| {
-            tracing::warn!(url = %cfg.url, "the authorization callback failed: {e}");
+            tracing::warn!(url = %super::masked_url(&cfg.url), "the authorization callback failed: {}", e.without_url());
             failed("unreachable")
         })?;
         let status = resp.status();

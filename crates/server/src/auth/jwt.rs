@@ -193,20 +193,26 @@ impl Jwt {
         st.fetched = Some(Instant::now());
         match fetched {
             Ok(keys) => {
-                tracing::info!(url = %cfg.jwks_url, keys = keys.len(), "JWKS fetched");
+                tracing::info!(url = %super::masked_url(&cfg.jwks_url), keys = keys.len(), "JWKS fetched");
                 // A key that left the set no longer vouches for the tokens it signed.
                 self.seen.lock().tokens.clear();
                 st.keys = keys;
             }
             // The keys known so far stay in use.
-            Err(e) => tracing::warn!(url = %cfg.jwks_url, "cannot fetch the JWKS: {e}"),
+            Err(e) => tracing::warn!(url = %super::masked_url(&cfg.jwks_url), "cannot fetch the JWKS: {e}"),
         }
     }
 
     async fn fetch(&self, url: &str) -> anyhow::Result<HashMap<String, std::sync::Arc<Key>>> {
-        let mut resp = self.client.get(url).send().await?.error_for_status()?;
+        let mut resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| e.without_url())?;
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.without_url())? {
             if body.len() + chunk.len() > MAX_JWKS {
                 anyhow::bail!("the JWKS is larger than {MAX_JWKS} bytes");
             }

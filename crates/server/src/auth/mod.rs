@@ -116,16 +116,23 @@ impl Auth {
     /// Everything that needs no waiting: `Ok(None)` allows, `Ok(Some)` names the slow step left.
     fn fast(&self, cfg: &Config, req: &AccessRequest, ip: Option<IpAddr>) -> Result<Option<Pending>, Denied> {
         let a = &cfg.auth;
-        let refused_ip = |deny: &[ipnet::IpNet], allow: &[ipnet::IpNet]| {
-            ip.is_some_and(|ip| contains(deny, ip) || (!allow.is_empty() && !contains(allow, ip)))
+        // An address that is not known is refused where a list of allowed ones exists.
+        let refused_ip = |deny: &[ipnet::IpNet], allow: &[ipnet::IpNet]| match ip {
+            Some(ip) => contains(deny, ip) || (!allow.is_empty() && !contains(allow, ip)),
+            None => !allow.is_empty(),
         };
         if refused_ip(&a.deny_ips, &a.allow_ips) {
             return Err(Denied::forbidden("ip_denied", "this address is not allowed"));
         }
         // A path that does not exist is said so only to a client that may act on it (after
         // the decision, in `exists`), so the configuration cannot be probed from outside.
+        // A path no table matches is judged by [path_defaults.access], like any path, so it
+        // answers as an existing one would. Playback is the recordings of a path: its lists and
+        // read credentials apply too.
         let path = match req.action {
-            Action::Publish | Action::Read => cfg.path(&req.path),
+            Action::Publish | Action::Read | Action::Playback => {
+                Some(cfg.path(&req.path).unwrap_or(&cfg.path_defaults))
+            }
             _ => None,
         };
         if let Some(p) = path {
@@ -251,14 +258,18 @@ impl Auth {
                 .unwrap_or(false);
             let mut v = self.verified.lock();
             if v.len() >= MAX_VERIFIED {
-                v.clear();
+                // Wrong guesses go first: they must not push out the users' own passwords.
+                v.retain(|_, ok| *ok);
+                if v.len() >= MAX_VERIFIED {
+                    v.clear();
+                }
             }
             v.insert(key, ok);
         }
     }
 
     fn slowed(&self, cfg: &Config, ip: Option<IpAddr>) -> bool {
-        let Some(ip) = ip else { return false };
+        let Some(ip) = ip.map(fail_key) else { return false };
         let limit = cfg.auth.fail_limit;
         limit > 0
             && self
@@ -269,7 +280,7 @@ impl Auth {
     }
 
     fn count_refusal(&self, ip: Option<IpAddr>) {
-        let Some(ip) = ip else { return };
+        let Some(ip) = ip.map(fail_key) else { return };
         let mut fails = self.fails.lock();
         if fails.len() >= MAX_TRACKED && !fails.contains_key(&ip) {
             fails.retain(|_, (start, _)| start.elapsed() < FAIL_WINDOW);
@@ -285,11 +296,27 @@ impl Auth {
     }
 
     async fn decide(&self, req: &AccessRequest) -> Result<(), Denied> {
+        let req = &source_request(req);
         let cfg = self.config.get();
         let ip = Self::client_ip(&cfg, req);
         let mut r = self.fast(&cfg, req, ip);
         if let Ok(Some(Pending::Hashes)) = r {
-            self.verify_hashes(cfg.auth.users(), req).await;
+            // An address that keeps failing gets no more hashing: its guesses wait and fail.
+            if self.slowed(&cfg, ip) {
+                tokio::time::sleep(cfg.auth.fail_delay).await;
+                self.count_refusal(ip);
+                return Err(Denied::unauthorized("wrong_credentials", "wrong credentials"));
+            }
+            // The wait for a hashing slot is bounded: guessing cannot hold logins back long.
+            if tokio::time::timeout(Duration::from_secs(3), self.verify_hashes(cfg.auth.users(), req))
+                .await
+                .is_err()
+            {
+                return Err(Denied::unauthorized(
+                    "wrong_credentials",
+                    "the password check is busy: try again",
+                ));
+            }
             r = self.fast(&cfg, req, ip);
         }
         let r = match r {
@@ -314,6 +341,7 @@ impl Auth {
     }
 
     fn decide_now(&self, req: &AccessRequest) -> Option<Result<(), Denied>> {
+        let req = &source_request(req);
         let cfg = self.config.get();
         let ip = Self::client_ip(&cfg, req);
         let r = match self.fast(&cfg, req, ip) {
@@ -347,6 +375,19 @@ impl Policy for Auth {
 
     fn check_now(&self, req: &AccessRequest) -> Option<Result<(), Denied>> {
         self.decide_now(req)
+    }
+}
+
+/// A rendition (`PATH/~NAME`) is decided as its source path: the same credentials, address
+/// lists, signed links and permissions open both, and a rendition exists when its source does.
+fn source_request(req: &AccessRequest) -> std::borrow::Cow<'_, AccessRequest> {
+    match req.path.find("/~") {
+        Some(i) => {
+            let mut r = req.clone();
+            r.path.truncate(i);
+            std::borrow::Cow::Owned(r)
+        }
+        None => std::borrow::Cow::Borrowed(req),
     }
 }
 
@@ -399,6 +440,33 @@ fn path_credentials(a: &PathAccess, req: &AccessRequest) -> Option<Result<(), De
     } else {
         Denied::unauthorized("wrong_credentials", "wrong user, password or token")
     }))
+}
+
+/// A URL for the log: no user information, no query (either may hold a credential).
+pub fn masked_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            if u.query().is_some() {
+                u.set_query(Some("********"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+/// Refusals are counted per IPv4 address and per IPv6 /64 (one host's usual allocation, so
+/// rotating addresses within it does not escape the count).
+fn fail_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -489,8 +557,26 @@ pub fn http_request(
         .with_token(token)
         .with_query(query.unwrap_or(""));
     req.user_agent = header(axum::http::header::USER_AGENT);
-    req.forwarded_for = header(axum::http::HeaderName::from_static("x-forwarded-for"));
+    req.forwarded_for = forwarded_for(headers);
     req
+}
+
+/// Every `X-Forwarded-For` value, in order, joined: proxies append the address they saw at the
+/// end (some as another header line). Only the last hops are kept when it is long, so a client
+/// cannot push the proxy's own entry out with padding.
+fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<String> {
+    let all: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if all.is_empty() {
+        return None;
+    }
+    let joined = all.join(",");
+    let hops: Vec<&str> = joined.split(',').collect();
+    let keep = hops.len().saturating_sub(32);
+    Some(hops[keep..].join(","))
 }
 
 /// Asks the policy before every request of a listener that serves one action (the API,
@@ -662,7 +748,26 @@ read_token = ""
         assert!(!ok(Action::Api, "", ""));
         assert_eq!(code(&p, &from(Action::Api, "", "", "127.0.0.1")), "ok");
         assert_eq!(code(&p, &from(Action::Metrics, "", "", "::1")), "ok");
-        assert_eq!(code(&p, &from(Action::Playback, "x", "", "192.0.2.1")), "ok");
+        // Playback of a path's recordings asks what reading it asks (here the default token).
+        assert_eq!(
+            code(&p, &from(Action::Playback, "x", "", "192.0.2.1")),
+            "no_credentials"
+        );
+        assert_eq!(
+            code(&p, &from(Action::Playback, "x", "token=viewers", "192.0.2.1")),
+            "ok"
+        );
+        // A rendition is its source: the same credentials open it.
+        assert_eq!(
+            code(&p, &req(Action::Read, "live/cam1/~480p", "token=viewers")),
+            "ok"
+        );
+        assert_eq!(
+            code(&p, &req(Action::Read, "live/cam1/~480p", "")),
+            "no_credentials"
+        );
+        // A path no table matches answers like one that exists (its defaults ask a token).
+        assert_eq!(code(&p, &req(Action::Read, "nothing/here", "")), "no_credentials");
         // No [paths] at all: every path exists.
         assert!(policy("").check_now(&req(Action::Publish, "a/b", "")) == Some(Ok(())));
     }
