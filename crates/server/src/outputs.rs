@@ -125,11 +125,17 @@ impl Outputs for PathOutputs {
             .config
             .get()
             .path(path)
-            .is_some_and(|p| !p.transcode.renditions.is_empty());
-        if transcode && self.transcode.is_some() {
+            .filter(|p| !p.transcode.renditions.is_empty())
+            .map(|p| format!("{:?}", p.transcode));
+        if let (Some(settings), Some(_)) = (transcode, &self.transcode) {
+            // The name carries the settings: a reload that changes the ladder replaces the
+            // running transcoder (the reconcile stops what is no longer wanted).
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            settings.hash(&mut h);
             v.push(OutputSpec {
                 kind: "transcode",
-                name: "transcode".into(),
+                name: format!("transcode-{:08x}", h.finish() as u32),
                 select: Select::TS,
             });
         }

@@ -282,3 +282,44 @@ fn snapshot_is_a_jpeg_of_the_latest_keyframe() {
     let (st, _, _) = http_get(server.http, "/nothing/snapshot.jpg", &[]);
     assert_eq!(st, 404);
 }
+
+/// A reload that changes the ladder replaces the running transcoder: a rung added appears, a
+/// rung removed ends, and the source's publisher is not touched.
+#[test]
+fn a_reload_changes_the_ladder_of_a_live_path() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let server = Server::start_with(&[], Some(CONFIG));
+    let _p = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam/~288p");
+    let file = tmp_dir().join(format!(
+        "config-{}-{}.toml",
+        std::process::id(),
+        server.rtmp.port()
+    ));
+    let changed = r#"
+[paths."live/*".transcode]
+preset = "ultrafast"
+renditions = [{ name = "144p", height = 144, video_bitrate = "150k" }]
+"#;
+    std::fs::write(&file, changed).unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_stream(&server, "live/cam/~144p");
+    let p = probe(&server.rtmp_url("live/cam/~144p"), 2);
+    assert_eq!((p.video().width, p.video().height), (256, 144), "{}", p.stderr);
+    wait_until("the old rungs end", Duration::from_secs(10), || {
+        let (st, _, _) = http_get(server.http, "/live/cam/~288p/index.m3u8", &[]);
+        st == 404
+    });
+    assert_eq!(
+        server.log().matches("RTMP publisher started").count(),
+        1,
+        "the source was touched:\n{}",
+        server.log()
+    );
+}

@@ -181,18 +181,25 @@ fn admit(cfg: &ListenerConfig, registry: &Registry, inc: &Incoming) -> Result<()
         Mode::Publish => "publish",
         Mode::Read => "read",
     };
-    if let Some(Err(denied)) = registry.authorize_now(&access_request(&sid, inc.peer)) {
-        let why = match &denied {
+    let decision = registry.authorize_now(&access_request(&sid, inc.peer));
+    if let Some(Err(denied)) = &decision {
+        let why = match denied {
             Denied::Unauthorized(w) | Denied::Forbidden(w) => w,
         };
         tracing::warn!(remote = %peer, path = %sid.path, "SRT {mode} refused: {why}");
-        return Err(reject_code(&denied));
+        return Err(reject_code(denied));
     }
+    // While the decision is pending, nothing here may tell the client whether the path exists
+    // or is busy: the session thread decides first and checks those after.
+    let pending = decision.is_none();
     let Some(settings) = (cfg.resolve)(&sid.path) else {
+        if pending {
+            return Ok(());
+        }
         tracing::warn!(remote = %peer, path = %sid.path, "SRT {mode} refused: path is not configured");
         return Err(reject::NOT_FOUND);
     };
-    if sid.mode == Mode::Publish && registry.is_published(&sid.path) {
+    if sid.mode == Mode::Publish && !pending && registry.is_published(&sid.path) {
         tracing::warn!(remote = %peer, path = %sid.path, "SRT publish refused: the path already has a publisher");
         return Err(reject::CONFLICT);
     }
