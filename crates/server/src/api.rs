@@ -113,6 +113,8 @@ pub struct Api {
     pub recordings: Arc<sluice_record::Recordings>,
     /// The push destinations' status.
     pub pushes: Arc<crate::push::PushStore>,
+    /// The transcoders' status.
+    pub transcodes: Arc<crate::transcode::TranscodeStore>,
 }
 
 /// Static facts about the running server.
@@ -405,6 +407,8 @@ struct PathJson {
     recording: Option<RecordingJson>,
     /// The path's push destinations (keys masked).
     pushes: Vec<crate::push::PushStatus>,
+    /// The path's transcoder (null when the path has no renditions).
+    transcode: Option<crate::transcode::TranscodeStatus>,
     /// Publisher restarts and codec changes seen on this path.
     epoch: u64,
     /// When the current stream started (RFC 3339).
@@ -482,6 +486,7 @@ fn path_json(api: &Api, p: PathSnapshot, sessions: &[SessionSnapshot]) -> PathJs
             dropped_fragments: r.dropped_fragments,
         }),
         pushes: api.pushes.of_path(&p.name),
+        transcode: api.transcodes.get(&p.name),
         epoch: p.epoch,
         started_at: p.started_at.map(rfc3339),
         name: p.name,

@@ -32,7 +32,7 @@ pub struct PathOutputs {
     /// Where the `push` outputs report, and the bus their state changes go to; none: no push.
     pushes: Option<(Arc<PushStore>, Arc<EventBus>)>,
     /// Where the `transcode` outputs publish their renditions; none: no transcoding.
-    transcode: Option<sluice_media::Registry>,
+    transcode: Option<(sluice_media::Registry, Arc<crate::transcode::TranscodeStore>)>,
 }
 
 impl PathOutputs {
@@ -49,8 +49,12 @@ impl PathOutputs {
     }
 
     /// Gives paths their renditions, per their `[..transcode] renditions`.
-    pub fn with_transcode(mut self, registry: sluice_media::Registry) -> Self {
-        self.transcode = Some(registry);
+    pub fn with_transcode(
+        mut self,
+        registry: sluice_media::Registry,
+        store: Arc<crate::transcode::TranscodeStore>,
+    ) -> Self {
+        self.transcode = Some((registry, store));
         self
     }
 
@@ -209,11 +213,13 @@ impl Outputs for PathOutputs {
                 );
             }
             "transcode" => {
-                let Some(registry) = &self.transcode else { return };
+                let Some((registry, store)) = &self.transcode else {
+                    return;
+                };
                 let Some(settings) = self.config.get().path(&path).map(|p| p.transcode.clone()) else {
                     return;
                 };
-                crate::transcode::spawn(reader, settings, registry.clone(), &self.rt);
+                crate::transcode::spawn(reader, settings, registry.clone(), store.clone(), &self.rt);
             }
             other => tracing::warn!(%path, "unknown output kind {other}"),
         }

@@ -30,6 +30,8 @@ pub struct Shared {
     pub recordings: Arc<sluice_record::Recordings>,
     /// The push destinations' status.
     pub pushes: Arc<crate::push::PushStore>,
+    /// The transcoders' status.
+    pub transcodes: Arc<crate::transcode::TranscodeStore>,
     /// Remembered snapshots (`/PATH/snapshot.jpg`).
     pub snapshots: Arc<crate::snapshot::Snapshots>,
 }
@@ -76,6 +78,7 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
         health,
         recordings,
         pushes: Arc::default(),
+        transcodes: Arc::default(),
         snapshots: Arc::default(),
     });
 
@@ -90,7 +93,7 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
     .with_health(shared.health.clone())
     .with_recordings(shared.recordings.clone())
     .with_pushes(shared.pushes.clone(), shared.registry.events().clone())
-    .with_transcode(shared.registry.clone());
+    .with_transcode(shared.registry.clone(), shared.transcodes.clone());
     shared.registry.set_outputs(Arc::new(outputs));
     shared
         .registry
@@ -252,6 +255,7 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
                 server: Arc::new(crate::api::ServerInfo::new(listeners(&shared.config))),
                 recordings: shared.recordings.clone(),
                 pushes: shared.pushes.clone(),
+                transcodes: shared.transcodes.clone(),
             };
             let app = crate::api::router(api)
                 .layer(axum::Extension(crate::sse::EventStreams::new(

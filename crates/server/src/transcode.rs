@@ -291,21 +291,82 @@ fn double(bitrate: &str) -> String {
     format!("{}{unit}", digits.parse::<u64>().unwrap_or(0) * 2)
 }
 
-/// What a running transcoder reports (the API and metrics read it).
-#[derive(Debug, Default)]
-pub struct TranscodeStats {
-    pub restarts: AtomicU64,
+/// A path's transcoder as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TranscodeStatus {
+    /// `running` (an encoder works), `restarting` (waiting to start a failed one again).
+    pub state: &'static str,
+    /// The rendition paths (`PATH/~NAME`).
+    pub renditions: Vec<String>,
+    /// Encoders started again after a failure or a stall.
+    pub restarts: u64,
+    /// Why the last encoder ended, when one failed.
+    pub last_error: Option<String>,
+    /// The running encoder's process id.
+    pub pid: Option<u32>,
+    /// Frames the encoders wrote, every rendition and track counted.
+    pub frames_out: u64,
+}
+
+/// One path's entry in the store.
+struct Entry {
+    status: parking_lot::Mutex<TranscodeStatus>,
+    frames: Arc<AtomicU64>,
+}
+
+/// The running transcoders' status, by source path.
+#[derive(Default)]
+pub struct TranscodeStore {
+    map: parking_lot::Mutex<std::collections::HashMap<String, Arc<Entry>>>,
+}
+
+impl TranscodeStore {
+    /// The status of `path`'s transcoder while one runs.
+    pub fn get(&self, path: &str) -> Option<TranscodeStatus> {
+        let e = self.map.lock().get(path).cloned()?;
+        let mut s = e.status.lock().clone();
+        s.frames_out = e.frames.load(Relaxed);
+        Some(s)
+    }
 }
 
 /// Starts the transcoder of `reader`'s path: runs until the reader ends (the path is over, a
 /// reload removed the output, shutdown).
-pub fn spawn(reader: Reader, settings: PathTranscode, registry: Registry, rt: &tokio::runtime::Handle) {
-    rt.spawn(run(reader, settings, registry));
+pub fn spawn(
+    reader: Reader,
+    settings: PathTranscode,
+    registry: Registry,
+    store: Arc<TranscodeStore>,
+    rt: &tokio::runtime::Handle,
+) {
+    rt.spawn(async move {
+        let path = reader.path().to_owned();
+        let entry = Arc::new(Entry {
+            status: parking_lot::Mutex::new(TranscodeStatus {
+                state: "running",
+                renditions: settings
+                    .renditions
+                    .iter()
+                    .map(|r| rendition_path(&path, &r.name))
+                    .collect(),
+                restarts: 0,
+                last_error: None,
+                pid: None,
+                frames_out: 0,
+            }),
+            frames: Arc::default(),
+        });
+        store.map.lock().insert(path.clone(), entry.clone());
+        run(reader, settings, registry, &entry).await;
+        let mut map = store.map.lock();
+        if map.get(&path).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+            map.remove(&path);
+        }
+    });
 }
 
-async fn run(mut reader: Reader, settings: PathTranscode, registry: Registry) {
+async fn run(mut reader: Reader, settings: PathTranscode, registry: Registry, entry: &Entry) {
     let path = reader.path().to_owned();
-    let stats = Arc::new(TranscodeStats::default());
     let mut renditions: Vec<Option<Publisher>> = Vec::new();
     let mut backoff = Duration::from_secs(1);
     // The last start of the source: a restarted encoder is fed from it.
@@ -319,6 +380,7 @@ async fn run(mut reader: Reader, settings: PathTranscode, registry: Registry) {
             &path,
             &mut renditions,
             &mut start,
+            entry,
         )
         .await;
         match end {
@@ -327,7 +389,13 @@ async fn run(mut reader: Reader, settings: PathTranscode, registry: Registry) {
                 return;
             }
             End::Failed(why) => {
-                stats.restarts.fetch_add(1, Relaxed);
+                {
+                    let mut s = entry.status.lock();
+                    s.state = "restarting";
+                    s.restarts += 1;
+                    s.pid = None;
+                    s.last_error = Some(why.clone());
+                }
                 if began.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_secs(1);
                 }
@@ -377,6 +445,7 @@ async fn encode_once(
     path: &str,
     renditions: &mut Vec<Option<Publisher>>,
     start: &mut Option<Vec<Track>>,
+    entry: &Entry,
 ) -> End {
     // The source's tracks first (a restart reuses the last ones).
     while start.is_none() {
@@ -405,6 +474,11 @@ async fn encode_once(
         Err(e) => return End::Failed(format!("cannot start {}: {e}", settings.ffmpeg)),
     };
     tracing::info!(%path, pid = child.id(), renditions = settings.renditions.len(), "transcoder started");
+    {
+        let mut s = entry.status.lock();
+        s.state = "running";
+        s.pid = child.id();
+    }
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -440,6 +514,7 @@ async fn encode_once(
         registry.clone(),
         path.to_owned(),
         last_out.clone(),
+        entry.frames.clone(),
     ));
     let mut out_task = std::pin::pin!(out_task);
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -529,6 +604,7 @@ async fn read_output(
     registry: Registry,
     path: String,
     last_out: Arc<AtomicU64>,
+    frames: Arc<AtomicU64>,
 ) -> Vec<Option<Publisher>> {
     let since = Instant::now();
     let mut demux = TsDemuxer::new();
@@ -551,6 +627,7 @@ async fn read_output(
                 }
                 DemuxEvent::Frame(f) => {
                     last_out.store((since.elapsed().as_millis() as u64).max(1), Relaxed);
+                    frames.fetch_add(1, Relaxed);
                     for r in routes.iter().filter(|r| r.tracks.contains(&f.track)) {
                         if let Some(slot) = renditions.get_mut(r.index) {
                             // A rendition kicked through the API is gone; the others go on.

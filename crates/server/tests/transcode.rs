@@ -96,6 +96,20 @@ fn renditions_read_over_rtmp_and_hls_with_the_source_keyframes() {
         );
     }
 
+    // The API shows the transcoder: running, its renditions, frames written.
+    let (st, _, body) = http_get(server.api, "/v1/paths/live/cam", &[]);
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let t = &v["transcode"];
+    assert_eq!(t["state"], "running", "{v}");
+    assert_eq!(
+        t["renditions"],
+        serde_json::json!(["live/cam/~288p", "live/cam/~180p"]),
+        "{v}"
+    );
+    assert!(t["frames_out"].as_u64().unwrap() > 100, "{v}");
+    assert!(t["pid"].as_u64().is_some(), "{v}");
+
     // One encoder for the path, whatever the number of renditions and readers.
     let encoders = Command::new("pgrep")
         .args(["-P", &server.pid().to_string(), "ffmpeg"])
@@ -136,6 +150,10 @@ fn a_killed_encoder_leaves_the_source_alone_and_comes_back() {
         server.log()
     );
     assert!(server.log().contains("transcoder failed"), "{}", server.log());
+    let (_, _, body) = http_get(server.api, "/v1/paths/live/cam", &[]);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["transcode"]["restarts"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["transcode"]["last_error"].as_str().is_some(), "{v}");
     let p = reader.join().unwrap();
     assert_source_stream(&p, 10, "the source while its encoder was killed");
     let p = probe(&server.rtmp_url("live/cam/~288p"), 2);
