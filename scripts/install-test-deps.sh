@@ -18,7 +18,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 # The tests stop processes with kill(1) and wrap peers in timeout(1).
-command -v kill >/dev/null 2>&1 || need+=(procps)
+# `kill` is also a shell builtin: look for the programs (kill, pgrep) themselves.
+{ [ -x /usr/bin/kill ] || [ -x /bin/kill ]; } && command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v timeout >/dev/null 2>&1 || need+=(coreutils)
 # The API, push, pull and record tests talk to the API with curl.
 command -v curl >/dev/null 2>&1 || need+=(curl)

@@ -759,20 +759,7 @@ read_token = "viewer-token"
         "http://127.0.0.1:{}/live/cam/index.m3u8?token=viewer-token",
         nginx.port
     );
-    let out = Command::new("timeout")
-        .arg("90")
-        .arg("node")
-        .arg(web_dir().join("llhls.mjs"))
-        .args([url.as_str(), "12"])
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("hls.js: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .expect("a result from llhls.mjs");
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    let r = run_web_script("llhls.mjs", &[url.as_str(), "12"], &[], 90);
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
     assert!(r["played"].as_f64().unwrap() >= 10.0, "{r}");
     assert_eq!(

@@ -434,48 +434,6 @@ fn https_needs_both_cert_and_key() {
     );
 }
 
-/// Re-executes the calling test inside a private network namespace that has only `lo` (WebRTC
-/// must stay on loopback: PEERS.md); returns false in the parent (which has asserted the
-/// child's success), true where the test body should run. As in tests/webrtc.rs.
-fn in_netns(test: &str) -> bool {
-    if std::env::var("TEST_IN_NETNS").is_ok() {
-        return true;
-    }
-    let name = format!("sluice-https-{}", std::process::id());
-    let ok = Command::new("ip")
-        .args(["netns", "add", &name])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("cannot create a network namespace (not root?): running on loopback only");
-        return true;
-    }
-    let _ = Command::new("ip")
-        .args(["-n", &name, "link", "set", "lo", "up"])
-        .status();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &name])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env("TEST_IN_NETNS", &name)
-        .output()
-        .unwrap();
-    let _ = Command::new("ip").args(["netns", "del", &name]).status();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(out.status.success(), "{test} failed inside its network namespace");
-    assert!(
-        text.contains("1 passed"),
-        "{test} did not run inside its namespace"
-    );
-    false
-}
-
 /// The base64 SHA-256 of a certificate's public key, as Chromium's
 /// `--ignore-certificate-errors-spki-list` takes it.
 fn spki_sha256(cert: &std::path::Path) -> String {
@@ -577,22 +535,12 @@ fn hls_js_plays_over_https_in_chromium() {
         "--ignore-certificate-errors-spki-list={}",
         spki_sha256(&ca.path("live.pem"))
     );
-    let out = Command::new("timeout")
-        .arg("90")
-        .arg("node")
-        .arg(web_dir().join("llhls.mjs"))
-        .args([url.as_str(), "10"])
-        .env("CHROMIUM_EXTRA_ARGS", &trust)
-        .stdin(Stdio::null())
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("hls.js: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .expect("a result from llhls.mjs");
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    let r = run_web_script(
+        "llhls.mjs",
+        &[url.as_str(), "10"],
+        &[("CHROMIUM_EXTRA_ARGS", trust.as_str())],
+        90,
+    );
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
     assert_eq!(
         (r["width"].as_u64(), r["height"].as_u64()),

@@ -581,20 +581,7 @@ fn hls_js_plays_low_latency_in_chromium() {
     let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
     wait_stream(&server, "live/cam");
     let url = server.http_url("live/cam/index.m3u8");
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg("node")
-        .arg(web_dir().join("llhls.mjs"))
-        .args([url.as_str(), "25"])
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("hls.js: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .expect("a result from llhls.mjs");
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    let r = run_web_script("llhls.mjs", &[url.as_str(), "25"], &[], 120);
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
     assert_eq!(
         (r["width"].as_u64(), r["height"].as_u64()),
@@ -624,20 +611,7 @@ fn player_page_plays_with_its_own_hls_js() {
     let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
     wait_stream(&server, "live/cam");
     let url = server.http_url("live/cam/");
-    let out = Command::new("timeout")
-        .arg("90")
-        .arg("node")
-        .arg(web_dir().join("player.mjs"))
-        .args([url.as_str(), "8"])
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("player page: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .expect("a result from player.mjs");
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    let r = run_web_script("player.mjs", &[url.as_str(), "8"], &[], 90);
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
     assert_eq!(
         r["foreign"].as_array().map(Vec::len),

@@ -192,23 +192,7 @@ fn assert_no_video_gap(p: &Probe, what: &str) {
 
 /// Plays `url` in Chromium (`hls` through hls.js, `mp4` in a plain `<video>`), seeks to `seek`.
 fn play_in_chromium(mode: &str, url: &str, seek: f64) -> serde_json::Value {
-    let out = Command::new("timeout")
-        .arg("90")
-        .arg("node")
-        .arg(web_dir().join("vod.mjs"))
-        .args([mode, url, &seek.to_string()])
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "chromium {mode}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .expect("a result from vod.mjs");
-    serde_json::from_str(line).unwrap()
+    run_web_script("vod.mjs", &[mode, url, &seek.to_string()], &[], 90)
 }
 
 fn assert_played_and_seeked(r: &serde_json::Value, seek: f64, duration: f64, what: &str) {

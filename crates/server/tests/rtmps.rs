@@ -5,76 +5,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
-/// A CA and server certificates for localhost/127.0.0.1, made with the openssl CLI.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let dir = tmp_dir().join(format!("rtmps-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let pki = Pki { dir };
-        pki.openssl(&format!(
-            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
-             -out ca.pem -days 2 -subj /CN=Sluice-Test-CA-{name} \
-             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
-        ));
-        std::fs::write(
-            pki.path("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        pki
-    }
-
-    /// Runs `openssl` with these whitespace-separated arguments in the directory.
-    fn openssl(&self, args: &str) {
-        let out = Command::new("openssl")
-            .args(args.split_whitespace())
-            .current_dir(&self.dir)
-            .output()
-            .expect("openssl CLI (scripts/install-test-deps.sh)");
-        assert!(
-            out.status.success(),
-            "openssl {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// NAME.pem and NAME.key: a certificate for localhost and 127.0.0.1 signed by the CA.
-    fn server_cert(&self, name: &str, subject: &str, serial: u32) {
-        self.openssl(&format!(
-            "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {name}.key \
-             -out {name}.csr -subj /CN={subject}"
-        ));
-        self.openssl(&format!(
-            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -set_serial {serial} -days 2 \
-             -extfile ext.cnf -out {name}.pem"
-        ));
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Sluice with RTMPS on a free port, serving `live.pem`/`live.key` of `pki`.
-fn start(pki: &Pki) -> (Server, u16) {
+fn start(pki: &TestCa) -> (Server, u16) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let (cert, key) = (pki.path("live.pem"), pki.path("live.key"));
@@ -140,46 +78,12 @@ fn probe_verified(url: &str, ca: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// The serial and subject of the certificate a new TLS connection to `port` gets (openssl
-/// s_client, verifying against `ca`): e.g. ("serial=01", "subject=CN = localhost").
-fn served_cert(port: u16, ca: &Path) -> (String, String) {
-    let out = Command::new("timeout")
-        .args(["10", "openssl", "s_client", "-connect"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-servername", "localhost", "-verify_return_error", "-CAfile"])
-        .arg(ca)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl s_client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut x509 = Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-subject"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    x509.stdin.take().unwrap().write_all(&out.stdout).unwrap();
-    let text = String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap();
-    let line = |p: &str| {
-        text.lines()
-            .find(|l| l.starts_with(p))
-            .unwrap_or_else(|| panic!("no {p} in {text:?}"))
-            .to_owned()
-    };
-    (line("serial="), line("subject="))
-}
-
 #[test]
 fn rtmps_publish_read_refuse_and_reload() {
     if !require("ffmpeg") || !require("ffprobe") || !require("openssl") {
         return;
     }
-    let pki = Pki::new("main");
+    let pki = TestCa::new("main");
     pki.server_cert("live", "localhost", 1);
     let (server, port) = start(&pki);
     let ca = pki.path("ca.pem");
@@ -211,7 +115,7 @@ fn rtmps_publish_read_refuse_and_reload() {
         "a verifying RTMPS reader"
     );
     // A client that trusts another CA refuses the server.
-    let other = Pki::new("other");
+    let other = TestCa::new("other");
     let e = probe_verified(&url, &other.path("ca.pem")).unwrap_err();
     assert!(e.contains("verif") || e.contains("certificate"), "{e}");
 
@@ -274,7 +178,7 @@ fn rtmps_publish_read_refuse_and_reload() {
 
 #[test]
 fn rtmps_needs_both_cert_and_key() {
-    let pki = Pki::new("half");
+    let pki = TestCa::new("half");
     pki.server_cert("live", "localhost", 1);
     let out = Command::new("timeout")
         .arg("20")
@@ -336,9 +240,9 @@ fn push_to_a_second_sluice_over_rtmps() {
     if !require("ffmpeg") || !require("ffprobe") || !require("openssl") {
         return;
     }
-    let pki = Pki::new("push");
+    let pki = TestCa::new("push");
     pki.server_cert("live", "localhost", 1);
-    let other = Pki::new("push-other");
+    let other = TestCa::new("push-other");
     let (target, port) = start(&pki);
     let config = format!(
         "[paths.\"live/good\".push]\nurls = [\"rtmps://localhost:{port}/live/relayed\"]\n\

@@ -207,20 +207,7 @@ fn hls_js_switches_between_renditions() {
     );
 
     let url = server.http_url("live/cam/index.m3u8");
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg("node")
-        .arg(web_dir().join("abr.mjs"))
-        .args([url.as_str(), "4"])
-        .output()
-        .expect("node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("hls.js: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .expect("a result from abr.mjs");
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    let r = run_web_script("abr.mjs", &[url.as_str(), "4"], &[], 120);
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
     assert_eq!(r["levels"].as_array().map(Vec::len), Some(3), "{r}");
     let shown: Vec<(u64, u64)> = r["shown"]

@@ -17,48 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Re-executes the calling test inside a private network namespace; returns false in the
-/// parent (which has asserted the child's success), true where the test body should run.
-fn in_netns(test: &str) -> bool {
-    if std::env::var("TEST_IN_NETNS").is_ok() {
-        return true;
-    }
-    let name = format!("sluice-{}-{}", std::process::id(), test.len());
-    let ok = Command::new("ip")
-        .args(["netns", "add", &name])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("cannot create a network namespace (not root?): running on loopback only");
-        return true;
-    }
-    let _ = Command::new("ip")
-        .args(["-n", &name, "link", "set", "lo", "up"])
-        .status();
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &name])
-        .arg(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env("TEST_IN_NETNS", &name)
-        .output()
-        .unwrap();
-    let _ = Command::new("ip").args(["netns", "del", &name]).status();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert!(out.status.success(), "{test} failed inside its network namespace");
-    assert!(
-        text.contains("1 passed"),
-        "{test} did not run inside its namespace"
-    );
-    false
-}
-
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }

@@ -1002,6 +1002,33 @@ pub fn web_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web")
 }
 
+/// Runs `node tests/web/SCRIPT ARGS...` (bounded by `timeout_secs`, with `env` added), echoes
+/// what it printed to the test's output, and returns the last JSON line it printed (each script
+/// ends with one result object).
+pub fn run_web_script(
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout_secs: u32,
+) -> serde_json::Value {
+    let out = Command::new("timeout")
+        .arg(timeout_secs.to_string())
+        .arg("node")
+        .arg(web_dir().join(script))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{script}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no result from {script}"));
+    serde_json::from_str(line).unwrap()
+}
+
 /// Chromium, playwright-core (tests/browser) and hls.js (tests/web, installed from its lock
 /// file when missing). Panics in CI when missing; elsewhere says so and returns false.
 pub fn have_hlsjs_browser() -> bool {
@@ -1140,4 +1167,46 @@ pub fn curl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Re-executes the calling test inside a private network namespace; returns false in the
+/// parent (which has asserted the child's success), true where the test body should run.
+pub fn in_netns(test: &str) -> bool {
+    if std::env::var("TEST_IN_NETNS").is_ok() {
+        return true;
+    }
+    let name = format!("sluice-{}-{}", std::process::id(), test.len());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &name])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("cannot create a network namespace (not root?): running on loopback only");
+        return true;
+    }
+    let _ = Command::new("ip")
+        .args(["-n", &name, "link", "set", "lo", "up"])
+        .status();
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &name])
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env("TEST_IN_NETNS", &name)
+        .output()
+        .unwrap();
+    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "{test} failed inside its network namespace");
+    assert!(
+        text.contains("1 passed"),
+        "{test} did not run inside its namespace"
+    );
+    false
 }
