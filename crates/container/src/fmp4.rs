@@ -8,6 +8,8 @@
 //! Video uses the core's 90 kHz timescale; audio uses its sample rate, converted from the
 //! absolute decode times so that rounding never accumulates.
 
+use std::time::SystemTime;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_media::{CodecId, Frame, MediaKind, Track, TrackId, CLOCK_RATE};
 
@@ -134,7 +136,18 @@ impl Fmp4Writer {
 
     /// The initialization segment: `ftyp` and `moov`.
     pub fn init(&self) -> Bytes {
-        self.build_init(false).0
+        self.build_init(false, None).0
+    }
+
+    /// The initialization segment of one track alone (a DASH representation, whose fragments
+    /// come from [`Fmp4Writer::fragment_per_track`]); `None` when the track is not carried.
+    pub fn track_init(&self, track: TrackId) -> Option<Bytes> {
+        self.carries(track).then(|| self.build_init(false, Some(track)).0)
+    }
+
+    /// The core tracks carried, in MP4 track order.
+    pub fn tracks(&self) -> impl Iterator<Item = &Track> {
+        self.traks.iter().map(|t| &t.track)
     }
 
     /// The initialization segment of a file that grows fragment by fragment (the recorder): the
@@ -143,10 +156,15 @@ impl Fmp4Writer {
     /// writer patches in place when it closes the file (players then read the duration from the
     /// header; until then they find it from the fragments).
     pub fn file_init(&self) -> (Bytes, usize) {
-        self.build_init(true)
+        self.build_init(true, None)
     }
 
-    fn build_init(&self, mehd: bool) -> (Bytes, usize) {
+    fn build_init(&self, mehd: bool, only: Option<TrackId>) -> (Bytes, usize) {
+        let traks: Vec<&Trak> = self
+            .traks
+            .iter()
+            .filter(|t| only.is_none_or(|o| o == t.source))
+            .collect();
         let mut mehd_at = 0;
         let mut out = BytesMut::with_capacity(1024);
         boxed(&mut out, b"ftyp", |b| {
@@ -169,7 +187,7 @@ impl Fmp4Writer {
                 b.put_bytes(0, 24);
                 b.put_u32(self.traks.len() as u32 + 1);
             });
-            for t in &self.traks {
+            for t in &traks {
                 trak(b, t);
             }
             boxed(b, b"mvex", |b| {
@@ -179,7 +197,7 @@ impl Fmp4Writer {
                         b.put_u64(0);
                     });
                 }
-                for t in &self.traks {
+                for t in &traks {
                     full(b, b"trex", 0, 0, |b| {
                         b.put_u32(t.id);
                         b.put_u32(1); // sample description index
@@ -212,7 +230,49 @@ impl Fmp4Writer {
         next_dts: &dyn Fn(TrackId) -> Option<i64>,
         origin: i64,
     ) -> Bytes {
-        self.sequence += 1;
+        let mut out = BytesMut::new();
+        self.write_fragment(&mut out, frag, next_dts, origin, None, None);
+        out.freeze()
+    }
+
+    /// The same samples as one fragment per track (`moof` + `mdat` each, in MP4 track order), as
+    /// CMAF and DASH want them: one buffer, and the byte range each track's fragment takes in it,
+    /// so that a muxed reader (HLS) serves the whole and a DASH representation its track's
+    /// ranges, from the same bytes. With `prft` (the wall-clock time of the fragment's start),
+    /// each track's fragment is preceded by a Producer Reference Time box (ISO/IEC 14496-12
+    /// 8.16.5) that low-latency DASH players use to measure latency.
+    pub fn fragment_per_track(
+        &mut self,
+        frag: &Fragment,
+        next_dts: &dyn Fn(TrackId) -> Option<i64>,
+        prft: Option<SystemTime>,
+    ) -> (Bytes, Vec<Piece>) {
+        let mut out = BytesMut::with_capacity(frag.bytes() + 512);
+        let mut pieces = Vec::new();
+        let sources: Vec<TrackId> = self.traks.iter().map(|t| t.source).collect();
+        for source in sources {
+            let start = out.len();
+            if self.write_fragment(&mut out, frag, next_dts, 0, Some(source), prft) {
+                pieces.push(Piece {
+                    track: source,
+                    range: start..out.len(),
+                });
+            }
+        }
+        (out.freeze(), pieces)
+    }
+
+    /// Appends one fragment of `frag`'s samples (of track `only`, or all) to `out`; false, with
+    /// nothing written, when there is no sample.
+    fn write_fragment(
+        &mut self,
+        out: &mut BytesMut,
+        frag: &Fragment,
+        next_dts: &dyn Fn(TrackId) -> Option<i64>,
+        origin: i64,
+        only: Option<TrackId>,
+        prft: Option<SystemTime>,
+    ) -> bool {
         struct Run<'a> {
             trak: &'a Trak,
             samples: &'a [Sample],
@@ -220,7 +280,7 @@ impl Fmp4Writer {
             durations: Vec<u32>,
         }
         let mut runs = Vec::new();
-        for t in &self.traks {
+        for t in self.traks.iter().filter(|t| only.is_none_or(|o| o == t.source)) {
             let Some((_, samples)) = frag.tracks.iter().find(|(id, _)| *id == t.source) else {
                 continue;
             };
@@ -251,6 +311,19 @@ impl Fmp4Writer {
             });
         }
 
+        if runs.is_empty() && only.is_some() {
+            return false;
+        }
+        self.sequence += 1;
+        if let (Some(wall), Some(first)) = (prft, runs.first()) {
+            // Version 1: 64-bit media time, in the track's timescale, of the fragment's start.
+            let ntp = ntp_time(wall);
+            full(out, b"prft", 1, 0, |b| {
+                b.put_u32(first.trak.id);
+                b.put_u64(ntp);
+                b.put_u64(first.base);
+            });
+        }
         // Lay the samples out in decode order across tracks, so a reader that consumes the file
         // front to back gets audio and video together; each stretch of one track is one `trun`.
         let mut order: Vec<(usize, usize)> = runs
@@ -272,13 +345,14 @@ impl Fmp4Writer {
             .flat_map(|r| r.samples.iter())
             .map(|s| s.data.len())
             .sum();
-        let mut out = BytesMut::with_capacity(mdat_len + 256 + order.len() * 16 + chunks.len() * 20);
+        out.reserve(mdat_len + 256 + order.len() * 16 + chunks.len() * 20);
         // The data offsets depend on the moof size, which is fixed by the sample counts: write
         // the moof once with placeholders, then patch them.
         let mut slots = vec![0usize; chunks.len()];
         let moof_start = out.len();
-        boxed(&mut out, b"moof", |b| {
-            full(b, b"mfhd", 0, 0, |b| b.put_u32(self.sequence));
+        let sequence = self.sequence;
+        boxed(out, b"moof", |b| {
+            full(b, b"mfhd", 0, 0, |b| b.put_u32(sequence));
             for (ri, r) in runs.iter().enumerate() {
                 let video = r.trak.track.kind() == MediaKind::Video;
                 boxed(b, b"traf", |b| {
@@ -324,8 +398,24 @@ impl Fmp4Writer {
                 out.put_slice(&s.data);
             }
         }
-        out.freeze()
+        true
     }
+}
+
+/// Where one track's fragment lies in the bytes of [`Fmp4Writer::fragment_per_track`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub track: TrackId,
+    pub range: std::ops::Range<usize>,
+}
+
+/// NTP time (seconds since 1900 in the high 32 bits, fraction in the low 32) of a wall-clock time.
+fn ntp_time(t: SystemTime) -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs().saturating_add(NTP_UNIX_OFFSET);
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    secs << 32 | frac
 }
 
 /// Converts core ticks to `timescale` units, from the absolute value so errors never add up.

@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_media::{CodecId, Frame, MediaKind, Track, TrackId, CLOCK_RATE};
 
-use crate::fmp4::{codec_string, Fmp4Writer, Fragment};
+use crate::fmp4::{codec_string, Fmp4Writer, Fragment, Piece};
 use crate::ts::TsMuxer;
 use crate::Error;
 
@@ -77,6 +77,12 @@ pub struct SegmenterConfig {
     /// fMP4: each segment's decode times start at 0 (from its earliest sample) instead of
     /// following the stream's timeline; for segments that are files of their own (recordings).
     pub zero_based: bool,
+    /// fMP4: each part (or segment) is one fragment per track instead of one fragment holding
+    /// every track, with the byte range of each in [`Chunk::pieces`] and a `prft` box at the start
+    /// of each segment; init segments then also come one per track ([`InitSegment::tracks`]).
+    /// The HLS packager turns it on so that DASH representations (one track each) are served
+    /// from the same bytes as HLS.
+    pub per_track: bool,
 }
 
 impl SegmenterConfig {
@@ -91,6 +97,7 @@ impl SegmenterConfig {
             max_bytes: 64 << 20,
             segment_bytes: true,
             zero_based: false,
+            per_track: false,
         }
     }
 
@@ -121,6 +128,8 @@ pub struct InitSegment {
     pub bytes: Bytes,
     /// RFC 6381 codec strings of the tracks carried (HLS `CODECS`, DASH `codecs`).
     pub codecs: Vec<String>,
+    /// With [`SegmenterConfig::per_track`]: each carried track, with its own init segment.
+    pub tracks: Vec<(Track, Bytes)>,
 }
 
 /// A part or a segment.
@@ -146,6 +155,9 @@ pub struct Chunk {
     /// Video frames it holds (for frame rates).
     pub video_frames: u32,
     pub bytes: Bytes,
+    /// With [`SegmenterConfig::per_track`]: where each track's fragments lie in `bytes`, in order
+    /// (one per track for a part; one per track and part for a segment).
+    pub pieces: Vec<Piece>,
 }
 
 impl std::fmt::Debug for Chunk {
@@ -161,6 +173,7 @@ impl std::fmt::Debug for Chunk {
             .field("init", &self.init)
             .field("video_frames", &self.video_frames)
             .field("len", &self.bytes.len())
+            .field("pieces", &self.pieces.len())
             .finish()
     }
 }
@@ -240,6 +253,8 @@ impl ClosedPart {
 struct Assembly {
     chunk: Chunk,
     parts: Vec<Bytes>,
+    /// Bytes of the parts so far (the offset of the next part's pieces in the segment).
+    len: usize,
 }
 
 /// Cuts the frames of successive streams into segments and parts; see the module docs.
@@ -347,8 +362,17 @@ impl Segmenter {
         let mux = match self.config.format {
             Format::Fmp4 => {
                 let writer = Fmp4Writer::new(tracks)?;
+                let per_track = if self.config.per_track {
+                    writer
+                        .tracks()
+                        .filter_map(|t| Some((t.clone(), writer.track_init(t.id)?)))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 self.outputs.push_back(SegmenterOutput::Init(InitSegment {
                     generation: self.generation,
+                    tracks: per_track,
                     bytes: writer.init(),
                     codecs: tracks
                         .iter()
@@ -598,28 +622,7 @@ impl Segmenter {
     }
 
     fn emit(&mut self, c: ClosedPart) {
-        let bytes = match (&mut self.mux, c.ts) {
-            (_, Some(ts)) => ts,
-            (Mux::Fmp4(writer), None) => {
-                let next = &c.next;
-                let lookup = |t: TrackId| next.iter().find(|(id, _)| *id == t).and_then(|(_, n)| *n);
-                let origin = if self.config.zero_based {
-                    match self.segment_origin {
-                        Some((seq, o)) if seq == c.part.sequence => o,
-                        _ => {
-                            let o = c.part.frag.start().unwrap_or(c.part.start).min(c.part.start);
-                            self.segment_origin = Some((c.part.sequence, o));
-                            o
-                        }
-                    }
-                } else {
-                    0
-                };
-                writer.fragment_from(&c.part.frag, &lookup, origin)
-            }
-            _ => Bytes::new(),
-        };
-        let p = c.part;
+        let p = &c.part;
         let duration_ticks = c.end.saturating_sub(p.start).max(1);
         let (anchor_wall, anchor_dts) = self.anchor.unwrap_or((SystemTime::UNIX_EPOCH, p.start));
         let offset = p.start.saturating_sub(anchor_dts);
@@ -627,6 +630,36 @@ impl Segmenter {
         if let Some(end) = self.last_pdt_end {
             pdt = pdt.max(end);
         }
+        let mut pieces = Vec::new();
+        let bytes = match (&mut self.mux, c.ts) {
+            (_, Some(ts)) => ts,
+            (Mux::Fmp4(writer), None) => {
+                let next = &c.next;
+                let lookup = |t: TrackId| next.iter().find(|(id, _)| *id == t).and_then(|(_, n)| *n);
+                if self.config.per_track && !self.config.zero_based {
+                    let prft = (p.index == 0).then_some(pdt);
+                    let (bytes, p) = writer.fragment_per_track(&p.frag, &lookup, prft);
+                    pieces = p;
+                    bytes
+                } else {
+                    let origin = if self.config.zero_based {
+                        match self.segment_origin {
+                            Some((seq, o)) if seq == p.sequence => o,
+                            _ => {
+                                let o = p.frag.start().unwrap_or(p.start).min(p.start);
+                                self.segment_origin = Some((p.sequence, o));
+                                o
+                            }
+                        }
+                    } else {
+                        0
+                    };
+                    writer.fragment_from(&p.frag, &lookup, origin)
+                }
+            }
+            _ => Bytes::new(),
+        };
+        let p = c.part;
         let chunk = Chunk {
             sequence: p.sequence,
             part: p.index,
@@ -638,17 +671,25 @@ impl Segmenter {
             init: matches!(self.mux, Mux::Fmp4(_)).then_some(self.generation),
             video_frames: p.video_frames,
             bytes,
+            pieces,
         };
         self.last_pdt_end = Some(chunk.end_time());
         if self.part_target.is_some() {
             self.outputs.push_back(SegmenterOutput::Part(chunk.clone()));
         }
+        let keep_bytes = self.config.segment_bytes || self.part_target.is_none();
         match &mut self.assembly {
             Some(a) if a.chunk.sequence == chunk.sequence => {
                 a.chunk.duration_ticks += chunk.duration_ticks;
                 a.chunk.video_frames += chunk.video_frames;
                 a.chunk.part += 1;
-                if self.config.segment_bytes {
+                if keep_bytes {
+                    let at = a.len;
+                    a.chunk.pieces.extend(chunk.pieces.into_iter().map(|mut pc| {
+                        pc.range = pc.range.start + at..pc.range.end + at;
+                        pc
+                    }));
+                    a.len += chunk.bytes.len();
                     a.parts.push(chunk.bytes);
                 }
             }
@@ -656,16 +697,18 @@ impl Segmenter {
                 let mut chunk = chunk;
                 chunk.part = 1;
                 let first = std::mem::take(&mut chunk.bytes);
-                let parts = if self.config.segment_bytes || self.part_target.is_none() {
+                let len = first.len();
+                let parts = if keep_bytes {
                     vec![first]
                 } else {
+                    chunk.pieces.clear();
                     Vec::new()
                 };
-                self.assembly = Some(Assembly { chunk, parts });
+                self.assembly = Some(Assembly { chunk, parts, len });
             }
         }
         if c.last_of_segment {
-            if let Some(Assembly { mut chunk, parts }) = self.assembly.take() {
+            if let Some(Assembly { mut chunk, parts, .. }) = self.assembly.take() {
                 chunk.bytes = concat(parts);
                 // Rounding to nanoseconds could put the sum of the parts a hair past the last
                 // part's end: the next output starts after both.

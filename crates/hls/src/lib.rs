@@ -4,6 +4,7 @@
 //! window and renders the multivariant and media playlists (RFC 8216) from a typed model
 //! ([`playlist`]).
 
+mod dash;
 pub mod playlist;
 mod store;
 mod task;
@@ -11,6 +12,7 @@ mod viewers;
 
 use std::time::Duration;
 
+pub use dash::DashFile;
 pub use store::{HlsStore, HlsStream, PlaylistError, PlaylistQuery};
 pub use task::spawn;
 pub use viewers::{ViewerCounts, Viewers};

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
+use sluice_container::fmp4::Piece;
 use tokio::sync::watch;
 
 use crate::playlist::{
@@ -30,6 +31,13 @@ pub(crate) struct Segment {
     pub init: Option<Arc<str>>,
     /// Its parts (LL-HLS), kept while the segment is among the last few; emptied after.
     pub parts: Vec<Part>,
+    /// Decode time of its start and its duration, in core ticks (DASH timelines).
+    pub start_dts: i64,
+    pub duration_ticks: i64,
+    /// Generation of its stream (its init segment), 0 for MPEG-TS.
+    pub generation: u64,
+    /// Where each track's fragments lie in `data` (DASH representations).
+    pub pieces: Vec<Piece>,
 }
 
 /// One part (LL-HLS) held in memory.
@@ -46,6 +54,8 @@ pub(crate) struct Part {
     pub independent: bool,
     pub discontinuity: bool,
     pub init: Option<Arc<str>>,
+    /// Where each track's fragment lies in `data` (DASH representations).
+    pub pieces: Vec<Piece>,
 }
 
 #[derive(Debug, Default)]
@@ -60,11 +70,13 @@ pub(crate) struct State {
     current_init: Option<Arc<str>>,
     /// Discontinuities that have left the window.
     discontinuity_seq: u64,
-    target: u64,
+    pub(crate) target: u64,
     codecs: String,
     resolution: Option<(u32, u32)>,
-    frame_rate: Option<f64>,
+    pub(crate) frame_rate: Option<f64>,
     peak_bandwidth: u64,
+    /// What the DASH manifest needs (fMP4 only).
+    pub(crate) dash: crate::dash::DashState,
 }
 
 impl State {
@@ -79,6 +91,20 @@ impl State {
         self.open_parts
             .last()
             .is_some_and(|p| p.seq > msn || p.seq == msn && u64::from(p.index) >= part)
+    }
+
+    /// Sequence number of the segment being built, when a part of it exists.
+    pub(crate) fn open_parts_seq(&self) -> Option<u64> {
+        self.open_parts.first().map(|p| p.seq)
+    }
+
+    /// The parts made so far of segment `seq`, when it is the one being built.
+    pub(crate) fn open_parts_of(&self, seq: u64) -> &[Part] {
+        if self.open_parts_seq() == Some(seq) {
+            &self.open_parts
+        } else {
+            &[]
+        }
     }
 
     fn part(&self, name: &str) -> Option<&Part> {
@@ -146,13 +172,13 @@ pub enum PlaylistError {
 
 /// Requests held at once per stream (blocking reloads and preload-hinted parts); past it a
 /// request is answered 503 at once, so memory and tasks stay bounded.
-const MAX_WAITERS: usize = 4096;
+pub(crate) const MAX_WAITERS: usize = 4096;
 
 /// Counts a held request while it lives.
-struct Waiter<'a>(&'a AtomicUsize);
+pub(crate) struct Waiter<'a>(&'a AtomicUsize);
 
 impl<'a> Waiter<'a> {
-    fn enter(n: &'a AtomicUsize) -> Option<Self> {
+    pub(crate) fn enter(n: &'a AtomicUsize) -> Option<Self> {
         if n.fetch_add(1, Ordering::AcqRel) >= MAX_WAITERS {
             n.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -174,8 +200,11 @@ pub struct HlsStream {
     pub(crate) state: RwLock<State>,
     ready: watch::Sender<bool>,
     /// Bumped on every new part, segment and at the end: what held requests wait on.
-    progress: watch::Sender<u64>,
-    waiters: AtomicUsize,
+    pub(crate) progress: watch::Sender<u64>,
+    pub(crate) waiters: AtomicUsize,
+    /// Names this packager's files apart from an earlier one's on the same path (a cache in
+    /// front must never mix them up: sequence numbers start again at 0).
+    pub(crate) token: String,
     closed: AtomicBool,
     /// Requests, bytes and distinct clients over the last minute (viewers are not sessions).
     pub viewers: crate::viewers::Viewers,
@@ -186,7 +215,13 @@ impl HlsStream {
         let (ready, _) = watch::channel(false);
         let (progress, _) = watch::channel(0);
         let target = config.segment_duration.as_secs_f64().ceil() as u64;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let token = format!("{:x}", (nanos as u64) ^ (std::process::id() as u64) << 40);
         HlsStream {
+            token,
             config,
             state: RwLock::new(State {
                 target,
@@ -253,7 +288,7 @@ impl HlsStream {
         Ok(self.media(&st, q.skip).render())
     }
 
-    fn is_low_latency(&self) -> bool {
+    pub(crate) fn is_low_latency(&self) -> bool {
         self.config.variant == Variant::LowLatency
     }
 
@@ -478,8 +513,12 @@ impl HlsStream {
         codecs: String,
         resolution: Option<(u32, u32)>,
         init: Option<(Arc<str>, Bytes)>,
+        dash: Option<crate::dash::Generation>,
     ) {
         let mut st = self.state.write();
+        if let Some(g) = dash {
+            st.dash.begin(g);
+        }
         st.codecs = codecs;
         st.resolution = resolution;
         if let Some((name, bytes)) = init {
@@ -504,6 +543,7 @@ impl HlsStream {
         let seq = segment.seq;
         segment.parts = std::mem::take(&mut st.open_parts);
         segment.parts.retain(|p| p.seq == seq);
+        st.dash.add_segment(&segment);
         st.segments.push_back(segment);
         // Parts are kept for the segments of the last four target durations (they are listed
         // for three), then released: the segment's own bytes serve from there.
@@ -531,6 +571,8 @@ impl HlsStream {
         inits.retain(|k, _| {
             current_init.as_ref() == Some(k) || segments.iter().any(|s| s.init.as_ref() == Some(k))
         });
+        let oldest = st.segments.front().map_or(u64::MAX, |s| s.generation);
+        st.dash.release_before(oldest);
         drop(st);
         self.ready.send_replace(true);
         self.progress.send_modify(|n| *n += 1);

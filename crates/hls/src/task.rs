@@ -3,7 +3,7 @@
 //! [`HlsStream`]'s store. All cutting and timing rules live in the segmenter.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use sluice_container::fmp4::codec_string;
 use sluice_container::segmenter::{Chunk, Format, Segmenter, SegmenterConfig, SegmenterOutput};
@@ -61,11 +61,7 @@ pub(crate) struct Packager {
 
 impl Packager {
     pub(crate) fn new(out: Arc<HlsStream>, path: String) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let token = format!("{:x}", (nanos as u64) ^ (std::process::id() as u64) << 40);
+        let token = out.token.clone();
         let cfg = out.config();
         let format = match cfg.variant {
             Variant::Fmp4 | Variant::LowLatency => Format::Fmp4,
@@ -76,6 +72,8 @@ impl Packager {
             sc = sc.with_parts(cfg.part_duration);
         }
         sc.max_bytes = cfg.max_segment_bytes;
+        // One fragment per track: DASH serves each track's from the same bytes.
+        sc.per_track = format == Format::Fmp4;
         Packager {
             segmenter: Segmenter::new(sc),
             out,
@@ -112,13 +110,17 @@ impl Packager {
             .filter(|(w, h)| *w > 0 && *h > 0);
         // What the previous stream left is filed before the new stream's init segment.
         let mut init = None;
+        let mut dash = None;
         while let Some(out) = self.segmenter.poll_output() {
             match out {
-                SegmenterOutput::Init(i) => init = Some((self.init_name(i.generation), i.bytes)),
+                SegmenterOutput::Init(i) => {
+                    dash = Some(crate::dash::Generation::new(i.generation, i.tracks));
+                    init = Some((self.init_name(i.generation), i.bytes));
+                }
                 other => self.file(other),
             }
         }
-        self.out.begin_stream(codecs.join(","), resolution, init);
+        self.out.begin_stream(codecs.join(","), resolution, init, dash);
         self.current = Some((info.epoch, tracks));
     }
 
@@ -167,6 +169,7 @@ impl Packager {
             discontinuity: c.discontinuity,
             init: c.init.map(|g| self.init_name(g)),
             data: c.bytes,
+            pieces: c.pieces,
         };
         self.next_part += 1;
         self.out.push_part(part, self.part_name(self.next_part));
@@ -188,6 +191,10 @@ impl Packager {
             discontinuity: c.discontinuity,
             init: c.init.map(|g| self.init_name(g)),
             parts: Vec::new(),
+            start_dts: c.start_dts,
+            duration_ticks: c.duration_ticks,
+            generation: c.init.unwrap_or(0),
+            pieces: c.pieces,
         };
         self.out.push_segment(segment, frame_rate);
     }

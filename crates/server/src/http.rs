@@ -92,6 +92,7 @@ async fn handle(
         Some(Route::Hls { path, file }) if file.ends_with(".m3u8") || *file == "snapshot.jpg" => {
             Some((*path, "hls"))
         }
+        Some(Route::Hls { path, file }) if file.ends_with(".mpd") => Some((*path, "dash")),
         _ => None,
     };
     if let Some((path, protocol)) = checked {
@@ -103,14 +104,22 @@ async fn handle(
         None => not_found("nothing here: try /PATH/index.m3u8, /PATH.flv or /PATH/"),
         Some(Route::Flv(path)) => flv(&shared, path, remote),
         Some(Route::Player(path)) => player(path),
+        Some(Route::Asset("time")) => utc_time(),
         Some(Route::Asset(file)) => asset(file, &headers),
         Some(Route::PathWithoutSlash(path)) => Redirect::permanent(&format!("/{path}/")).into_response(),
         Some(Route::Hls {
             path,
             file: "snapshot.jpg",
         }) => snapshot(&shared, path, uri.query()).await,
+        Some(Route::Hls {
+            path,
+            file: "dash.html",
+        }) => dash_player(path),
+        Some(Route::Hls { path, file }) if file.ends_with(".mpd") || file.starts_with("dash-") => {
+            dash(&shared, path, file, remote, &headers).await
+        }
         Some(Route::Hls { path, file }) => {
-            let resp = hls(&shared, path, file, remote, uri.query()).await;
+            let resp = hls(&shared, path, file, remote, uri.query(), &headers).await;
             match credential_query(uri.query()) {
                 Some(q) if file == "index.m3u8" => carry_query(resp, &q).await,
                 _ => resp,
@@ -249,25 +258,17 @@ fn playlist_error(e: sluice_hls::PlaylistError) -> Response {
     }
 }
 
-async fn hls(shared: &Shared, path: &str, file: &str, remote: SocketAddr, query: Option<&str>) -> Response {
-    let stream = match shared.hls.get(path) {
-        Some(s) => s,
-        None => {
-            // The packager is attached when the stream's tracks are known; a player may ask just
-            // as the publisher connects, before that: wait while the path is published, up to
-            // the ready timeout.
-            let deadline = tokio::time::Instant::now() + shared.live.get().hls.ready_timeout;
-            loop {
-                let live = shared.registry.is_published(path);
-                if !live || tokio::time::Instant::now() >= deadline {
-                    return not_found(&format!("no stream is available on path {path}"));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                if let Some(s) = shared.hls.get(path) {
-                    break s;
-                }
-            }
-        }
+async fn hls(
+    shared: &Shared,
+    path: &str,
+    file: &str,
+    remote: SocketAddr,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    let stream = match live_stream(shared, path).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
     };
     if file.ends_with(".m3u8") {
         // LL-HLS blocking reload and delta updates (RFC 8216bis 6.2.5); checked before waiting.
@@ -286,7 +287,7 @@ async fn hls(shared: &Shared, path: &str, file: &str, remote: SocketAddr, query:
                 .path(path)
                 .map(|p| p.transcode.renditions.iter().map(|r| r.name.clone()).collect())
                 .unwrap_or_default();
-            let others: Vec<(String, std::sync::Arc<sluice_hls::HlsStream>)> = names
+            let others: Vec<(String, Arc<sluice_hls::HlsStream>)> = names
                 .iter()
                 .filter_map(|n| {
                     let s = shared.hls.get(&crate::transcode::rendition_path(path, n))?;
@@ -332,19 +333,237 @@ async fn hls(shared: &Shared, path: &str, file: &str, remote: SocketAddr, query:
     match found {
         Some((bytes, content_type)) => {
             stream.viewers.record(Some(remote.ip()), bytes.len() as u64);
-            (
-                [
-                    (header::CONTENT_TYPE, content_type),
-                    (header::CACHE_CONTROL, SEGMENT_CACHE),
-                ],
-                bytes,
-            )
-                .into_response()
+            immutable(headers, file, content_type, vec![bytes])
         }
         None => not_found(&format!(
             "no file {file} on path {path} (it may have left the playlist window)"
         )),
     }
+}
+
+/// The path's packaged stream; the packager is attached when the stream's tracks are known, and
+/// a player may ask just as the publisher connects, before that: wait while the path is
+/// published, up to the ready timeout.
+async fn live_stream(shared: &Shared, path: &str) -> Result<Arc<sluice_hls::HlsStream>, Response> {
+    if let Some(s) = shared.hls.get(path) {
+        return Ok(s);
+    }
+    let deadline = tokio::time::Instant::now() + shared.live.get().hls.ready_timeout;
+    loop {
+        let live = shared.registry.is_published(path);
+        if !live || tokio::time::Instant::now() >= deadline {
+            return Err(not_found(&format!("no stream is available on path {path}")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if let Some(s) = shared.hls.get(path) {
+            return Ok(s);
+        }
+    }
+}
+
+/// `GET /PATH/index.mpd` and the DASH files it names (`dash-…`), from the HLS packager's
+/// segments (`sluice_hls::DashFile`).
+async fn dash(shared: &Shared, path: &str, file: &str, remote: SocketAddr, headers: &HeaderMap) -> Response {
+    let stream = match live_stream(shared, path).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    if file == "index.mpd" {
+        if !stream.wait_ready(shared.live.get().hls.ready_timeout).await {
+            return not_found(&format!("stream {path} has no segment yet"));
+        }
+        // Players read the server's clock there (UTCTiming); relative to the host they asked.
+        let time_url = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) if !host.is_empty() => format!("//{host}/{ASSET_PREFIX}time"),
+            _ => format!("/{ASSET_PREFIX}time"),
+        };
+        return match stream.mpd(&time_url) {
+            Some(text) => {
+                stream.viewers.record(Some(remote.ip()), text.len() as u64);
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/dash+xml"),
+                        (header::CACHE_CONTROL, PLAYLIST_CACHE),
+                    ],
+                    text,
+                )
+                    .into_response()
+            }
+            None => not_found(&format!(
+                "no DASH manifest for path {path}: DASH needs fMP4 segments (hls variant \"low-latency\" or \"fmp4\", not \"mpegts\")"
+            )),
+        };
+    }
+    match stream.dash_file(file).await {
+        Ok(Some(sluice_hls::DashFile::Init(bytes, ct))) => {
+            stream.viewers.record(Some(remote.ip()), bytes.len() as u64);
+            immutable(headers, file, ct, vec![bytes])
+        }
+        Ok(Some(sluice_hls::DashFile::Segment(pieces))) => {
+            let len: usize = pieces.iter().map(Bytes::len).sum();
+            stream.viewers.record(Some(remote.ip()), len as u64);
+            immutable(headers, file, dash_media_type(file), pieces)
+        }
+        Ok(Some(sluice_hls::DashFile::Live(body))) => {
+            stream.viewers.record(Some(remote.ip()), 0);
+            // Sent as its parts are made (chunked); a cache may keep it once complete.
+            (
+                [
+                    (header::CONTENT_TYPE, dash_media_type(file)),
+                    (header::CACHE_CONTROL, SEGMENT_CACHE),
+                ],
+                Body::from_stream(body),
+            )
+                .into_response()
+        }
+        Ok(None) => not_found(&format!(
+            "no file {file} on path {path} (it may have left the window, or not be made yet)"
+        )),
+        Err(e) => playlist_error(e),
+    }
+}
+
+fn dash_media_type(file: &str) -> &'static str {
+    if file.contains("-a-") {
+        "audio/mp4"
+    } else {
+        "video/mp4"
+    }
+}
+
+/// `GET /~sluice/time`: the server's clock (DASH `UTCTiming`, `urn:mpeg:dash:utc:http-iso:2014`).
+fn utc_time() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        sluice_hls::playlist::rfc3339_millis(std::time::SystemTime::now()),
+    )
+        .into_response()
+}
+
+/// A file that never changes under its name (segment, part, init segment), from its pieces:
+/// `ETag` and `If-None-Match`, one byte range (`Range: bytes=…`, 206 or 416), HEAD (the body
+/// is dropped by the server), and cache headers a shared cache may follow.
+fn immutable(headers: &HeaderMap, name: &str, content_type: &'static str, pieces: Vec<Bytes>) -> Response {
+    use axum::http::StatusCode;
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    let etag = format!(
+        "\"{}-{len}\"",
+        name.trim_end_matches(|c: char| c != '.').trim_end_matches('.')
+    );
+    let common = [
+        (header::CACHE_CONTROL, HeaderValue::from_static(SEGMENT_CACHE)),
+        (
+            header::ETAG,
+            HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"x\"")),
+        ),
+        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+    ];
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == etag || t == "*")
+        });
+    if matches {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| byte_range(v, len));
+    let (status, start, end) = match range {
+        None | Some(RangeAsk::Ignore) => (StatusCode::OK, 0, len),
+        Some(RangeAsk::Range(a, b)) => (StatusCode::PARTIAL_CONTENT, a, b),
+        Some(RangeAsk::Unsatisfiable) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                common,
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+            )
+                .into_response()
+        }
+    };
+    // The pieces within [start, end), as slices (no copy).
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for p in pieces {
+        let (a, b) = (at, at + p.len());
+        at = b;
+        if b <= start || a >= end {
+            continue;
+        }
+        parts.push(p.slice(start.max(a) - a..end.min(b) - a));
+    }
+    let body = if parts.len() == 1 {
+        Body::from(parts.pop().unwrap_or_default())
+    } else {
+        Body::from_stream(futures_util::stream::iter(
+            parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ))
+    };
+    let mut resp = (status, common, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1)) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsk {
+    /// Not a single byte range we serve (several ranges, another unit): the whole file.
+    Ignore,
+    /// `[start, end)`.
+    Range(usize, usize),
+    Unsatisfiable,
+}
+
+/// One `bytes=` range of RFC 9110 14.1.2 against a file of `len` bytes.
+fn byte_range(v: &str, len: usize) -> RangeAsk {
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return RangeAsk::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Ignore;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAsk::Ignore;
+    };
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .ok()
+            .map(|n| n.min(usize::MAX as u64) as usize)
+    };
+    match (a.trim().is_empty(), parse(a), parse(b)) {
+        // Suffix: the last N bytes.
+        (true, _, Some(n)) if n > 0 && len > 0 => RangeAsk::Range(len - n.min(len), len),
+        (true, _, _) => RangeAsk::Unsatisfiable,
+        (false, Some(a), _) if a >= len => RangeAsk::Unsatisfiable,
+        (false, Some(a), None) if b.trim().is_empty() => RangeAsk::Range(a, len),
+        (false, Some(a), Some(b)) if b >= a => RangeAsk::Range(a, b.saturating_add(1).min(len)),
+        _ => RangeAsk::Ignore,
+    }
+}
+
+fn dash_player(path: &str) -> Response {
+    let page = include_str!("dash_player.html").replace("{{PATH}}", &html_escape(path));
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        page,
+    )
+        .into_response()
 }
 
 fn flv(shared: &Shared, path: &str, remote: SocketAddr) -> Response {
@@ -423,6 +642,9 @@ const ASSET_PREFIX: &str = "~sluice/";
 /// hls.js, vendored from npm (`crates/server/assets`, refreshed by `scripts/refresh-vendored.sh`).
 const HLS_JS: &[u8] = include_bytes!("../assets/hls.min.js");
 const HLS_JS_LICENSE: &str = include_str!("../assets/hls.js-LICENSE.txt");
+/// dash.js, vendored from npm the same way.
+const DASH_JS: &[u8] = include_bytes!("../assets/dash.all.min.js");
+const DASH_JS_LICENSE: &str = include_str!("../assets/dashjs-LICENSE.txt");
 const ASSET_VERSIONS: &str = include_str!("../assets/VERSIONS");
 
 fn asset(file: &str, headers: &HeaderMap) -> Response {
@@ -430,6 +652,11 @@ fn asset(file: &str, headers: &HeaderMap) -> Response {
         "hls.min.js" => (Bytes::from_static(HLS_JS), "text/javascript; charset=utf-8"),
         "hls.js-LICENSE.txt" => (
             Bytes::from_static(HLS_JS_LICENSE.as_bytes()),
+            "text/plain; charset=utf-8",
+        ),
+        "dash.all.min.js" => (Bytes::from_static(DASH_JS), "text/javascript; charset=utf-8"),
+        "dashjs-LICENSE.txt" => (
+            Bytes::from_static(DASH_JS_LICENSE.as_bytes()),
             "text/plain; charset=utf-8",
         ),
         _ => return not_found("no such file under /~sluice/"),

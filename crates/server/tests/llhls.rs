@@ -226,31 +226,6 @@ fn get_playlist(server: &Server, query: &str) -> (Playlist, Duration) {
     (parse(&text), took)
 }
 
-/// ISO BMFF boxes at the top of `b`: (type, payload).
-fn boxes(mut b: &[u8]) -> Vec<(String, &[u8])> {
-    let mut out = Vec::new();
-    while b.len() >= 8 {
-        let n = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
-        assert!(n >= 8 && n <= b.len(), "box size {n} of {}", b.len());
-        out.push((String::from_utf8_lossy(&b[4..8]).into_owned(), &b[8..n]));
-        b = &b[n..];
-    }
-    assert!(b.is_empty());
-    out
-}
-
-fn child<'a>(b: &'a [u8], kind: &str) -> Vec<&'a [u8]> {
-    boxes(b)
-        .into_iter()
-        .filter(|(k, _)| k == kind)
-        .map(|(_, p)| p)
-        .collect()
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
-}
-
 /// The video track id of an init segment (the `trak` whose `hdlr` is `vide`).
 fn video_track(init: &[u8]) -> u32 {
     let moov = child(init, "moov")[0];
@@ -272,12 +247,22 @@ fn video_track(init: &[u8]) -> u32 {
 
 /// Whether the first video sample of a `moof`+`mdat` part is a sync sample (a keyframe).
 fn starts_with_keyframe(part: &[u8], video: u32) -> bool {
+    // One `moof`+`mdat` per track (CMAF), each after a `prft` at a segment's start.
     let top = boxes(part);
-    assert_eq!(
-        top.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-        ["moof", "mdat"]
+    let kinds: Vec<&str> = top
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| *k != "prft")
+        .collect();
+    assert!(
+        !kinds.is_empty() && kinds.chunks(2).all(|c| c == ["moof", "mdat"]),
+        "{kinds:?}"
     );
-    for traf in child(top[0].1, "traf") {
+    let trafs = top
+        .iter()
+        .filter(|(k, _)| k == "moof")
+        .flat_map(|(_, moof)| child(moof, "traf"));
+    for traf in trafs {
         let tfhd = child(traf, "tfhd")[0];
         if be32(tfhd, 4) != video {
             continue;
@@ -307,47 +292,6 @@ fn starts_with_keyframe(part: &[u8], video: u32) -> bool {
         return flags & 0x1_0000 == 0;
     }
     false
-}
-
-/// ffmpeg encoding a test picture and tone live (x264 with B-frames, 2 s GOP, AAC) and
-/// publishing it over RTMP: regular timestamps for as long as the test runs. (A looped file
-/// jumps in time where it wraps; the part that ends there is longer than the others.)
-fn live_publisher(url: &str) -> Publisher {
-    let child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-v", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-bf",
-            "2",
-            "-g",
-            "60",
-            "-keyint_min",
-            "60",
-        ])
-        .args([
-            "-sc_threshold",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-ac",
-            "2",
-            "-b:a",
-            "96k",
-        ])
-        .args(["-f", "flv", url])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start ffmpeg");
-    Publisher::from_child(child)
 }
 
 /// 30 s of a live LL-HLS path, every playlist reload parsed and checked; blocking reload,

@@ -1210,3 +1210,69 @@ pub fn in_netns(test: &str) -> bool {
     );
     false
 }
+
+/// ISO BMFF boxes at the top of `b`: (type, payload).
+pub fn boxes(mut b: &[u8]) -> Vec<(String, &[u8])> {
+    let mut out = Vec::new();
+    while b.len() >= 8 {
+        let n = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+        assert!(n >= 8 && n <= b.len(), "box size {n} of {}", b.len());
+        out.push((String::from_utf8_lossy(&b[4..8]).into_owned(), &b[8..n]));
+        b = &b[n..];
+    }
+    assert!(b.is_empty());
+    out
+}
+
+pub fn child<'a>(b: &'a [u8], kind: &str) -> Vec<&'a [u8]> {
+    boxes(b)
+        .into_iter()
+        .filter(|(k, _)| k == kind)
+        .map(|(_, p)| p)
+        .collect()
+}
+
+pub fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// ffmpeg encoding a test picture and tone live (x264 with B-frames, 2 s GOP, AAC) and
+/// publishing it over RTMP: regular timestamps for as long as the test runs. (A looped file
+/// jumps in time where it wraps; the part that ends there is longer than the others.)
+pub fn live_publisher(url: &str) -> Publisher {
+    let child = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-bf",
+            "2",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+        ])
+        .args([
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ac",
+            "2",
+            "-b:a",
+            "96k",
+        ])
+        .args(["-f", "flv", url])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg");
+    Publisher::from_child(child)
+}

@@ -1,0 +1,586 @@
+//! DASH and low-latency DASH over the HLS packager's CMAF segments: the live MPD and each
+//! representation's files, taken from the same bytes as HLS (the segmenter writes one fragment
+//! per track, [`Piece`] says where each lies), so a path is packaged once for both.
+//!
+//! - Whole segments (`variant = "fmp4"`): a `SegmentTimeline` with `$Number$`, listing the
+//!   segments of the playlist window, whatever their durations.
+//! - Low latency (`variant = "low-latency"`): `SegmentTemplate@duration` with `$Number$` (the
+//!   DASH-IF "simple live" mode that dash.js and Shaka follow best), the duration being the first
+//!   segment's of the stream (segments follow the publisher's keyframe interval),
+//!   `availabilityTimeOffset` so the segment in progress is asked for as soon as its first part
+//!   exists, and served with chunked transfer as its parts are made; a `ServiceDescription`
+//!   with the latency target, `prft` boxes at each segment's start.
+//! - Each publisher restart (a new init segment) is a new `Period`; `availabilityStartTime`
+//!   stays that of the packager's first segment. `UTCTiming` points at the server's own clock.
+
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use sluice_container::fmp4::{codec_string, Piece};
+use sluice_media::{MediaKind, Track, CLOCK_RATE};
+use tokio::sync::watch;
+
+use crate::playlist::rfc3339_millis;
+use crate::store::{HlsStream, PlaylistError, Segment, State, MAX_WAITERS};
+
+/// Streams (publisher restarts) remembered at most; older ones have left every window long ago.
+const MAX_GENERATIONS: usize = 16;
+
+/// One stream of the path (from one init segment): a DASH Period.
+#[derive(Debug)]
+pub(crate) struct Generation {
+    id: u64,
+    /// Each track with its own init segment.
+    tracks: Vec<(Track, Bytes)>,
+    /// Sequence number, decode time and wall-clock time of its first segment.
+    first: Option<(u64, i64, SystemTime)>,
+    /// Duration of its first segment, in core ticks: the low-latency template's `@duration`.
+    nominal: Option<i64>,
+    /// Peak bit rate of each track (same order as `tracks`), over its segments.
+    peak: Vec<u64>,
+}
+
+impl Generation {
+    pub(crate) fn new(id: u64, tracks: Vec<(Track, Bytes)>) -> Self {
+        let peak = vec![0; tracks.len()];
+        Generation {
+            id,
+            tracks,
+            first: None,
+            nominal: None,
+            peak,
+        }
+    }
+
+    fn track(&self, rep: &str) -> Option<(usize, &Track, &Bytes)> {
+        self.tracks
+            .iter()
+            .enumerate()
+            .find(|(_, (t, _))| rep_id(t) == Some(rep))
+            .map(|(i, (t, b))| (i, t, b))
+    }
+}
+
+/// The representation id of a track: one video and one audio track per path.
+fn rep_id(t: &Track) -> Option<&'static str> {
+    Some(match t.kind() {
+        MediaKind::Video => "v",
+        MediaKind::Audio => "a",
+    })
+}
+
+/// What the MPD needs beyond the segments.
+#[derive(Debug, Default)]
+pub(crate) struct DashState {
+    generations: VecDeque<Generation>,
+    /// `availabilityStartTime`: the wall-clock time of the packager's first segment.
+    ast: Option<SystemTime>,
+}
+
+impl DashState {
+    pub(crate) fn begin(&mut self, g: Generation) {
+        if g.tracks.is_empty() {
+            return;
+        }
+        self.generations.push_back(g);
+        while self.generations.len() > MAX_GENERATIONS {
+            self.generations.pop_front();
+        }
+    }
+
+    pub(crate) fn add_segment(&mut self, seg: &Segment) {
+        let Some(g) = self.generations.iter_mut().find(|g| g.id == seg.generation) else {
+            return;
+        };
+        if g.first.is_none() {
+            g.first = Some((seg.seq, seg.start_dts, seg.pdt));
+            g.nominal = Some(seg.duration_ticks.max(1));
+            self.ast.get_or_insert(seg.pdt);
+        }
+        let secs = seg.duration.max(0.1);
+        for (i, (t, _)) in g.tracks.iter().enumerate() {
+            let bytes: usize = seg
+                .pieces
+                .iter()
+                .filter(|p| p.track == t.id)
+                .map(|p| p.range.len())
+                .sum();
+            g.peak[i] = g.peak[i].max((bytes as f64 * 8.0 / secs) as u64);
+        }
+    }
+
+    /// Forgets the streams older than `oldest` (the generation of the oldest segment kept),
+    /// keeping the current one.
+    pub(crate) fn release_before(&mut self, oldest: u64) {
+        while self.generations.len() > 1 && self.generations.front().is_some_and(|g| g.id < oldest) {
+            self.generations.pop_front();
+        }
+    }
+}
+
+/// A DASH file as served.
+pub enum DashFile {
+    /// An init segment, with its content type.
+    Init(Bytes, &'static str),
+    /// A complete media segment, in pieces (slices of the shared segment bytes).
+    Segment(Vec<Bytes>),
+    /// The segment being made (low latency): its parts as they come, ending with the segment.
+    Live(BoxStream<'static, Result<Bytes, std::io::Error>>),
+}
+
+impl std::fmt::Debug for DashFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DashFile::Init(b, _) => write!(f, "Init({} bytes)", b.len()),
+            DashFile::Segment(p) => write!(f, "Segment({} pieces)", p.len()),
+            DashFile::Live(_) => f.write_str("Live"),
+        }
+    }
+}
+
+enum Name<'a> {
+    Init { generation: u64, rep: &'a str },
+    Media { rep: &'a str, seq: u64 },
+}
+
+/// `dash-TOKEN-GEN-REP.mp4` or `dash-TOKEN-REP-SEQ.m4s`, for this packager's token.
+fn parse_name<'a>(name: &'a str, token: &str) -> Option<Name<'a>> {
+    let rest = name
+        .strip_prefix("dash-")?
+        .strip_prefix(token)?
+        .strip_prefix('-')?;
+    if let Some(r) = rest.strip_suffix(".mp4") {
+        let (generation, rep) = r.split_once('-')?;
+        return Some(Name::Init {
+            generation: generation.parse().ok()?,
+            rep,
+        });
+    }
+    let (rep, seq) = rest.strip_suffix(".m4s")?.split_once('-')?;
+    Some(Name::Media {
+        rep,
+        seq: seq.parse().ok()?,
+    })
+}
+
+fn secs(ticks: i64) -> f64 {
+    ticks as f64 / CLOCK_RATE as f64
+}
+
+/// `PT…S` with milliseconds.
+fn duration_attr(d: f64) -> String {
+    format!("PT{:.3}S", d.max(0.0))
+}
+
+fn frame_rate_attr(r: f64) -> String {
+    let milli = (r * 1000.0).round() as u64;
+    if milli.is_multiple_of(1000) {
+        (milli / 1000).to_string()
+    } else {
+        format!("{milli}/1000")
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl HlsStream {
+    /// Whether this stream can be served as DASH (fMP4 with per-track fragments).
+    pub fn has_dash(&self) -> bool {
+        !self.state.read().dash.generations.is_empty()
+    }
+
+    /// The live MPD (`index.mpd`); `time_url` is where players read the server's clock
+    /// (`UTCTiming`). `None` when the stream is not fMP4 or has no complete segment yet.
+    pub fn mpd(&self, time_url: &str) -> Option<String> {
+        let st = self.state.read();
+        self.render_mpd(&st, time_url, SystemTime::now())
+    }
+
+    fn render_mpd(&self, st: &State, time_url: &str, now: SystemTime) -> Option<String> {
+        let ast = st.dash.ast?;
+        let ll = self.is_low_latency();
+        let cfg = self.config();
+        let listed = st.segments.len().min(cfg.segment_count);
+        let window: Vec<&Segment> = st.segments.iter().skip(st.segments.len() - listed).collect();
+        let depth: f64 = window.iter().map(|s| s.duration).sum();
+        let max_seg = window.iter().map(|s| s.duration).fold(0.0, f64::max);
+        let target = st.target.max(1) as f64;
+        let part = cfg.part_duration.as_secs_f64();
+        let mut x = String::with_capacity(2048);
+        let _ = write!(
+            x,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" \
+             profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"dynamic\" \
+             availabilityStartTime=\"{}\" publishTime=\"{}\" minimumUpdatePeriod=\"{}\" \
+             timeShiftBufferDepth=\"{}\" maxSegmentDuration=\"{}\" minBufferTime=\"{}\"",
+            rfc3339_millis(ast),
+            rfc3339_millis(now),
+            duration_attr(if ll { target } else { target.min(max_seg.max(part)) }),
+            // What the window holds once full, so that a player arriving early does not take
+            // the few seconds made so far as the most it may stay behind live.
+            duration_attr(depth.max(target * cfg.segment_count as f64)),
+            duration_attr(max_seg.max(target)),
+            duration_attr(if ll { part * 2.0 } else { target }),
+        );
+        if !ll {
+            let _ = write!(
+                x,
+                " suggestedPresentationDelay=\"{}\"",
+                duration_attr(3.0 * target)
+            );
+        }
+        x.push_str(">\n");
+        // Periods: the streams with a segment in the window, and the current one.
+        let last_gen = st.dash.generations.back().map(|g| g.id);
+        let periods: Vec<&Generation> = st
+            .dash
+            .generations
+            .iter()
+            .filter(|g| g.first.is_some())
+            .filter(|g| Some(g.id) == last_gen || window.iter().any(|s| s.generation == g.id))
+            .collect();
+        if periods.is_empty() {
+            return None;
+        }
+        if ll {
+            let nominal = periods.last().and_then(|g| g.nominal).map_or(target, secs);
+            let target_ms = (nominal * 500.0 + 1000.0).round() as u64;
+            let _ = writeln!(
+                x,
+                "  <ServiceDescription id=\"0\">\n    <Latency target=\"{target_ms}\" min=\"{}\" max=\"{}\"/>\n    \
+                 <PlaybackRate min=\"0.9\" max=\"1.1\"/>\n  </ServiceDescription>",
+                target_ms / 2,
+                target_ms * 2 + 1000,
+            );
+        }
+        for g in periods {
+            let Some((first_seq, first_dts, first_pdt)) = g.first else {
+                continue;
+            };
+            let start = first_pdt.duration_since(ast).unwrap_or_default().as_secs_f64();
+            let _ = writeln!(x, "  <Period id=\"{}\" start=\"{}\">", g.id, duration_attr(start));
+            let segs: Vec<&&Segment> = window.iter().filter(|s| s.generation == g.id).collect();
+            for (i, (t, _)) in g.tracks.iter().enumerate() {
+                let Some(rep) = rep_id(t) else { continue };
+                let codecs = codec_string(t).unwrap_or_default();
+                let video = t.kind() == MediaKind::Video;
+                let mime = if video { "video/mp4" } else { "audio/mp4" };
+                let _ = writeln!(
+                    x,
+                    "    <AdaptationSet id=\"{i}\" contentType=\"{}\" mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">",
+                    if video { "video" } else { "audio" }
+                );
+                let init = format!("dash-{}-{}-$RepresentationID$.mp4", self.token, g.id);
+                let media = format!("dash-{}-$RepresentationID$-$Number$.m4s", self.token);
+                if ll {
+                    let nominal = g.nominal.unwrap_or(CLOCK_RATE);
+                    let ato = (secs(nominal) - part).max(0.0);
+                    let _ = writeln!(
+                        x,
+                        "      <SegmentTemplate timescale=\"{CLOCK_RATE}\" duration=\"{nominal}\" startNumber=\"{first_seq}\" \
+                         presentationTimeOffset=\"{first_dts}\" availabilityTimeOffset=\"{ato:.3}\" \
+                         availabilityTimeComplete=\"false\" initialization=\"{init}\" media=\"{media}\"/>"
+                    );
+                } else {
+                    let start_number = segs.first().map_or(first_seq, |s| s.seq);
+                    let _ = writeln!(
+                        x,
+                        "      <SegmentTemplate timescale=\"{CLOCK_RATE}\" startNumber=\"{start_number}\" \
+                         presentationTimeOffset=\"{first_dts}\" initialization=\"{init}\" media=\"{media}\">\n        <SegmentTimeline>"
+                    );
+                    let mut expected: Option<i64> = None;
+                    let mut k = 0;
+                    while k < segs.len() {
+                        let s = segs[k];
+                        let mut repeat = 0;
+                        while k + repeat + 1 < segs.len()
+                            && segs[k + repeat + 1].duration_ticks == s.duration_ticks
+                            && segs[k + repeat + 1].start_dts
+                                == s.start_dts + (repeat as i64 + 1) * s.duration_ticks
+                        {
+                            repeat += 1;
+                        }
+                        let _ = write!(x, "          <S");
+                        if expected != Some(s.start_dts) {
+                            let _ = write!(x, " t=\"{}\"", s.start_dts);
+                        }
+                        let _ = write!(x, " d=\"{}\"", s.duration_ticks);
+                        if repeat > 0 {
+                            let _ = write!(x, " r=\"{repeat}\"");
+                        }
+                        x.push_str("/>\n");
+                        expected = Some(s.start_dts + (repeat as i64 + 1) * s.duration_ticks);
+                        k += repeat + 1;
+                    }
+                    x.push_str("        </SegmentTimeline>\n      </SegmentTemplate>\n");
+                }
+                let bandwidth = g.peak[i].max(1);
+                if video {
+                    let _ = write!(
+                        x,
+                        "      <Representation id=\"{rep}\" codecs=\"{}\" bandwidth=\"{bandwidth}\"",
+                        xml_escape(&codecs)
+                    );
+                    if t.width > 0 && t.height > 0 {
+                        let _ = write!(x, " width=\"{}\" height=\"{}\"", t.width, t.height);
+                    }
+                    if let Some(r) = st.frame_rate {
+                        let _ = write!(x, " frameRate=\"{}\"", frame_rate_attr(r));
+                    }
+                    x.push_str("/>\n");
+                } else {
+                    let _ = writeln!(
+                        x,
+                        "      <Representation id=\"{rep}\" codecs=\"{}\" bandwidth=\"{bandwidth}\" audioSamplingRate=\"{}\">\n        \
+                         <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" value=\"{}\"/>\n      \
+                         </Representation>",
+                        xml_escape(&codecs),
+                        t.sample_rate,
+                        t.channels.max(1),
+                    );
+                }
+                x.push_str("    </AdaptationSet>\n");
+            }
+            x.push_str("  </Period>\n");
+        }
+        let _ = writeln!(
+            x,
+            "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{}\"/>\n</MPD>",
+            xml_escape(time_url)
+        );
+        Some(x)
+    }
+
+    /// A DASH file by name: an init segment, a complete segment, or (low latency) the segment
+    /// being made, streamed as its parts come. `Ok(None)` when there is no such file.
+    pub async fn dash_file(self: &Arc<Self>, name: &str) -> Result<Option<DashFile>, PlaylistError> {
+        let Some(parsed) = parse_name(name, &self.token) else {
+            return Ok(None);
+        };
+        let (rep, seq) = match parsed {
+            Name::Init { generation, rep } => {
+                let st = self.state.read();
+                return Ok(st
+                    .dash
+                    .generations
+                    .iter()
+                    .find(|g| g.id == generation)
+                    .and_then(|g| g.track(rep))
+                    .map(|(_, t, b)| {
+                        let ct = if t.kind() == MediaKind::Video {
+                            "video/mp4"
+                        } else {
+                            "audio/mp4"
+                        };
+                        DashFile::Init(b.clone(), ct)
+                    }));
+            }
+            Name::Media { rep, seq } => (rep, seq),
+        };
+        let timeout = {
+            let st = self.state.read();
+            // The track of that representation in the stream the segment belongs to (the
+            // current one for a segment not made yet).
+            let generation = st
+                .segments
+                .iter()
+                .find(|s| s.seq == seq)
+                .map(|s| s.generation)
+                .or_else(|| st.dash.generations.back().map(|g| g.id));
+            let Some(track) = st
+                .dash
+                .generations
+                .iter()
+                .find(|g| Some(g.id) == generation)
+                .and_then(|g| g.track(rep))
+                .map(|(_, t, _)| t.id)
+            else {
+                return Ok(None);
+            };
+            if let Some(seg) = st.segments.iter().find(|s| s.seq == seq) {
+                return Ok(Some(DashFile::Segment(pieces_of(&seg.data, &seg.pieces, track))));
+            }
+            let last = st.segments.back().map(|s| s.seq);
+            let open = st.open_parts_seq();
+            // Low latency: the segment being made, or the next one (asked for a little early).
+            let upcoming = match (open, last) {
+                (Some(o), _) => seq == o || seq == o + 1,
+                (None, Some(l)) => seq == l + 1,
+                (None, None) => false,
+            };
+            if !self.is_low_latency() || !upcoming || self.is_closed() {
+                return Ok(None);
+            }
+            (track, Duration::from_secs(3 * st.target.max(1)))
+        };
+        let (track, timeout) = timeout;
+        if self.waiters.fetch_add(1, Ordering::AcqRel) >= MAX_WAITERS {
+            self.waiters.fetch_sub(1, Ordering::AcqRel);
+            return Err(PlaylistError::Unavailable("too many requests waiting".into()));
+        }
+        let live = LiveSegment {
+            held: Held(self.clone()),
+            rx: self.progress.subscribe(),
+            track,
+            seq,
+            next: 0,
+            timeout,
+            done: false,
+        };
+        let body = stream::unfold(live, |mut l| async move {
+            let out = l.next_pieces().await?;
+            Some((out, l))
+        })
+        .flat_map(|v: Vec<Result<Bytes, std::io::Error>>| stream::iter(v))
+        .boxed();
+        Ok(Some(DashFile::Live(body)))
+    }
+}
+
+/// The slices of `data` that hold `track`'s fragments.
+fn pieces_of(data: &Bytes, pieces: &[Piece], track: sluice_media::TrackId) -> Vec<Bytes> {
+    pieces
+        .iter()
+        .filter(|p| p.track == track && p.range.end <= data.len())
+        .map(|p| data.slice(p.range.clone()))
+        .collect()
+}
+
+/// Counts a held segment request while it lives (bounded with the blocking reloads).
+struct Held(Arc<HlsStream>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The segment being made, read part by part.
+struct LiveSegment {
+    held: Held,
+    rx: watch::Receiver<u64>,
+    track: sluice_media::TrackId,
+    seq: u64,
+    /// Index of the next part to send.
+    next: u32,
+    timeout: Duration,
+    done: bool,
+}
+
+enum Step {
+    Data(Vec<Bytes>, bool),
+    Wait,
+    Gone(&'static str),
+}
+
+impl LiveSegment {
+    async fn next_pieces(&mut self) -> Option<Vec<Result<Bytes, std::io::Error>>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            self.rx.borrow_and_update();
+            let s = self.held.0.clone();
+            let step = {
+                let st = s.state.read();
+                self.step(&st, s.is_closed())
+            };
+            match step {
+                Step::Data(v, finished) => {
+                    self.done = finished;
+                    if v.is_empty() && !finished {
+                        continue;
+                    }
+                    return Some(v.into_iter().map(Ok).collect());
+                }
+                Step::Gone(why) => {
+                    self.done = true;
+                    return Some(vec![Err(std::io::Error::other(why))]);
+                }
+                Step::Wait => {}
+            }
+            match tokio::time::timeout(self.timeout, self.rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    self.done = true;
+                    return Some(vec![Err(std::io::Error::other(
+                        "the segment's next part did not come in time",
+                    ))]);
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, st: &State, closed: bool) -> Step {
+        if let Some(seg) = st.segments.iter().find(|s| s.seq == self.seq) {
+            if self.next == 0 {
+                return Step::Data(pieces_of(&seg.data, &seg.pieces, self.track), true);
+            }
+            if seg.parts.is_empty() {
+                return Step::Gone("the segment's parts were released before they were read");
+            }
+            let v = seg
+                .parts
+                .iter()
+                .filter(|p| p.index >= self.next)
+                .flat_map(|p| pieces_of(&p.data, &p.pieces, self.track))
+                .collect();
+            return Step::Data(v, true);
+        }
+        let parts = st.open_parts_of(self.seq);
+        let new: Vec<Bytes> = parts
+            .iter()
+            .filter(|p| p.index >= self.next)
+            .flat_map(|p| pieces_of(&p.data, &p.pieces, self.track))
+            .collect();
+        if let Some(last) = parts.last() {
+            self.next = self.next.max(last.index + 1);
+        }
+        if !new.is_empty() {
+            return Step::Data(new, false);
+        }
+        if closed {
+            return Step::Gone("the stream ended");
+        }
+        if st.open_parts_seq().is_some_and(|o| o > self.seq)
+            || st.segments.back().is_some_and(|s| s.seq > self.seq)
+        {
+            return Step::Gone("the segment left memory");
+        }
+        Step::Wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(matches!(
+            parse_name("dash-ab12-3-v.mp4", "ab12"),
+            Some(Name::Init {
+                generation: 3,
+                rep: "v"
+            })
+        ));
+        assert!(matches!(
+            parse_name("dash-ab12-a-17.m4s", "ab12"),
+            Some(Name::Media { rep: "a", seq: 17 })
+        ));
+        assert!(parse_name("dash-other-a-17.m4s", "ab12").is_none());
+        assert!(parse_name("dash-ab12-a-x.m4s", "ab12").is_none());
+        assert_eq!(frame_rate_attr(30.0), "30");
+        assert_eq!(frame_rate_attr(29.97), "29970/1000");
+    }
+}
