@@ -6,6 +6,7 @@
 
 mod dash;
 pub mod playlist;
+mod readiness;
 mod store;
 mod task;
 mod viewers;
@@ -13,6 +14,7 @@ mod viewers;
 use std::time::Duration;
 
 pub use dash::DashFile;
+pub use readiness::{Readiness, ReadinessSnapshot, ALL_PARTS, BUCKETS as READINESS_BUCKETS};
 pub use store::{HlsStore, HlsStream, PlaylistError, PlaylistQuery};
 pub use task::spawn;
 pub use viewers::{ViewerCounts, Viewers};

@@ -40,6 +40,19 @@ pub struct LowLatency<'a> {
     pub pending_map: Option<&'a str>,
     /// EXT-X-PRELOAD-HINT:TYPE=PART: the next part's URI.
     pub preload_hint: Option<&'a str>,
+    /// EXT-X-RENDITION-REPORT: where the other renditions of the path stand.
+    pub rendition_reports: Vec<RenditionReport>,
+}
+
+/// One EXT-X-RENDITION-REPORT (RFC 8216bis 4.4.5.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionReport {
+    /// The rendition's media playlist, relative to this one.
+    pub uri: String,
+    /// The last segment (complete or being built) of that rendition.
+    pub last_msn: u64,
+    /// The last part of that segment, when it has parts.
+    pub last_part: Option<u64>,
 }
 
 /// One EXT-X-PART.
@@ -119,6 +132,17 @@ impl MediaPlaylist<'_> {
             }
             if let Some(uri) = ll.preload_hint.filter(|_| !self.end_list) {
                 let _ = writeln!(s, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{uri}\"");
+            }
+            for r in &ll.rendition_reports {
+                let _ = write!(
+                    s,
+                    "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}",
+                    r.uri, r.last_msn
+                );
+                if let Some(p) = r.last_part {
+                    let _ = write!(s, ",LAST-PART={p}");
+                }
+                s.push('\n');
             }
         }
         if self.end_list {
@@ -292,6 +316,11 @@ mod tests {
                 pending_discontinuity: false,
                 pending_map: Some("i.mp4"),
                 preload_hint: Some("p4.m4s"),
+                rendition_reports: vec![RenditionReport {
+                    uri: "~360p/stream.m3u8".into(),
+                    last_msn: 12,
+                    last_part: Some(0),
+                }],
             }),
         };
         assert_eq!(
@@ -304,7 +333,8 @@ mod tests {
              #EXT-X-PART:DURATION=0.20000,URI=\"p1.m4s\",INDEPENDENT=YES\n\
              #EXT-X-PART:DURATION=0.20000,URI=\"p2.m4s\"\n#EXTINF:0.40000,\ns12.m4s\n\
              #EXT-X-PART:DURATION=0.20000,URI=\"p3.m4s\",INDEPENDENT=YES\n\
-             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p4.m4s\"\n"
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p4.m4s\"\n\
+             #EXT-X-RENDITION-REPORT:URI=\"~360p/stream.m3u8\",LAST-MSN=12,LAST-PART=0\n"
         );
     }
 

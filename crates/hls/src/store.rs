@@ -13,7 +13,7 @@ use sluice_container::fmp4::Piece;
 use tokio::sync::watch;
 
 use crate::playlist::{
-    LowLatency, MediaPlaylist, MediaSegment, MultivariantPlaylist, PartEntry, VariantStream,
+    LowLatency, MediaPlaylist, MediaSegment, MultivariantPlaylist, PartEntry, RenditionReport, VariantStream,
 };
 use crate::{HlsConfig, Variant};
 
@@ -208,6 +208,8 @@ pub struct HlsStream {
     closed: AtomicBool,
     /// Requests, bytes and distinct clients over the last minute (viewers are not sessions).
     pub viewers: crate::viewers::Viewers,
+    /// How soon parts can be served after the frame that completes them arrives.
+    pub readiness: crate::readiness::Readiness,
 }
 
 impl HlsStream {
@@ -232,6 +234,7 @@ impl HlsStream {
             waiters: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             viewers: Default::default(),
+            readiness: Default::default(),
         }
     }
 
@@ -253,6 +256,18 @@ impl HlsStream {
     /// segment or part of a blocking reload exists (RFC 8216bis 6.2.5.2), for at most three
     /// target durations, and a delta update when asked (6.2.5.1). Other variants ignore the query.
     pub async fn playlist_for(&self, name: &str, q: PlaylistQuery) -> Result<String, PlaylistError> {
+        self.playlist_with_reports(name, q, &[]).await
+    }
+
+    /// [`HlsStream::playlist_for`], the LL-HLS media playlist carrying an
+    /// `EXT-X-RENDITION-REPORT` for each of `others` (the path's other renditions: the URI of
+    /// each one's media playlist relative to this one's, and its stream), read after the wait.
+    pub async fn playlist_with_reports(
+        &self,
+        name: &str,
+        q: PlaylistQuery,
+        others: &[(String, Arc<HlsStream>)],
+    ) -> Result<String, PlaylistError> {
         if name != "stream.m3u8" || !self.is_low_latency() {
             return self
                 .playlist(name)
@@ -284,8 +299,34 @@ impl HlsStream {
                 }
             }
         }
+        let reports: Vec<RenditionReport> = others
+            .iter()
+            .filter_map(|(uri, s)| {
+                let (last_msn, last_part) = s.last_position()?;
+                Some(RenditionReport {
+                    uri: uri.clone(),
+                    last_msn,
+                    last_part,
+                })
+            })
+            .collect();
         let st = self.state.read();
-        Ok(self.media(&st, q.skip).render())
+        let mut pl = self.media(&st, q.skip);
+        if let Some(ll) = &mut pl.low_latency {
+            ll.rendition_reports = reports;
+        }
+        Ok(pl.render())
+    }
+
+    /// The last segment (complete or being built) and its last part (LL-HLS): what a rendition
+    /// report says of this stream.
+    pub fn last_position(&self) -> Option<(u64, Option<u64>)> {
+        let st = self.state.read();
+        if let Some(p) = st.open_parts.last() {
+            return Some((p.seq, Some(u64::from(p.index))));
+        }
+        let seg = st.segments.back()?;
+        Some((seg.seq, seg.parts.last().map(|p| u64::from(p.index))))
     }
 
     pub(crate) fn is_low_latency(&self) -> bool {
@@ -406,6 +447,7 @@ impl HlsStream {
                 pending_discontinuity: st.open_parts.first().is_some_and(|p| p.discontinuity),
                 pending_map: st.open_parts.first().and_then(|p| p.init.as_deref()),
                 preload_hint: st.hint.as_deref(),
+                rendition_reports: Vec::new(),
             }),
         }
     }

@@ -126,7 +126,17 @@ impl Packager {
 
     pub(crate) fn frame(&mut self, f: &Frame, now: SystemTime) {
         self.segmenter.push_frame(f, now);
-        self.drain();
+        // The parts this frame completes are servable once filed: readiness is measured from
+        // its arrival in the server (the reader's queue and the muxing included).
+        while let Some(out) = self.segmenter.poll_output() {
+            let part = matches!(out, SegmenterOutput::Part(_));
+            self.file(out);
+            if part {
+                let d = f.arrived.elapsed();
+                self.out.readiness.record(d);
+                crate::readiness::ALL_PARTS.record(d);
+            }
+        }
     }
 
     pub(crate) fn finish(&mut self) {

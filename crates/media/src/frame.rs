@@ -39,6 +39,9 @@ pub struct Frame {
     /// A random access point: an IDR/IRAP/key frame for video; always true for audio.
     pub keyframe: bool,
     pub data: Bytes,
+    /// When the frame came into the server (made by its ingest, or by a transform): outputs
+    /// measure their own delay from it (HLS part readiness).
+    pub arrived: std::time::Instant,
     /// Allocated when the first reader builds a form; read without locks (every viewer of a
     /// frame reads its forms, so a lock here would be taken by all of them).
     forms: OnceLock<Box<[Slot; FORM_SLOTS]>>,
@@ -64,6 +67,7 @@ impl Frame {
             pts,
             keyframe,
             data,
+            arrived: std::time::Instant::now(),
             forms: OnceLock::new(),
         }
     }
@@ -131,7 +135,9 @@ impl Frame {
 
     /// A copy of this frame on another track (derived tracks), sharing the payload.
     pub fn with_track(&self, track: TrackId) -> Frame {
-        Frame::new(track, self.dts, self.pts, self.keyframe, self.data.clone())
+        let mut f = Frame::new(track, self.dts, self.pts, self.keyframe, self.data.clone());
+        f.arrived = self.arrived;
+        f
     }
 
     pub(crate) fn shift(&mut self, offset: i64) {
@@ -142,7 +148,7 @@ impl Frame {
 
 impl Clone for Frame {
     fn clone(&self) -> Self {
-        Frame::new(self.track, self.dts, self.pts, self.keyframe, self.data.clone())
+        self.with_track(self.track)
     }
 }
 

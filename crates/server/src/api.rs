@@ -375,9 +375,17 @@ struct OutputJson {
 /// HLS viewers over the last minute (they are requests, not sessions).
 #[derive(Serialize, ToSchema)]
 struct HlsJson {
+    /// HLS and DASH requests (playlists, manifests, segments, parts) over the last minute.
     requests_last_minute: u64,
     bytes_last_minute: u64,
     clients_last_minute: u64,
+    /// Parts made (LL-HLS, LL-DASH) since the packager started.
+    parts: u64,
+    /// Upper bounds (ms) of the histogram buckets holding the median and the 99th percentile
+    /// of part readiness: from the arrival of the frame that completes a part to the part
+    /// being servable (null before the first part).
+    part_ready_p50_ms: Option<f64>,
+    part_ready_p99_ms: Option<f64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -469,10 +477,15 @@ fn path_json(api: &Api, p: PathSnapshot, sessions: &[SessionSnapshot]) -> PathJs
             .collect(),
         hls: api.hls.get(&p.name).map(|s| {
             let c = s.viewers.counts();
+            let r = s.readiness.snapshot();
+            let ms = |q| r.quantile(q).filter(|v| v.is_finite()).map(|v| v * 1000.0);
             HlsJson {
                 requests_last_minute: c.requests,
                 bytes_last_minute: c.bytes,
                 clients_last_minute: c.clients,
+                parts: r.count(),
+                part_ready_p50_ms: ms(0.5),
+                part_ready_p99_ms: ms(0.99),
             }
         }),
         health,

@@ -281,19 +281,7 @@ async fn hls(
         }
         // A path with renditions: its multivariant playlist names them too.
         if file == "index.m3u8" && !sluice_media::is_reserved(path) {
-            let names: Vec<String> = shared
-                .live
-                .get()
-                .path(path)
-                .map(|p| p.transcode.renditions.iter().map(|r| r.name.clone()).collect())
-                .unwrap_or_default();
-            let others: Vec<(String, Arc<sluice_hls::HlsStream>)> = names
-                .iter()
-                .filter_map(|n| {
-                    let s = shared.hls.get(&crate::transcode::rendition_path(path, n))?;
-                    s.is_ready().then(|| (format!("~{n}/stream.m3u8"), s))
-                })
-                .collect();
+            let others = renditions_of(shared, path, "");
             if !others.is_empty() {
                 let text = stream.multivariant_with(&others);
                 stream.viewers.record(Some(remote.ip()), text.len() as u64);
@@ -307,7 +295,28 @@ async fn hls(
                     .into_response();
             }
         }
-        return match stream.playlist_for(file, q).await {
+        // LL-HLS media playlists report where the path's other renditions stand
+        // (EXT-X-RENDITION-REPORT), relative to this one: a source's from `~NAME/`, a
+        // rendition's from `../`.
+        let reports = if file == "stream.m3u8" {
+            match path.rsplit_once("/~") {
+                Some((source, own)) if !sluice_media::is_reserved(source) => {
+                    let mut r: Vec<_> = renditions_of(shared, source, "../")
+                        .into_iter()
+                        .filter(|(uri, _)| uri != &format!("../~{own}/stream.m3u8"))
+                        .collect();
+                    if let Some(s) = shared.hls.get(source).filter(|s| s.is_ready()) {
+                        r.insert(0, ("../stream.m3u8".to_owned(), s));
+                    }
+                    r
+                }
+                Some(_) => Vec::new(),
+                None => renditions_of(shared, path, ""),
+            }
+        } else {
+            Vec::new()
+        };
+        return match stream.playlist_with_reports(file, q, &reports).await {
             Ok(text) => {
                 stream.viewers.record(Some(remote.ip()), text.len() as u64);
                 (
@@ -339,6 +348,24 @@ async fn hls(
             "no file {file} on path {path} (it may have left the playlist window)"
         )),
     }
+}
+
+/// The packaged renditions of `source` (`[..transcode] renditions`), each with the URI of its
+/// media playlist (`PREFIX~NAME/stream.m3u8`).
+fn renditions_of(shared: &Shared, source: &str, prefix: &str) -> Vec<(String, Arc<sluice_hls::HlsStream>)> {
+    let names: Vec<String> = shared
+        .live
+        .get()
+        .path(source)
+        .map(|p| p.transcode.renditions.iter().map(|r| r.name.clone()).collect())
+        .unwrap_or_default();
+    names
+        .iter()
+        .filter_map(|n| {
+            let s = shared.hls.get(&crate::transcode::rendition_path(source, n))?;
+            s.is_ready().then(|| (format!("{prefix}~{n}/stream.m3u8"), s))
+        })
+        .collect()
 }
 
 /// The path's packaged stream; the packager is attached when the stream's tracks are known, and

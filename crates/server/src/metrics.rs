@@ -320,6 +320,16 @@ impl Collector for Snapshots {
 
         self.encode_paths(&mut enc, &paths, &sessions)?;
         self.encode_health(&mut enc)?;
+        {
+            let r = sluice_hls::ALL_PARTS.snapshot();
+            let mut m = enc.encode_descriptor(
+                "sluice_hls_part_ready_seconds",
+                "Time from the arrival of the frame that completes an LL-HLS/LL-DASH part to the part being servable, every path.",
+                None,
+                MetricType::Histogram,
+            )?;
+            m.encode_histogram::<Vec<(String, String)>>(r.sum_seconds, r.count(), &r.buckets(), None)?;
+        }
         self.encode_recordings(&mut enc)?;
 
         // Per session, capped: publishers first, then the oldest (stable from scrape to scrape).

@@ -291,6 +291,27 @@ fn low_latency_mpd_and_its_files() {
     assert_eq!(st, 404);
     let (st, _, _) = http_get(server.http, "/nope/cam/index.mpd", &[]);
     assert_eq!(st, 404);
+
+    // Part readiness, in the API and the metrics.
+    let (st, _, body) = http_get(server.api, "/v1/paths/live/cam", &[]);
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["hls"]["parts"].as_u64().unwrap() > 20, "{v}");
+    let p99 = v["hls"]["part_ready_p99_ms"].as_f64().expect("a readiness p99");
+    assert!(
+        p99 <= 100.0,
+        "parts servable {p99} ms after their last frame: {v}"
+    );
+    assert!(
+        v["hls"]["requests_last_minute"].as_u64().unwrap() > 10,
+        "DASH requests counted: {v}"
+    );
+    let (_, _, body) = http_get(server.metrics, "/metrics", &[]);
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("sluice_hls_part_ready_seconds_bucket{le=\"0.01\"}"),
+        "{text}"
+    );
 }
 
 /// Whole segments (`variant = "fmp4"`): a SegmentTimeline of the playlist window, read by

@@ -205,7 +205,6 @@ fn hls_js_switches_between_renditions() {
         text.contains("~288p/stream.m3u8") && text.contains("CODECS=\"avc1."),
         "{text}"
     );
-
     let url = server.http_url("live/cam/index.m3u8");
     let r = run_web_script("abr.mjs", &[url.as_str(), "4"], &[], 120);
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
@@ -228,6 +227,47 @@ fn hls_js_switches_between_renditions() {
         r["played"].as_f64().unwrap() >= r["wall"].as_f64().unwrap() - 2.0,
         "{r}"
     );
+    // LL-HLS rendition reports: the source's media playlist reports both renditions, a
+    // rendition's reports the source and the other one, each at its last segment and part.
+    let (_, _, body) = http_get(server.http, "/live/cam/stream.m3u8", &[]);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let reports: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-RENDITION-REPORT:"))
+        .collect();
+    assert_eq!(reports.len(), 2, "{text}");
+    assert!(
+        reports[0].starts_with("URI=\"~288p/stream.m3u8\",LAST-MSN="),
+        "{text}"
+    );
+    assert!(reports.iter().all(|r| r.contains(",LAST-PART=")), "{text}");
+    let (_, _, body) = http_get(server.http, "/live/cam/~180p/stream.m3u8", &[]);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let uris: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-RENDITION-REPORT:URI=\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert_eq!(uris, ["../stream.m3u8", "../~288p/stream.m3u8"], "{text}");
+    // Each report's segment is one the rendition has (the renditions keep the source's
+    // keyframes, so they stand within a segment of each other).
+    let msn = |r: &str| -> u64 {
+        r.split("LAST-MSN=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let own: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reports.iter().all(|r| msn(r) + 8 >= own), "{reports:?} vs {own}");
 }
 
 /// `GET /PATH/snapshot.jpg?width=W`: a JPEG of the latest keyframe, at that width, within a
