@@ -11,7 +11,8 @@
 //!   exists, and served with chunked transfer as its parts are made; a `ServiceDescription`
 //!   with the latency target, `prft` boxes at each segment's start.
 //! - Each publisher restart (a new init segment) is a new `Period`; `availabilityStartTime`
-//!   stays that of the packager's first segment. `UTCTiming` points at the server's own clock.
+//!   stays that of the packager's first segment. `UTCTiming` points at the server's own clock
+//!   (relative to the MPD), with the time of the MPD itself as a second, coarser source.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -355,8 +356,10 @@ impl HlsStream {
         }
         let _ = writeln!(
             x,
-            "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{}\"/>\n</MPD>",
-            xml_escape(time_url)
+            "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{}\"/>\n  \
+             <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:direct:2014\" value=\"{}\"/>\n</MPD>",
+            xml_escape(time_url),
+            rfc3339_millis(now),
         );
         Some(x)
     }

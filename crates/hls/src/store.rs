@@ -210,6 +210,8 @@ pub struct HlsStream {
     pub viewers: crate::viewers::Viewers,
     /// How soon parts can be served after the frame that completes them arrives.
     pub readiness: crate::readiness::Readiness,
+    /// The LL-HLS media playlist last rendered: (progress version, delta update, text).
+    rendered: parking_lot::Mutex<Option<(u64, bool, Arc<str>)>>,
 }
 
 impl HlsStream {
@@ -235,6 +237,7 @@ impl HlsStream {
             closed: AtomicBool::new(false),
             viewers: Default::default(),
             readiness: Default::default(),
+            rendered: Default::default(),
         }
     }
 
@@ -299,6 +302,17 @@ impl HlsStream {
                 }
             }
         }
+        // Every viewer waiting for the same part gets the same playlist: it is rendered once per
+        // change of the stream (and kind of request), not once per viewer. The version is read
+        // before the state, so a cached text is never older than its version.
+        let version = *self.progress.borrow();
+        if others.is_empty() {
+            if let Some((v, skip, text)) = &*self.rendered.lock() {
+                if *v == version && *skip == q.skip {
+                    return Ok(text.to_string());
+                }
+            }
+        }
         let reports: Vec<RenditionReport> = others
             .iter()
             .filter_map(|(uri, s)| {
@@ -315,7 +329,12 @@ impl HlsStream {
         if let Some(ll) = &mut pl.low_latency {
             ll.rendition_reports = reports;
         }
-        Ok(pl.render())
+        let text = pl.render();
+        drop(st);
+        if others.is_empty() {
+            *self.rendered.lock() = Some((version, q.skip, Arc::from(text.as_str())));
+        }
+        Ok(text)
     }
 
     /// The last segment (complete or being built) and its last part (LL-HLS): what a rendition

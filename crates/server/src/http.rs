@@ -399,11 +399,9 @@ async fn dash(shared: &Shared, path: &str, file: &str, remote: SocketAddr, heade
         if !stream.wait_ready(shared.live.get().hls.ready_timeout).await {
             return not_found(&format!("stream {path} has no segment yet"));
         }
-        // Players read the server's clock there (UTCTiming); relative to the host they asked.
-        let time_url = match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) if !host.is_empty() => format!("//{host}/{ASSET_PREFIX}time"),
-            _ => format!("/{ASSET_PREFIX}time"),
-        };
+        // Players read the server's clock there (UTCTiming): relative to the MPD, so that it
+        // is asked of whatever host served the MPD (a CDN rewrites Host on its way here).
+        let time_url = format!("{}{ASSET_PREFIX}time", "../".repeat(path.split('/').count()));
         return match stream.mpd(&time_url) {
             Some(text) => {
                 stream.viewers.record(Some(remote.ip()), text.len() as u64);

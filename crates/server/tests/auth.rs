@@ -678,67 +678,6 @@ read_token = "not-this"
     }
 }
 
-/// An nginx HTTP reverse proxy with `proxy_cache` for everything but playlists, in front of
-/// `upstream`; its access log says each request's cache status. Stopped on drop.
-struct NginxCache {
-    child: std::process::Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl NginxCache {
-    fn start(upstream: SocketAddr) -> NginxCache {
-        let port = free_port();
-        let dir = tmp_dir().join(format!("nginx-cache-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = format!(
-            "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n\
-               log_format cache '$request_uri $status $upstream_cache_status';\n\
-               access_log {d}/access.log cache;\n\
-               client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;\n\
-               uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n\
-               proxy_cache_path {d}/cache keys_zone=hls:10m;\n\
-               server {{\n\
-                 listen 127.0.0.1:{port};\n\
-                 location ~ \\.m3u8$ {{ proxy_pass http://{upstream}; proxy_buffering off; }}\n\
-                 location / {{ proxy_pass http://{upstream}; proxy_cache hls; proxy_cache_lock on;\n\
-                   add_header X-Cache-Status $upstream_cache_status; }}\n\
-               }}\n\
-             }}\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nginx");
-        let n = NginxCache { child, port, dir };
-        wait_until("nginx listens", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        n
-    }
-
-    fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NginxCache {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-    }
-}
-
 /// hls.js in Chromium plays a stream that needs a token, through an nginx cache: the token is
 /// on the playlists only, segments and parts carry none, so nginx answers a second viewer's
 /// requests for them from its cache.

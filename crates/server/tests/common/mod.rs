@@ -1276,3 +1276,90 @@ pub fn live_publisher(url: &str) -> Publisher {
         .expect("start ffmpeg");
     Publisher::from_child(child)
 }
+
+/// An nginx HTTP reverse proxy with `proxy_cache` in front of `upstream`; its access log says
+/// each request's cache status. Stopped on drop.
+pub struct NginxCache {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl NginxCache {
+    /// Cache for everything but playlists (which pass through, each viewer's own).
+    pub fn start(upstream: SocketAddr) -> NginxCache {
+        Self::with_locations(
+            upstream,
+            "location ~ \\.m3u8$ { proxy_pass http://sluice; proxy_buffering off; }\n\
+             location / { proxy_pass http://sluice; proxy_cache hls; proxy_cache_lock on;\n\
+               add_header X-Cache-Status $upstream_cache_status; }\n",
+        )
+    }
+
+    /// The CDN set-up of docs/hls.md: everything cached as Sluice's headers say, playlists with
+    /// their blocking-reload query in the key, requests for the same URL collapsed into one.
+    pub fn cdn(upstream: SocketAddr) -> NginxCache {
+        Self::with_locations(
+            upstream,
+            "location / { proxy_pass http://sluice; proxy_http_version 1.1;\n\
+               proxy_set_header Connection \"\"; proxy_set_header Host $host;\n\
+               proxy_cache hls; proxy_cache_lock on; proxy_cache_lock_timeout 10s;\n\
+               proxy_cache_lock_age 10s; proxy_cache_valid 200 206 1s; proxy_cache_revalidate on;\n\
+               add_header X-Cache-Status $upstream_cache_status; }\n",
+        )
+    }
+
+    fn with_locations(upstream: SocketAddr, locations: &str) -> NginxCache {
+        let port = free_port();
+        let dir = tmp_dir().join(format!("nginx-cache-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = format!(
+            "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n\
+               log_format cache '$request_uri $status $upstream_cache_status';\n\
+               access_log {d}/access.log cache;\n\
+               client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;\n\
+               uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n\
+               proxy_cache_path {d}/cache keys_zone=hls:10m;\n\
+               upstream sluice {{ server {upstream}; keepalive 64; }}\n\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 {locations}\
+               }}\n\
+             }}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx");
+        let n = NginxCache { child, port, dir };
+        wait_until("nginx listens", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        n
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NginxCache {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}

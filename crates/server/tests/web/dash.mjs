@@ -51,6 +51,8 @@ if (!window.dashjs) {
 } else {
   p.mode = "dash.js";
   const d = p.dash = dashjs.MediaPlayer().create();
+  d.updateSettings({ streaming: { utcSynchronization: { defaultTimingSource: {
+    scheme: "urn:mpeg:dash:utc:http-iso:2014", value: "/~sluice/time" } } } });
   d.on(dashjs.MediaPlayer.events.STREAM_INITIALIZED, () => v.play().catch((e) => p.errors.push("play " + e)));
   d.initialize(v, ${JSON.stringify(url)}, true);
 }
