@@ -211,7 +211,7 @@ pub struct HlsStream {
     /// How soon parts can be served after the frame that completes them arrives.
     pub readiness: crate::readiness::Readiness,
     /// The LL-HLS media playlist last rendered: (progress version, delta update, text).
-    rendered: parking_lot::Mutex<Option<(u64, bool, Arc<str>)>>,
+    rendered: parking_lot::Mutex<Option<(u64, bool, Bytes)>>,
 }
 
 impl HlsStream {
@@ -259,7 +259,8 @@ impl HlsStream {
     /// segment or part of a blocking reload exists (RFC 8216bis 6.2.5.2), for at most three
     /// target durations, and a delta update when asked (6.2.5.1). Other variants ignore the query.
     pub async fn playlist_for(&self, name: &str, q: PlaylistQuery) -> Result<String, PlaylistError> {
-        self.playlist_with_reports(name, q, &[]).await
+        let text = self.playlist_with_reports(name, q, &[]).await?;
+        Ok(String::from_utf8_lossy(&text).into_owned())
     }
 
     /// [`HlsStream::playlist_for`], the LL-HLS media playlist carrying an
@@ -270,10 +271,11 @@ impl HlsStream {
         name: &str,
         q: PlaylistQuery,
         others: &[(String, Arc<HlsStream>)],
-    ) -> Result<String, PlaylistError> {
+    ) -> Result<Bytes, PlaylistError> {
         if name != "stream.m3u8" || !self.is_low_latency() {
             return self
                 .playlist(name)
+                .map(Bytes::from)
                 .ok_or_else(|| PlaylistError::NotFound(name.to_owned()));
         }
         if let Some(msn) = q.msn {
@@ -309,7 +311,7 @@ impl HlsStream {
         if others.is_empty() {
             if let Some((v, skip, text)) = &*self.rendered.lock() {
                 if *v == version && *skip == q.skip {
-                    return Ok(text.to_string());
+                    return Ok(text.clone());
                 }
             }
         }
@@ -329,10 +331,10 @@ impl HlsStream {
         if let Some(ll) = &mut pl.low_latency {
             ll.rendition_reports = reports;
         }
-        let text = pl.render();
+        let text = Bytes::from(pl.render());
         drop(st);
         if others.is_empty() {
-            *self.rendered.lock() = Some((version, q.skip, Arc::from(text.as_str())));
+            *self.rendered.lock() = Some((version, q.skip, text.clone()));
         }
         Ok(text)
     }

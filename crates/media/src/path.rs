@@ -383,6 +383,10 @@ impl Registry {
 
     /// Re-evaluates every live path's outputs against [`Outputs::wanted`] (configuration
     /// change): starts the new ones, stops the removed ones, leaves the others alone.
+    /// Brings every live path's outputs in line with what [`Outputs::wanted`] says now: starts
+    /// the missing ones (new in the configuration, or ended while the path is live), stops
+    /// those no longer wanted. Called on each configuration reload and every few seconds by the
+    /// server, so that an output that failed comes back without touching the publisher.
     pub fn reconcile_outputs(&self) {
         let paths: Vec<_> = self.inner.paths.lock().values().cloned().collect();
         let Some(outputs) = self.inner.hooks.read().outputs.clone() else {
@@ -394,6 +398,17 @@ impl Registry {
                 let mut st = shared.state.lock();
                 if !st.outputs_attached || st.tx.is_none() {
                     continue;
+                }
+                // An output whose session ended while the path is live (its reader was cut for
+                // falling behind, its task failed) is wanted still: it is started again below.
+                for (spec, s) in st.outputs.iter().filter(|(_, s)| s.is_closed()) {
+                    tracing::warn!(
+                        path = %shared.name,
+                        output = %spec.name,
+                        session = s.id,
+                        reason = %s.reason(),
+                        "output ended while the path is live: starting it again"
+                    );
                 }
                 st.outputs.retain(|(_, s)| !s.is_closed());
                 let stop: Vec<_> = st

@@ -280,6 +280,41 @@ async fn outputs_attach_at_publish_and_follow_configuration() {
     assert!(matches!(readers[0].recv().await, Err(ReadError::Ended)));
 }
 
+/// An output that ends while its path is live (a task that failed, a reader cut for falling
+/// behind) is started again by the next reconcile (the server runs one every few seconds),
+/// from the stream's start; the outputs that did not fail are not touched.
+#[tokio::test]
+async fn an_output_that_ended_is_started_again() {
+    let reg = Registry::default();
+    let rec = Arc::new(Recorder::default());
+    *rec.wanted.lock() = vec![spec("hls"), spec("record")];
+    reg.set_outputs(Arc::new(RecOut(rec.clone())));
+    let mut p = reg.publish("live/f", session()).unwrap();
+    p.start(tracks());
+    assert_eq!(rec.started.lock().len(), 2);
+    // Nothing failed: a reconcile starts nothing.
+    reg.reconcile_outputs();
+    assert_eq!(rec.started.lock().len(), 2);
+    // "record" fails: its reader is dropped.
+    let record = rec.readers.lock().remove(1);
+    drop(record);
+    reg.reconcile_outputs();
+    let started = rec.started.lock();
+    let names: Vec<&str> = started.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, ["hls", "record", "record"]);
+    assert!(
+        matches!(started[2].1.first(), Some(Event::Start(_))),
+        "from the stream's start"
+    );
+    drop(started);
+    let mut readers = std::mem::take(&mut *rec.readers.lock());
+    while let Some(r) = readers[0].try_recv() {
+        assert!(r.is_ok(), "hls goes on: {r:?}");
+    }
+    assert_eq!(reg.path("live/f").unwrap().outputs.len(), 2);
+    drop(p);
+}
+
 /// A kicked reader ends with the reason; shutdown ends every session and refuses new ones.
 #[tokio::test]
 async fn kick_and_shutdown() {

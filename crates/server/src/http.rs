@@ -19,6 +19,7 @@ use sluice_media::{Event, ReadError, SessionInfo};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::http_error::HttpError;
+use crate::range::{byte_range, RangeAsk};
 use crate::server::Shared;
 
 const PLAYLIST_CACHE: &str = "max-age=1";
@@ -540,43 +541,6 @@ fn immutable(headers: &HeaderMap, name: &str, content_type: &'static str, pieces
         }
     }
     resp
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum RangeAsk {
-    /// Not a single byte range we serve (several ranges, another unit): the whole file.
-    Ignore,
-    /// `[start, end)`.
-    Range(usize, usize),
-    Unsatisfiable,
-}
-
-/// One `bytes=` range of RFC 9110 14.1.2 against a file of `len` bytes.
-fn byte_range(v: &str, len: usize) -> RangeAsk {
-    let Some(spec) = v.trim().strip_prefix("bytes=") else {
-        return RangeAsk::Ignore;
-    };
-    if spec.contains(',') {
-        return RangeAsk::Ignore;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeAsk::Ignore;
-    };
-    let parse = |s: &str| {
-        s.trim()
-            .parse::<u64>()
-            .ok()
-            .map(|n| n.min(usize::MAX as u64) as usize)
-    };
-    match (a.trim().is_empty(), parse(a), parse(b)) {
-        // Suffix: the last N bytes.
-        (true, _, Some(n)) if n > 0 && len > 0 => RangeAsk::Range(len - n.min(len), len),
-        (true, _, _) => RangeAsk::Unsatisfiable,
-        (false, Some(a), _) if a >= len => RangeAsk::Unsatisfiable,
-        (false, Some(a), None) if b.trim().is_empty() => RangeAsk::Range(a, len),
-        (false, Some(a), Some(b)) if b >= a => RangeAsk::Range(a, b.saturating_add(1).min(len)),
-        _ => RangeAsk::Ignore,
-    }
 }
 
 fn dash_player(path: &str) -> Response {

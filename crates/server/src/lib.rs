@@ -22,6 +22,7 @@ mod playback;
 mod pull;
 mod push;
 mod push_whip;
+mod range;
 pub mod reload;
 mod run_on;
 pub mod server;

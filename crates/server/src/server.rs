@@ -129,6 +129,21 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || s.sweep_all()).await;
         }
     });
+    // Outputs that ended while their path is live (a reader cut for falling behind, a task that
+    // failed) are started again, every few seconds: the publisher and the other outputs never
+    // notice.
+    let supervised = shared.registry.clone();
+    let supervise_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => supervised.reconcile_outputs(),
+                _ = supervise_stop.cancelled() => break,
+            }
+        }
+    });
     let reloader = Reloader::new(sources, layers, live.clone(), shared.registry.clone());
     reloader.spawn_triggers(stop.clone());
     tokio::spawn(log_events(shared.registry.clone(), stop.clone()));

@@ -217,6 +217,7 @@ try {
   out.latency_samples = sorted.length;
   out.latency_min = q(sorted, 0);
   out.latency_p50 = q(sorted, 0.5);
+  out.latency_p95 = q(sorted, 0.95);
   out.latency_max = q(sorted, 1);
   out.latency_last = samples.length ? samples[samples.length - 1] : null;
   out.target_latency = s.target;
