@@ -83,6 +83,8 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections_per_ip: usize,
+    /// HTTP/2 without TLS (prior knowledge, "h2c") on plain-HTTP listeners, besides HTTP/1.1.
+    pub h2c: bool,
     /// HTTPS on this port when both are set (PEM files, reloaded when they change: `tls.rs`).
     pub tls_cert: String,
     pub tls_key: String,
@@ -584,6 +586,7 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 16384,
             max_connections_per_ip: 256,
+            h2c: false,
             tls_cert: String::new(),
             tls_key: String::new(),
         }

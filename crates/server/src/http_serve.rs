@@ -80,6 +80,8 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// Most connections one IP address may hold; 0 means no cap.
     pub max_connections_per_ip: usize,
+    /// HTTP/2 with prior knowledge on plain connections (h2c), besides HTTP/1.1.
+    pub h2c: bool,
     /// How long requests in flight may go on after shutdown begins.
     pub shutdown_grace: Duration,
 }
@@ -97,6 +99,7 @@ impl From<&crate::config::HttpConfig> for HttpLimits {
             idle_timeout: c.idle_timeout,
             max_header_bytes: c.max_header_bytes,
             max_connections_per_ip: c.max_connections_per_ip,
+            h2c: c.h2c,
             shutdown_grace: Duration::from_secs(1),
         }
     }
@@ -381,6 +384,37 @@ impl AsyncWrite for WatchedStream {
     }
 }
 
+/// The HTTP/2 connection preface (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client starts with the HTTP/2 preface, read without consuming it: `Some(false)`
+/// as soon as the first bytes differ, `None` when the connection ends or the header time runs out
+/// first.
+async fn h2c_preface(socket: &TcpStream, deadline: Instant) -> Option<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tokio::time::timeout_at(deadline, socket.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A partial preface: wait for the rest (peek returns what is there at once, so the
+        // deadline is checked here too).
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Drives one connection until it ends, its watchdog fires, or shutdown's grace runs out.
 #[allow(clippy::too_many_arguments)]
 async fn connection(
@@ -407,6 +441,20 @@ async fn connection(
         }
     });
     let stream: Stream = match tls {
+        None if limits.h2c => {
+            // HTTP/2 with prior knowledge starts with its preface; anything else is HTTP/1.1.
+            match h2c_preface(&socket, activity.start + limits.header_timeout).await {
+                Some(true) => {
+                    let conn = builders.http2.serve_connection(TokioIo::new(socket), service);
+                    if let Err(e) = drive(conn, |c| c.graceful_shutdown(), &activity, &limits, stop).await {
+                        tracing::debug!(%remote, "HTTP/2 (h2c) connection closed: {e}");
+                    }
+                    return;
+                }
+                Some(false) => Either::Left(socket),
+                None => return,
+            }
+        }
         None => Either::Left(socket),
         Some(acceptor) => {
             // The handshake and the first request head share the header timeout.
@@ -586,6 +634,7 @@ mod tests {
             idle_timeout: Duration::from_millis(900),
             max_header_bytes: 16384,
             max_connections_per_ip: 4,
+            h2c: false,
             shutdown_grace: Duration::from_secs(1),
         }
     }
@@ -618,6 +667,29 @@ mod tests {
         let (_, closed) = read_until_closed(&mut s, Duration::from_secs(3)).await;
         let closed = closed.expect("idle connection closed");
         assert!(closed >= Duration::from_millis(800), "closed after {closed:?}");
+    }
+
+    /// With h2c on, a client that sends half the HTTP/2 preface and stops is cut at the header
+    /// timeout like a half-sent HTTP/1.1 head; HTTP/1.1 still works on the same port.
+    #[tokio::test]
+    async fn h2c_half_preface_is_cut_and_http1_goes_on() {
+        let (addr, _stop, _task) = start(HttpLimits {
+            h2c: true,
+            ..limits()
+        })
+        .await;
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        half.write_all(&H2_PREFACE[..10]).await.unwrap();
+        let (out, closed) = read_until_closed(&mut half, Duration::from_secs(3)).await;
+        let closed = closed.expect("half preface closed");
+        assert!(out.is_empty());
+        assert!(closed < Duration::from_millis(800), "closed after {closed:?}");
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /ip HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let (out, _) = read_until_closed(&mut s, Duration::from_secs(3)).await;
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
     }
 
     #[tokio::test]

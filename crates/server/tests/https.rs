@@ -553,3 +553,54 @@ fn hls_js_plays_over_https_in_chromium() {
         "low-latency parts over HTTPS: {r}"
     );
 }
+
+/// `[http] h2c = true`: HTTP/2 with prior knowledge on the plain port (a CDN speaking h2c to
+/// its origin) beside HTTP/1.1; off by default, where an h2c client is answered as HTTP/1.1
+/// would be, and fails.
+#[test]
+fn h2c_on_the_plain_port_when_asked() {
+    if !require("ffmpeg") || !require("curl") {
+        return;
+    }
+    let curl = |server: &Server, flag: &str| -> (String, String) {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-m",
+                "10",
+                "-w",
+                "%{http_code} %{http_version}",
+                flag,
+            ])
+            .arg(server.http_url("live/cam/stream.m3u8"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, version) = text.split_once(' ').unwrap_or((&text, ""));
+        (code.to_owned(), version.to_owned())
+    };
+    let server = Server::start_with(&[("SLUICE_HTTP_H2C", "true")], None);
+    let _p = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam");
+    assert_eq!(
+        curl(&server, "--http2-prior-knowledge"),
+        ("200".into(), "2".into())
+    );
+    assert_eq!(curl(&server, "--http1.1"), ("200".into(), "1.1".into()));
+    // HTTP/1.1 players (ffmpeg) read the same port as before.
+    let p = probe(&server.http_url("live/cam/index.m3u8"), 2);
+    assert_source_stream(&p, 2, "HLS beside h2c");
+    drop(server);
+
+    let server = Server::start_with(&[], None);
+    let _p = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam");
+    assert_ne!(
+        curl(&server, "--http2-prior-knowledge").0,
+        "200",
+        "h2c is off by default"
+    );
+    assert_eq!(curl(&server, "--http1.1").0, "200");
+}
