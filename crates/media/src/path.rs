@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{AccessRequest, AllowAll, Denied, Policy};
@@ -141,6 +142,22 @@ pub(crate) struct PathState {
     keyframe_pending: bool,
     outputs: Vec<(OutputSpec, Arc<SessionStats>)>,
     outputs_attached: bool,
+    /// Outputs that ended while the path was live: (name, when last started again, how many
+    /// times in a row), so that one that ends at once every time is started again ever more
+    /// slowly (5 s doubling to 5 min) instead of every reconcile.
+    output_restarts: Vec<(String, Instant, u32)>,
+}
+
+/// An output restarted this long ago and still running counts as healthy again.
+const OUTPUT_HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// The delay before an output that ended `count` times in a row is started again: none the
+/// first time (the next reconcile), then 5 s doubling, at most 5 minutes.
+fn restart_delay(count: u32) -> Duration {
+    if count <= 1 {
+        return Duration::ZERO;
+    }
+    (Duration::from_secs(5) * 2u32.saturating_pow((count - 2).min(6))).min(Duration::from_secs(300))
 }
 
 /// Derived track ids start here, so they never collide with a publisher's.
@@ -400,17 +417,48 @@ impl Registry {
                     continue;
                 }
                 // An output whose session ended while the path is live (its reader was cut for
-                // falling behind, its task failed) is wanted still: it is started again below.
-                for (spec, s) in st.outputs.iter().filter(|(_, s)| s.is_closed()) {
+                // falling behind, its task failed) is wanted still: it is started again below,
+                // after a delay that grows while it keeps ending.
+                let now = Instant::now();
+                let ended: Vec<(String, u64, String)> = st
+                    .outputs
+                    .iter()
+                    .filter(|(_, s)| s.is_closed())
+                    .map(|(spec, s)| (spec.name.clone(), s.id, s.reason()))
+                    .collect();
+                st.outputs.retain(|(_, s)| !s.is_closed());
+                for (name, session, reason) in ended {
+                    let pos = st.output_restarts.iter().position(|(n, _, _)| *n == name);
+                    let count = pos.map_or(0, |i| st.output_restarts[i].2);
                     tracing::warn!(
                         path = %shared.name,
-                        output = %spec.name,
-                        session = s.id,
-                        reason = %s.reason(),
-                        "output ended while the path is live: starting it again"
+                        output = %name,
+                        session,
+                        %reason,
+                        "output ended while the path is live: starting it again in {:?} ({} in a row)",
+                        restart_delay(count + 1),
+                        count + 1
                     );
+                    // Remembered as "ended now"; started once its delay has passed.
+                    let entry = (name, now, count + 1);
+                    match pos {
+                        Some(i) => st.output_restarts[i] = entry,
+                        None => st.output_restarts.push(entry),
+                    }
                 }
-                st.outputs.retain(|(_, s)| !s.is_closed());
+                // An output that lived a while since its last restart is healthy again.
+                let running: Vec<String> = st.outputs.iter().map(|(spec, _)| spec.name.clone()).collect();
+                st.output_restarts.retain(|(n, at, _)| {
+                    !running.contains(n) || now.duration_since(*at) < OUTPUT_HEALTHY_AFTER
+                });
+                let waiting: Vec<String> = st
+                    .output_restarts
+                    .iter()
+                    .filter(|(n, at, count)| {
+                        !running.contains(n) && now.duration_since(*at) < restart_delay(*count)
+                    })
+                    .map(|(n, _, _)| n.clone())
+                    .collect();
                 let stop: Vec<_> = st
                     .outputs
                     .iter()
@@ -421,6 +469,7 @@ impl Registry {
                 let start: Vec<_> = wanted
                     .into_iter()
                     .filter(|w| !st.outputs.iter().any(|(spec, _)| spec == w))
+                    .filter(|w| !waiting.contains(&w.name))
                     .collect();
                 (stop, start)
             };
@@ -578,6 +627,7 @@ impl PathShared {
                 keyframe_pending: false,
                 outputs: Vec::new(),
                 outputs_attached: false,
+                output_restarts: Vec::new(),
             }),
         }
     }

@@ -283,7 +283,7 @@ async fn outputs_attach_at_publish_and_follow_configuration() {
 /// An output that ends while its path is live (a task that failed, a reader cut for falling
 /// behind) is started again by the next reconcile (the server runs one every few seconds),
 /// from the stream's start; the outputs that did not fail are not touched.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_output_that_ended_is_started_again() {
     let reg = Registry::default();
     let rec = Arc::new(Recorder::default());
@@ -312,6 +312,18 @@ async fn an_output_that_ended_is_started_again() {
         assert!(r.is_ok(), "hls goes on: {r:?}");
     }
     assert_eq!(reg.path("live/f").unwrap().outputs.len(), 2);
+    // It ends again at once: the next reconcile waits (5 s, then longer each time in a row).
+    let record = readers.remove(1);
+    drop(record);
+    *rec.readers.lock() = readers;
+    reg.reconcile_outputs();
+    assert_eq!(rec.started.lock().len(), 3, "not again at once");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    reg.reconcile_outputs();
+    assert_eq!(rec.started.lock().len(), 3, "not within 5 s");
+    tokio::time::advance(Duration::from_secs(4)).await;
+    reg.reconcile_outputs();
+    assert_eq!(rec.started.lock().len(), 4, "after 5 s");
     drop(p);
 }
 
