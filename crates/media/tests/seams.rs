@@ -299,14 +299,15 @@ async fn an_output_that_ended_is_started_again() {
     let record = rec.readers.lock().remove(1);
     drop(record);
     reg.reconcile_outputs();
-    let started = rec.started.lock();
-    let names: Vec<&str> = started.iter().map(|s| s.0.as_str()).collect();
-    assert_eq!(names, ["hls", "record", "record"]);
-    assert!(
-        matches!(started[2].1.first(), Some(Event::Start(_))),
-        "from the stream's start"
-    );
-    drop(started);
+    {
+        let started = rec.started.lock();
+        let names: Vec<&str> = started.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(names, ["hls", "record", "record"]);
+        assert!(
+            matches!(started[2].1.first(), Some(Event::Start(_))),
+            "from the stream's start"
+        );
+    }
     let mut readers = std::mem::take(&mut *rec.readers.lock());
     while let Some(r) = readers[0].try_recv() {
         assert!(r.is_ok(), "hls goes on: {r:?}");
