@@ -317,11 +317,14 @@ impl Fmp4Writer {
         self.sequence += 1;
         if let (Some(wall), Some(first)) = (prft, runs.first()) {
             // Version 1: 64-bit media time, in the track's timescale, of the fragment's start.
+            // The media time is the presentation time of the first sample (decode time plus
+            // composition offset).
             let ntp = ntp_time(wall);
+            let cts = rescale_signed(first.samples[0].cts, first.trak.timescale).max(0) as u64;
             full(out, b"prft", 1, 0, |b| {
                 b.put_u32(first.trak.id);
                 b.put_u64(ntp);
-                b.put_u64(first.base);
+                b.put_u64(first.base + cts);
             });
         }
         // Lay the samples out in decode order across tracks, so a reader that consumes the file

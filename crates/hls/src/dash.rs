@@ -32,6 +32,9 @@ use crate::store::{HlsStream, PlaylistError, Segment, State, MAX_WAITERS};
 /// Streams (publisher restarts) remembered at most; older ones have left every window long ago.
 const MAX_GENERATIONS: usize = 16;
 
+/// Re-anchorings of one stream's low-latency timeline remembered at most.
+const MAX_ANCHORS: usize = 16;
+
 /// One stream of the path (from one init segment): a DASH Period.
 #[derive(Debug)]
 pub(crate) struct Generation {
@@ -42,6 +45,12 @@ pub(crate) struct Generation {
     first: Option<(u64, i64, SystemTime)>,
     /// Duration of its first segment, in core ticks: the low-latency template's `@duration`.
     nominal: Option<i64>,
+    /// Low latency: later anchors of the template's timeline (sequence number, decode time and
+    /// wall-clock time of a segment's start, and a number for the Period's id), each a Period of
+    /// its own, made when the segments have drifted more than half a segment from where the
+    /// template puts them (a publisher that fell behind real time, segments longer or shorter
+    /// than the first). At most [`MAX_ANCHORS`].
+    anchors: VecDeque<(u64, i64, SystemTime, u32)>,
     /// Peak bit rate of each track (same order as `tracks`), over its segments.
     peak: Vec<u64>,
 }
@@ -54,6 +63,7 @@ impl Generation {
             tracks,
             first: None,
             nominal: None,
+            anchors: VecDeque::new(),
             peak,
         }
     }
@@ -94,14 +104,46 @@ impl DashState {
         }
     }
 
-    pub(crate) fn add_segment(&mut self, seg: &Segment) {
+    /// A complete segment; `completed` is the wall-clock time it was complete, `low_latency`
+    /// whether the MPD places segments by a template's duration (then its timeline is anchored
+    /// again when the segments drift from it).
+    pub(crate) fn add_segment(&mut self, seg: &Segment, completed: SystemTime, low_latency: bool) {
         let Some(g) = self.generations.iter_mut().find(|g| g.id == seg.generation) else {
             return;
         };
-        if g.first.is_none() {
-            g.first = Some((seg.seq, seg.start_dts, seg.pdt));
-            g.nominal = Some(seg.duration_ticks.max(1));
-            self.ast.get_or_insert(seg.pdt);
+        match (g.first, g.nominal) {
+            (None, _) | (_, None) => {
+                g.first = Some((seg.seq, seg.start_dts, seg.pdt));
+                g.nominal = Some(seg.duration_ticks.max(1));
+                self.ast.get_or_insert(seg.pdt);
+            }
+            (Some(first), Some(nominal)) if low_latency => {
+                let (a_seq, _, a_start, n) = g
+                    .anchors
+                    .back()
+                    .copied()
+                    .unwrap_or((first.0, first.1, first.2, 0));
+                let segments = seg.seq.saturating_sub(a_seq) + 1;
+                let expected = a_start + ticks_duration(nominal.saturating_mul(segments as i64));
+                let drift = match completed.duration_since(expected) {
+                    Ok(late) => late,
+                    Err(early) => early.duration(),
+                };
+                if drift > ticks_duration(nominal / 2) {
+                    // The next segment starts now: a new Period from there.
+                    g.anchors
+                        .push_back((seg.seq + 1, seg.start_dts + seg.duration_ticks, completed, n + 1));
+                    while g.anchors.len() > MAX_ANCHORS {
+                        g.anchors.pop_front();
+                    }
+                    tracing::debug!(
+                        seq = seg.seq + 1,
+                        drift_ms = drift.as_millis() as u64,
+                        "DASH: segments drifted from the template's timeline; new Period"
+                    );
+                }
+            }
+            _ => {}
         }
         let secs = seg.duration.max(0.1);
         for (i, (t, _)) in g.tracks.iter().enumerate() {
@@ -149,6 +191,15 @@ enum Name<'a> {
     Media { rep: &'a str, seq: u64 },
 }
 
+/// A number as written in our own names: ASCII digits, no leading zero (one name per file, so
+/// a cache in front keeps one copy).
+fn number(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || s.len() > 1 && s.starts_with('0') {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// `dash-TOKEN-GEN-REP.mp4` or `dash-TOKEN-REP-SEQ.m4s`, for this packager's token.
 fn parse_name<'a>(name: &'a str, token: &str) -> Option<Name<'a>> {
     let rest = name
@@ -158,19 +209,23 @@ fn parse_name<'a>(name: &'a str, token: &str) -> Option<Name<'a>> {
     if let Some(r) = rest.strip_suffix(".mp4") {
         let (generation, rep) = r.split_once('-')?;
         return Some(Name::Init {
-            generation: generation.parse().ok()?,
+            generation: number(generation)?,
             rep,
         });
     }
     let (rep, seq) = rest.strip_suffix(".m4s")?.split_once('-')?;
     Some(Name::Media {
         rep,
-        seq: seq.parse().ok()?,
+        seq: number(seq)?,
     })
 }
 
 fn secs(ticks: i64) -> f64 {
     ticks as f64 / CLOCK_RATE as f64
+}
+
+fn ticks_duration(ticks: i64) -> Duration {
+    Duration::from_nanos((ticks.max(0) as u128 * 1_000_000_000 / CLOCK_RATE as u128) as u64)
 }
 
 /// `PT…S` with milliseconds.
@@ -241,20 +296,52 @@ impl HlsStream {
             );
         }
         x.push_str(">\n");
-        // Periods: the streams with a segment in the window, and the current one.
+        // Periods: the streams with a segment in the window, and the current one; in low latency
+        // each anchor of a stream's timeline is a Period of its own.
+        struct P<'g> {
+            g: &'g Generation,
+            id: String,
+            first_seq: u64,
+            first_dts: i64,
+            start: SystemTime,
+            /// The first sequence number of the next Period of the same stream.
+            until: u64,
+        }
         let last_gen = st.dash.generations.back().map(|g| g.id);
-        let periods: Vec<&Generation> = st
-            .dash
-            .generations
-            .iter()
-            .filter(|g| g.first.is_some())
-            .filter(|g| Some(g.id) == last_gen || window.iter().any(|s| s.generation == g.id))
-            .collect();
+        let mut periods: Vec<P> = Vec::new();
+        for g in st.dash.generations.iter() {
+            let Some((seq, dts, pdt)) = g.first else { continue };
+            let mut list = vec![(seq, dts, pdt, 0u32)];
+            if ll {
+                list.extend(g.anchors.iter().copied());
+            }
+            for (k, &(first_seq, first_dts, start, n)) in list.iter().enumerate() {
+                let until = list.get(k + 1).map_or(u64::MAX, |a| a.0);
+                let current = Some(g.id) == last_gen && until == u64::MAX;
+                let listed = window
+                    .iter()
+                    .any(|s| s.generation == g.id && s.seq >= first_seq && s.seq < until);
+                if current || listed {
+                    periods.push(P {
+                        g,
+                        id: if n == 0 {
+                            g.id.to_string()
+                        } else {
+                            format!("{}-{n}", g.id)
+                        },
+                        first_seq,
+                        first_dts,
+                        start,
+                        until,
+                    });
+                }
+            }
+        }
         if periods.is_empty() {
             return None;
         }
         if ll {
-            let nominal = periods.last().and_then(|g| g.nominal).map_or(target, secs);
+            let nominal = periods.last().and_then(|p| p.g.nominal).map_or(target, secs);
             let target_ms = (nominal * 500.0 + 1000.0).round() as u64;
             let _ = writeln!(
                 x,
@@ -264,13 +351,14 @@ impl HlsStream {
                 target_ms * 2 + 1000,
             );
         }
-        for g in periods {
-            let Some((first_seq, first_dts, first_pdt)) = g.first else {
-                continue;
-            };
-            let start = first_pdt.duration_since(ast).unwrap_or_default().as_secs_f64();
-            let _ = writeln!(x, "  <Period id=\"{}\" start=\"{}\">", g.id, duration_attr(start));
-            let segs: Vec<&&Segment> = window.iter().filter(|s| s.generation == g.id).collect();
+        for p in periods {
+            let (g, first_seq, first_dts) = (p.g, p.first_seq, p.first_dts);
+            let start = p.start.duration_since(ast).unwrap_or_default().as_secs_f64();
+            let _ = writeln!(x, "  <Period id=\"{}\" start=\"{}\">", p.id, duration_attr(start));
+            let segs: Vec<&&Segment> = window
+                .iter()
+                .filter(|s| s.generation == g.id && s.seq >= first_seq && s.seq < p.until)
+                .collect();
             for (i, (t, _)) in g.tracks.iter().enumerate() {
                 let Some(rep) = rep_id(t) else { continue };
                 let codecs = codec_string(t).unwrap_or_default();
@@ -415,24 +503,26 @@ impl HlsStream {
             }
             let last = st.segments.back().map(|s| s.seq);
             let open = st.open_parts_seq();
-            // Low latency: the segment being made, or the next one (asked for a little early).
+            // Low latency: the segment being made, or the next one (asked for a little early);
+            // never one of a stream the MPD does not announce yet (a publisher restarted and its
+            // first segment is not complete: the player still reads the previous Period).
+            let announced = st.dash.generations.back().is_some_and(|g| g.first.is_some());
             let upcoming = match (open, last) {
                 (Some(o), _) => seq == o || seq == o + 1,
                 (None, Some(l)) => seq == l + 1,
                 (None, None) => false,
             };
-            if !self.is_low_latency() || !upcoming || self.is_closed() {
+            if !self.is_low_latency() || !upcoming || !announced || self.is_closed() {
                 return Ok(None);
             }
             (track, Duration::from_secs(3 * st.target.max(1)))
         };
         let (track, timeout) = timeout;
-        if self.waiters.fetch_add(1, Ordering::AcqRel) >= MAX_WAITERS {
-            self.waiters.fetch_sub(1, Ordering::AcqRel);
+        if self.waiters.load(Ordering::Acquire) >= MAX_WAITERS {
             return Err(PlaylistError::Unavailable("too many requests waiting".into()));
         }
         let live = LiveSegment {
-            held: Held(self.clone()),
+            stream: self.clone(),
             rx: self.progress.subscribe(),
             track,
             seq,
@@ -459,10 +549,11 @@ fn pieces_of(data: &Bytes, pieces: &[Piece], track: sluice_media::TrackId) -> Ve
         .collect()
 }
 
-/// Counts a held segment request while it lives (bounded with the blocking reloads).
-struct Held(Arc<HlsStream>);
+/// Counts a segment request while it waits for a part (bounded with the blocking reloads);
+/// not while its bytes are being sent, which the connection's own limits bound.
+struct Held<'a>(&'a HlsStream);
 
-impl Drop for Held {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.0.waiters.fetch_sub(1, Ordering::AcqRel);
     }
@@ -470,7 +561,7 @@ impl Drop for Held {
 
 /// The segment being made, read part by part.
 struct LiveSegment {
-    held: Held,
+    stream: Arc<HlsStream>,
     rx: watch::Receiver<u64>,
     track: sluice_media::TrackId,
     seq: u64,
@@ -493,7 +584,7 @@ impl LiveSegment {
         }
         loop {
             self.rx.borrow_and_update();
-            let s = self.held.0.clone();
+            let s = self.stream.clone();
             let step = {
                 let st = s.state.read();
                 self.step(&st, s.is_closed())
@@ -512,7 +603,15 @@ impl LiveSegment {
                 }
                 Step::Wait => {}
             }
-            match tokio::time::timeout(self.timeout, self.rx.changed()).await {
+            if s.waiters.fetch_add(1, Ordering::AcqRel) >= MAX_WAITERS {
+                s.waiters.fetch_sub(1, Ordering::AcqRel);
+                self.done = true;
+                return Some(vec![Err(std::io::Error::other("too many requests waiting"))]);
+            }
+            let held = Held(&s);
+            let waited = tokio::time::timeout(self.timeout, self.rx.changed()).await;
+            drop(held);
+            match waited {
                 Ok(Ok(())) => {}
                 _ => {
                     self.done = true;
@@ -583,6 +682,12 @@ mod tests {
         ));
         assert!(parse_name("dash-other-a-17.m4s", "ab12").is_none());
         assert!(parse_name("dash-ab12-a-x.m4s", "ab12").is_none());
+        assert!(parse_name("dash-ab12-a-+5.m4s", "ab12").is_none());
+        assert!(parse_name("dash-ab12-a-05.m4s", "ab12").is_none());
+        assert!(matches!(
+            parse_name("dash-ab12-a-0.m4s", "ab12"),
+            Some(Name::Media { seq: 0, .. })
+        ));
         assert_eq!(frame_rate_attr(30.0), "30");
         assert_eq!(frame_rate_attr(29.97), "29970/1000");
     }

@@ -38,6 +38,8 @@ pub(crate) struct Segment {
     pub generation: u64,
     /// Where each track's fragments lie in `data` (DASH representations).
     pub pieces: Vec<Piece>,
+    /// Wall-clock time it was complete (the arrival of the frame that closed it).
+    pub completed: SystemTime,
 }
 
 /// One part (LL-HLS) held in memory.
@@ -77,6 +79,8 @@ pub(crate) struct State {
     peak_bandwidth: u64,
     /// What the DASH manifest needs (fMP4 only).
     pub(crate) dash: crate::dash::DashState,
+    /// Bumped by every change of the playlists' content (under the write lock).
+    pub(crate) version: u64,
 }
 
 impl State {
@@ -193,6 +197,9 @@ impl Drop for Waiter<'_> {
     }
 }
 
+/// What a rendered LL-HLS media playlist depends on: (state version, delta update, closed).
+type RenderKey = (u64, bool, bool);
+
 /// A live HLS stream: its playlists and in-memory segments.
 #[derive(Debug)]
 pub struct HlsStream {
@@ -210,8 +217,8 @@ pub struct HlsStream {
     pub viewers: crate::viewers::Viewers,
     /// How soon parts can be served after the frame that completes them arrives.
     pub readiness: crate::readiness::Readiness,
-    /// The LL-HLS media playlist last rendered: (progress version, delta update, text).
-    rendered: parking_lot::Mutex<Option<(u64, bool, Bytes)>>,
+    /// The LL-HLS media playlist last rendered: ((state version, delta update, closed), text).
+    rendered: parking_lot::Mutex<Option<(RenderKey, Bytes)>>,
 }
 
 impl HlsStream {
@@ -304,17 +311,6 @@ impl HlsStream {
                 }
             }
         }
-        // Every viewer waiting for the same part gets the same playlist: it is rendered once per
-        // change of the stream (and kind of request), not once per viewer. The version is read
-        // before the state, so a cached text is never older than its version.
-        let version = *self.progress.borrow();
-        if others.is_empty() {
-            if let Some((v, skip, text)) = &*self.rendered.lock() {
-                if *v == version && *skip == q.skip {
-                    return Ok(text.clone());
-                }
-            }
-        }
         let reports: Vec<RenditionReport> = others
             .iter()
             .filter_map(|(uri, s)| {
@@ -326,16 +322,28 @@ impl HlsStream {
                 })
             })
             .collect();
+        // Every viewer waiting for the same part gets the same playlist: it is rendered once per
+        // change of the stream (and kind of request), not once per viewer. The key is read under
+        // the same lock as the state the text is rendered from, so a cached text is always the
+        // state's.
         let st = self.state.read();
+        let key = (st.version, q.skip, self.is_closed());
+        if others.is_empty() {
+            if let Some((k, text)) = &*self.rendered.lock() {
+                if *k == key {
+                    return Ok(text.clone());
+                }
+            }
+        }
         let mut pl = self.media(&st, q.skip);
         if let Some(ll) = &mut pl.low_latency {
             ll.rendition_reports = reports;
         }
         let text = Bytes::from(pl.render());
-        drop(st);
         if others.is_empty() {
-            *self.rendered.lock() = Some((version, q.skip, text.clone()));
+            *self.rendered.lock() = Some((key, text.clone()));
         }
+        drop(st);
         Ok(text)
     }
 
@@ -566,6 +574,7 @@ impl HlsStream {
         }
         st.open_parts.push(part);
         st.hint = Some(hint);
+        st.version += 1;
         drop(st);
         self.progress.send_modify(|n| *n += 1);
     }
@@ -579,6 +588,7 @@ impl HlsStream {
         dash: Option<crate::dash::Generation>,
     ) {
         let mut st = self.state.write();
+        st.version += 1;
         if let Some(g) = dash {
             st.dash.begin(g);
         }
@@ -606,8 +616,10 @@ impl HlsStream {
         let seq = segment.seq;
         segment.parts = std::mem::take(&mut st.open_parts);
         segment.parts.retain(|p| p.seq == seq);
-        st.dash.add_segment(&segment);
+        st.dash
+            .add_segment(&segment, segment.completed, self.is_low_latency());
         st.segments.push_back(segment);
+        st.version += 1;
         // Parts are kept for the segments of the last four target durations (they are listed
         // for three), then released: the segment's own bytes serve from there.
         let keep = 4.0 * st.target as f64;

@@ -57,6 +57,10 @@ pub(crate) struct Packager {
     /// Number of the next part (LL-HLS): part names count on across segments and streams, so
     /// the preload hint can name the next part before anyone knows which segment it opens.
     next_part: u64,
+    /// When the packager started.
+    opened: std::time::Instant,
+    /// The wall clock of the frame being filed.
+    now: SystemTime,
 }
 
 impl Packager {
@@ -81,6 +85,8 @@ impl Packager {
             token,
             current: None,
             next_part: 0,
+            opened: std::time::Instant::now(),
+            now: SystemTime::now(),
         }
     }
 
@@ -125,13 +131,16 @@ impl Packager {
     }
 
     pub(crate) fn frame(&mut self, f: &Frame, now: SystemTime) {
+        self.now = now;
         self.segmenter.push_frame(f, now);
         // The parts this frame completes are servable once filed: readiness is measured from
         // its arrival in the server (the reader's queue and the muxing included).
         while let Some(out) = self.segmenter.poll_output() {
             let part = matches!(out, SegmenterOutput::Part(_));
             self.file(out);
-            if part {
+            // Frames replayed from the GOP cache when the packager starts arrived before it:
+            // their parts are not a measure of readiness.
+            if part && f.arrived >= self.opened {
                 let d = f.arrived.elapsed();
                 self.out.readiness.record(d);
                 crate::readiness::ALL_PARTS.record(d);
@@ -205,6 +214,7 @@ impl Packager {
             duration_ticks: c.duration_ticks,
             generation: c.init.unwrap_or(0),
             pieces: c.pieces,
+            completed: self.now,
         };
         self.out.push_segment(segment, frame_rate);
     }
@@ -393,6 +403,56 @@ mod tests {
         let rest = line.split(&format!("{name}=")).nth(1)?;
         let v = rest.split(',').next()?;
         Some(v.trim_matches('"'))
+    }
+
+    /// 30 fps with a keyframe a second and AAC, the wall clock following the media time from
+    /// `wall` (frames arrive in real time).
+    fn feed_at(p: &mut Packager, t0: i64, secs: i64, wall: SystemTime) {
+        for i in 0..secs * 30 {
+            let dts = t0 + i * 3000;
+            let key = i % 30 == 0;
+            let nal: &'static [u8] = if key {
+                &[0, 0, 0, 2, 0x65, 0x88]
+            } else {
+                &[0, 0, 0, 2, 0x41, 0x9a]
+            };
+            let now = wall + Duration::from_nanos((i * 3000) as u64 * 1_000_000_000 / 90_000);
+            p.frame(&Frame::new(0, dts, dts, key, Bytes::from_static(nal)), now);
+            if i % 2 == 0 {
+                p.frame(
+                    &Frame::new(1, dts, dts, true, Bytes::from_static(&[0x21, 0x10])),
+                    now,
+                );
+            }
+        }
+    }
+
+    /// Low-latency DASH: the template's timeline holds while frames come in real time; a
+    /// publisher that stalls two seconds (its timestamps going on from where they were) puts
+    /// the segments two seconds behind it, and the MPD anchors a new Period where they are.
+    #[test]
+    fn ll_dash_timeline_is_anchored_again_after_a_stall() {
+        let out = stream(Variant::LowLatency);
+        let mut p = Packager::new(out.clone(), "live/x".into());
+        p.start(&info(0, false));
+        let t0 = SystemTime::now() - Duration::from_secs(30);
+        feed_at(&mut p, 0, 4, t0);
+        let mpd = out.mpd("/~sluice/time").unwrap();
+        assert_eq!(mpd.matches("<Period ").count(), 1, "{mpd}");
+        assert!(mpd.contains("duration=\"90000\" startNumber=\"0\""), "{mpd}");
+        // Two seconds of nothing, then on in real time.
+        feed_at(&mut p, 4 * 90_000, 4, t0 + Duration::from_secs(6));
+        let mpd = out.mpd("/~sluice/time").unwrap();
+        assert!(mpd.contains("<Period id=\"1-1\" start=\"PT"), "{mpd}");
+        // The new Period starts at the first segment after the stall, about 6 s after the first.
+        let start = mpd.split("<Period id=\"1-1\" start=\"PT").nth(1).unwrap();
+        let start: f64 = start.split('S').next().unwrap().parse().unwrap();
+        assert!((5.8..6.3).contains(&start), "{start} in {mpd}");
+        let sn = mpd.split("<Period id=\"1-1\"").nth(1).unwrap();
+        assert!(
+            sn.contains("startNumber=\"4\" presentationTimeOffset=\"360000\""),
+            "{mpd}"
+        );
     }
 
     /// LL-HLS: parts listed for the last segments and after them, every part named can be

@@ -405,6 +405,9 @@ impl Registry {
     /// those no longer wanted. Called on each configuration reload and every few seconds by the
     /// server, so that an output that failed comes back without touching the publisher.
     pub fn reconcile_outputs(&self) {
+        if self.inner.stats.is_shutting_down() {
+            return;
+        }
         let paths: Vec<_> = self.inner.paths.lock().values().cloned().collect();
         let Some(outputs) = self.inner.hooks.read().outputs.clone() else {
             return;

@@ -390,8 +390,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Whether the client starts with the HTTP/2 preface, read without consuming it: `Some(false)`
 /// as soon as the first bytes differ, `None` when the connection ends or the header time runs out
 /// first.
-async fn h2c_preface(socket: &TcpStream, deadline: Instant) -> Option<bool> {
+async fn h2c_preface(socket: &TcpStream, deadline: Instant, stop: &watch::Receiver<bool>) -> Option<bool> {
     let mut buf = [0u8; 24];
+    let mut pause = Duration::from_millis(2);
     loop {
         let n = tokio::time::timeout_at(deadline, socket.peek(&mut buf))
             .await
@@ -408,10 +409,12 @@ async fn h2c_preface(socket: &TcpStream, deadline: Instant) -> Option<bool> {
         }
         // A partial preface: wait for the rest (peek returns what is there at once, so the
         // deadline is checked here too).
-        if Instant::now() >= deadline {
+        if Instant::now() >= deadline || *stop.borrow() {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A client that sends the preface in pieces is rare: poll ever more slowly.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 
@@ -443,7 +446,7 @@ async fn connection(
     let stream: Stream = match tls {
         None if limits.h2c => {
             // HTTP/2 with prior knowledge starts with its preface; anything else is HTTP/1.1.
-            match h2c_preface(&socket, activity.start + limits.header_timeout).await {
+            match h2c_preface(&socket, activity.start + limits.header_timeout, &stop).await {
                 Some(true) => {
                     let conn = builders.http2.serve_connection(TokioIo::new(socket), service);
                     if let Err(e) = drive(conn, |c| c.graceful_shutdown(), &activity, &limits, stop).await {

@@ -22,16 +22,20 @@ pub fn byte_range(v: &str, len: usize) -> RangeAsk {
     let Some((a, b)) = spec.trim().split_once('-') else {
         return RangeAsk::Ignore;
     };
+    // ASCII digits only (`u64::from_str` would take a leading `+`).
     let parse = |s: &str| {
-        s.trim()
-            .parse::<u64>()
-            .ok()
-            .map(|n| n.min(usize::MAX as u64) as usize)
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse::<u64>().ok().map(|n| n.min(usize::MAX as u64) as usize)
     };
     match (a.trim().is_empty(), parse(a), parse(b)) {
         // Suffix: the last N bytes.
         (true, _, Some(n)) if n > 0 && len > 0 => RangeAsk::Range(len - n.min(len), len),
-        (true, _, _) => RangeAsk::Unsatisfiable,
+        (true, _, Some(_)) => RangeAsk::Unsatisfiable,
+        // `bytes=-` or garbage: not a valid range, so ignored (RFC 9110 14.2).
+        (true, _, None) => RangeAsk::Ignore,
         (false, Some(a), _) if a >= len => RangeAsk::Unsatisfiable,
         (false, Some(a), None) if b.trim().is_empty() => RangeAsk::Range(a, len),
         (false, Some(a), Some(b)) if b >= a => RangeAsk::Range(a, b.saturating_add(1).min(len)),
@@ -56,6 +60,8 @@ mod tests {
         assert_eq!(byte_range("bytes=5-1", 1000), RangeAsk::Ignore);
         assert_eq!(byte_range("bytes=0-1,5-6", 1000), RangeAsk::Ignore);
         assert_eq!(byte_range("items=0-1", 1000), RangeAsk::Ignore);
+        assert_eq!(byte_range("bytes=-", 1000), RangeAsk::Ignore);
+        assert_eq!(byte_range("bytes=+5-9", 1000), RangeAsk::Ignore);
         assert_eq!(byte_range("bytes=0-0", 0), RangeAsk::Unsatisfiable);
     }
 
