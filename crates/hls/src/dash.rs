@@ -166,6 +166,55 @@ impl DashState {
     }
 }
 
+/// What the source's MPD needs of one of its renditions (another packager): its current
+/// stream's video track, init segment and segments in its window.
+#[derive(Debug)]
+struct RenditionView {
+    /// Representation id (the rendition's name) and the prefix of its files' URLs (`~NAME/`).
+    id: String,
+    prefix: String,
+    token: String,
+    generation: u64,
+    track: Track,
+    nominal: i64,
+    peak: u64,
+    frame_rate: Option<f64>,
+    /// (sequence number, decode time, duration) of the segments in its window.
+    segments: Vec<(u64, i64, i64)>,
+}
+
+impl HlsStream {
+    fn rendition_view(&self, id: &str, prefix: &str) -> Option<RenditionView> {
+        let st = self.state.read();
+        let g = st.dash.generations.back()?;
+        g.first?;
+        let (i, (track, _)) = g
+            .tracks
+            .iter()
+            .enumerate()
+            .find(|(_, (t, _))| t.kind() == MediaKind::Video)?;
+        let listed = st.segments.len().min(self.config().segment_count);
+        let segments = st
+            .segments
+            .iter()
+            .skip(st.segments.len() - listed)
+            .filter(|s| s.generation == g.id)
+            .map(|s| (s.seq, s.start_dts, s.duration_ticks))
+            .collect();
+        Some(RenditionView {
+            id: id.to_owned(),
+            prefix: prefix.to_owned(),
+            token: self.token.clone(),
+            generation: g.id,
+            track: track.clone(),
+            nominal: g.nominal?,
+            peak: g.peak[i],
+            frame_rate: st.frame_rate,
+            segments,
+        })
+    }
+}
+
 /// A DASH file as served.
 pub enum DashFile {
     /// An init segment, with its content type.
@@ -187,8 +236,16 @@ impl std::fmt::Debug for DashFile {
 }
 
 enum Name<'a> {
-    Init { generation: u64, rep: &'a str },
-    Media { rep: &'a str, seq: u64 },
+    Init {
+        generation: u64,
+        rep: &'a str,
+    },
+    /// `seq` is this packager's own number: a rendition listed in its source's MPD is asked
+    /// for by the source's numbers, with the offset between the two in its name.
+    Media {
+        rep: &'a str,
+        seq: u64,
+    },
 }
 
 /// A number as written in our own names: ASCII digits, no leading zero (one name per file, so
@@ -200,7 +257,26 @@ fn number(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-/// `dash-TOKEN-GEN-REP.mp4` or `dash-TOKEN-REP-SEQ.m4s`, for this packager's token.
+/// An offset as written in a name: `p3` (+3) or `m3` (-3).
+fn offset(s: &str) -> Option<i64> {
+    let (sign, n) = match s.as_bytes().first()? {
+        b'p' => (1, &s[1..]),
+        b'm' => (-1, &s[1..]),
+        _ => return None,
+    };
+    i64::try_from(number(n)?).ok().map(|n| sign * n)
+}
+
+fn offset_text(o: i64) -> String {
+    if o < 0 {
+        format!("m{}", o.unsigned_abs())
+    } else {
+        format!("p{o}")
+    }
+}
+
+/// `dash-TOKEN-GEN-REP.mp4`, `dash-TOKEN-REP-SEQ.m4s` or `dash-TOKEN-REP-OFFSET-NUMBER.m4s`,
+/// for this packager's token.
 fn parse_name<'a>(name: &'a str, token: &str) -> Option<Name<'a>> {
     let rest = name
         .strip_prefix("dash-")?
@@ -214,6 +290,11 @@ fn parse_name<'a>(name: &'a str, token: &str) -> Option<Name<'a>> {
         });
     }
     let (rep, seq) = rest.strip_suffix(".m4s")?.split_once('-')?;
+    if let Some((o, n)) = seq.split_once('-') {
+        let o = offset(o)?;
+        let seq = u64::try_from(i64::try_from(number(n)?).ok()?.checked_sub(o)?).ok()?;
+        return Some(Name::Media { rep, seq });
+    }
     Some(Name::Media {
         rep,
         seq: number(seq)?,
@@ -258,11 +339,33 @@ impl HlsStream {
     /// The live MPD (`index.mpd`); `time_url` is where players read the server's clock
     /// (`UTCTiming`). `None` when the stream is not fMP4 or has no complete segment yet.
     pub fn mpd(&self, time_url: &str) -> Option<String> {
-        let st = self.state.read();
-        self.render_mpd(&st, time_url, SystemTime::now())
+        self.mpd_with(time_url, &[])
     }
 
-    fn render_mpd(&self, st: &State, time_url: &str, now: SystemTime) -> Option<String> {
+    /// The MPD listing `renditions` too (the path's renditions: each one's name, the prefix of
+    /// its URLs relative to this MPD, and its stream) as more video representations of the
+    /// current Period, for players to switch between. A rendition whose segments do not line
+    /// up with this stream's is left out.
+    pub fn mpd_with(
+        &self,
+        time_url: &str,
+        renditions: &[(String, String, Arc<HlsStream>)],
+    ) -> Option<String> {
+        let views: Vec<RenditionView> = renditions
+            .iter()
+            .filter_map(|(id, prefix, s)| s.rendition_view(id, prefix))
+            .collect();
+        let st = self.state.read();
+        self.render_mpd(&st, time_url, SystemTime::now(), &views)
+    }
+
+    fn render_mpd(
+        &self,
+        st: &State,
+        time_url: &str,
+        now: SystemTime,
+        views: &[RenditionView],
+    ) -> Option<String> {
         let ast = st.dash.ast?;
         let ll = self.is_low_latency();
         let cfg = self.config();
@@ -351,7 +454,8 @@ impl HlsStream {
                 target_ms * 2 + 1000,
             );
         }
-        for p in periods {
+        let last_period = periods.len() - 1;
+        for (pi, p) in periods.into_iter().enumerate() {
             let (g, first_seq, first_dts) = (p.g, p.first_seq, p.first_dts);
             let start = p.start.duration_since(ast).unwrap_or_default().as_secs_f64();
             let _ = writeln!(x, "  <Period id=\"{}\" start=\"{}\">", p.id, duration_attr(start));
@@ -427,6 +531,13 @@ impl HlsStream {
                         let _ = write!(x, " frameRate=\"{}\"", frame_rate_attr(r));
                     }
                     x.push_str("/>\n");
+                    if pi == last_period {
+                        for v in views {
+                            self.rendition_representation(
+                                &mut x, v, ll, part, first_seq, first_dts, g.nominal,
+                            );
+                        }
+                    }
                 } else {
                     let _ = writeln!(
                         x,
@@ -450,6 +561,87 @@ impl HlsStream {
             rfc3339_millis(now),
         );
         Some(x)
+    }
+
+    /// One rendition as a video representation of the current Period, with its own template:
+    /// in low latency numbered as this stream's segments are (the offset between the two
+    /// numberings in its media URLs), otherwise with its own timeline.
+    #[allow(clippy::too_many_arguments)]
+    fn rendition_representation(
+        &self,
+        x: &mut String,
+        v: &RenditionView,
+        ll: bool,
+        part: f64,
+        first_seq: u64,
+        first_dts: i64,
+        nominal: Option<i64>,
+    ) {
+        let init = format!("{}dash-{}-{}-v.mp4", v.prefix, v.token, v.generation);
+        let codecs = xml_escape(&codec_string(&v.track).unwrap_or_default());
+        let mut head = format!(
+            "      <Representation id=\"{}\" codecs=\"{codecs}\" bandwidth=\"{}\"",
+            xml_escape(&v.id),
+            v.peak.max(1)
+        );
+        if v.track.width > 0 && v.track.height > 0 {
+            let _ = write!(head, " width=\"{}\" height=\"{}\"", v.track.width, v.track.height);
+        }
+        if let Some(r) = v.frame_rate {
+            let _ = write!(head, " frameRate=\"{}\"", frame_rate_attr(r));
+        }
+        head.push_str(">\n");
+        if ll {
+            // Its segments start where this stream's do (the transcoder keeps the source's
+            // keyframes and timestamps): the number of its latest, in this stream's numbering.
+            let Some(n) = nominal else { return };
+            if (v.nominal - n).abs() > n / 100 {
+                return;
+            }
+            let Some(&(seq, dts, _)) = v.segments.iter().rev().find(|s| s.1 >= first_dts) else {
+                return;
+            };
+            let k = ((dts - first_dts) as f64 / n as f64).round() as i64;
+            if (dts - first_dts - k * n).abs() > n / 10 {
+                return;
+            }
+            let offset = first_seq as i64 + k - seq as i64;
+            let media = format!(
+                "{}dash-{}-v-{}-$Number$.m4s",
+                v.prefix,
+                v.token,
+                offset_text(offset)
+            );
+            let ato = (secs(n) - part).max(0.0);
+            x.push_str(&head);
+            let _ = writeln!(
+                x,
+                "        <SegmentTemplate timescale=\"{CLOCK_RATE}\" duration=\"{n}\" startNumber=\"{first_seq}\" \
+                 presentationTimeOffset=\"{first_dts}\" availabilityTimeOffset=\"{ato:.3}\" \
+                 availabilityTimeComplete=\"false\" initialization=\"{init}\" media=\"{media}\"/>\n      </Representation>"
+            );
+        } else {
+            let segs: Vec<&(u64, i64, i64)> = v.segments.iter().filter(|s| s.1 >= first_dts).collect();
+            let Some(first) = segs.first() else { return };
+            let media = format!("{}dash-{}-v-$Number$.m4s", v.prefix, v.token);
+            x.push_str(&head);
+            let _ = write!(
+                x,
+                "        <SegmentTemplate timescale=\"{CLOCK_RATE}\" startNumber=\"{}\" \
+                 presentationTimeOffset=\"{first_dts}\" initialization=\"{init}\" media=\"{media}\">\n          <SegmentTimeline>\n",
+                first.0
+            );
+            let mut expected = None;
+            for &&(_, t, d) in &segs {
+                if expected == Some(t) {
+                    let _ = writeln!(x, "            <S d=\"{d}\"/>");
+                } else {
+                    let _ = writeln!(x, "            <S t=\"{t}\" d=\"{d}\"/>");
+                }
+                expected = Some(t + d);
+            }
+            x.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n      </Representation>\n");
+        }
     }
 
     /// A DASH file by name: an init segment, a complete segment, or (low latency) the segment
@@ -680,6 +872,21 @@ mod tests {
             parse_name("dash-ab12-a-17.m4s", "ab12"),
             Some(Name::Media { rep: "a", seq: 17 })
         ));
+        assert!(matches!(
+            parse_name("dash-ab12-v-p3-17.m4s", "ab12"),
+            Some(Name::Media { rep: "v", seq: 14 })
+        ));
+        assert!(matches!(
+            parse_name("dash-ab12-v-m3-17.m4s", "ab12"),
+            Some(Name::Media { rep: "v", seq: 20 })
+        ));
+        assert!(
+            parse_name("dash-ab12-v-p30-17.m4s", "ab12").is_none(),
+            "before the first"
+        );
+        assert!(parse_name("dash-ab12-v-x3-17.m4s", "ab12").is_none());
+        assert_eq!(offset_text(-3), "m3");
+        assert_eq!(offset_text(2), "p2");
         assert!(parse_name("dash-other-a-17.m4s", "ab12").is_none());
         assert!(parse_name("dash-ab12-a-x.m4s", "ab12").is_none());
         assert!(parse_name("dash-ab12-a-+5.m4s", "ab12").is_none());

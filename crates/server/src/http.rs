@@ -403,7 +403,21 @@ async fn dash(shared: &Shared, path: &str, file: &str, remote: SocketAddr, heade
         // Players read the server's clock there (UTCTiming): relative to the MPD, so that it
         // is asked of whatever host served the MPD (a CDN rewrites Host on its way here).
         let time_url = format!("{}{ASSET_PREFIX}time", "../".repeat(path.split('/').count()));
-        return match stream.mpd(&time_url) {
+        // A path with renditions: they are more video representations of its MPD.
+        let renditions: Vec<(String, String, Arc<sluice_hls::HlsStream>)> = if sluice_media::is_reserved(path)
+        {
+            Vec::new()
+        } else {
+            renditions_of(shared, path, "")
+                .into_iter()
+                .filter_map(|(uri, s)| {
+                    let prefix = uri.strip_suffix("stream.m3u8")?.to_owned();
+                    let name = prefix.trim_start_matches('~').trim_end_matches('/').to_owned();
+                    Some((name, prefix, s))
+                })
+                .collect()
+        };
+        return match stream.mpd_with(&time_url, &renditions) {
             Some(text) => {
                 stream.viewers.record(Some(remote.ip()), text.len() as u64);
                 (

@@ -366,3 +366,47 @@ renditions = [{ name = "144p", height = 144, video_bitrate = "150k" }]
         server.log()
     );
 }
+
+/// The renditions are video representations of the path's low-latency MPD, numbered as the
+/// source's segments; dash.js in Chromium shows each size in turn (ABR off, a switch every 4 s)
+/// without a stall.
+#[test]
+fn dash_js_switches_between_renditions() {
+    if !require("ffmpeg") || !require("node") || !have_hlsjs_browser() {
+        return;
+    }
+    let server = Server::start_with(&[], Some(CONFIG));
+    let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam/~288p");
+    wait_stream(&server, "live/cam/~180p");
+    wait_until("the MPD lists both renditions", Duration::from_secs(20), || {
+        let (_, _, body) = http_get(server.http, "/live/cam/index.mpd", &[]);
+        let text = String::from_utf8_lossy(&body);
+        text.contains("<Representation id=\"288p\"") && text.contains("<Representation id=\"180p\"")
+    });
+    let (_, _, body) = http_get(server.http, "/live/cam/index.mpd", &[]);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert!(text.contains("width=\"512\" height=\"288\""), "{text}");
+    assert!(text.contains("media=\"~288p/dash-"), "{text}");
+    let url = server.http_url("live/cam/dash.html");
+    let r = run_web_script("dash.mjs", &[url.as_str(), "16"], &[("SWITCH_MS", "4000")], 120);
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(r["representations"].as_array().map(Vec::len), Some(3), "{r}");
+    let sizes: Vec<&str> = r["sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    for size in ["640x360", "512x288", "320x180"] {
+        assert!(sizes.contains(&size), "never showed {size}: {r}");
+    }
+    // The machine also runs the publisher, the server, two x264 encodes and the browser (CI
+    // gives this test all of it): playback keeps going, within a few seconds of the wall clock.
+    assert!(r["stalls"].as_u64().unwrap() <= 1, "{r}");
+    assert!(
+        r["played"].as_f64().unwrap() >= r["wall"].as_f64().unwrap() * 0.8,
+        "{r}"
+    );
+    assert_eq!(r["http_error_count"].as_u64(), Some(0), "{r}");
+}

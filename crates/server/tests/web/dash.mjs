@@ -200,11 +200,37 @@ try {
   s = first;
   const samples = [];
   const endAt = Date.now() + seconds * 1000;
+  // SWITCH_MS: switch the video representation every so often (ABR off), cycling through all,
+  // and record the picture sizes shown.
+  const switchMs = Number(process.env.SWITCH_MS || 0);
+  const sizes = new Set();
+  let representations = null;
+  let nextSwitch = Date.now() + switchMs;
+  let switchIndex = 0;
+  if (switchMs > 0) {
+    representations = await page.evaluate(() => {
+      const d = (window.sluicePlayer || {}).dash || window.__dashTest.player;
+      d.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: false } } } });
+      return d.getRepresentationsByType("video").map((r) => ({ id: r.id, width: r.width, height: r.height, bandwidth: r.bandwidth }));
+    });
+  }
   while (Date.now() < endAt) {
     await new Promise((r) => setTimeout(r, 250));
     s = await state();
     if (s.latency !== null && !s.paused) samples.push(s.latency);
+    if (s.width > 0) sizes.add(s.width + "x" + s.height);
+    if (switchMs > 0 && Date.now() >= nextSwitch && representations && representations.length > 1) {
+      switchIndex = (switchIndex + 1) % representations.length;
+      const i = switchIndex;
+      await page.evaluate((i) => {
+        const d = (window.sluicePlayer || {}).dash || window.__dashTest.player;
+        d.setRepresentationForTypeByIndex("video", i, true);
+      }, i);
+      nextSwitch = Date.now() + switchMs;
+    }
   }
+  out.representations = representations;
+  out.sizes = [...sizes].sort();
   const sorted = samples.filter((x) => typeof x === "number" && isFinite(x)).sort((x, y) => x - y);
   const q = (a, p) => (a.length ? a[Math.min(a.length - 1, Math.floor(p * a.length))] : null);
   out.dashjs_version = s.version;
