@@ -337,6 +337,15 @@ impl Segmenter {
         &self.config
     }
 
+    /// Numbers the next segment `sequence` (a packager that takes over from an earlier one on
+    /// the same path goes on from its numbers, so its players' blocking reloads stay valid).
+    /// Only before the first segment.
+    pub fn continue_from(&mut self, sequence: u64) {
+        if self.segment.is_none() && self.closing.is_empty() {
+            self.next_sequence = self.next_sequence.max(sequence);
+        }
+    }
+
     /// Starts a new segment at the next keyframe, whatever the current one's length (the
     /// recorder, resuming in a new file after a write error, needs a segment start there).
     pub fn cut_at_next_keyframe(&mut self) {

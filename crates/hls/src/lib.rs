@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use dash::DashFile;
 pub use readiness::{Readiness, ReadinessSnapshot, ALL_PARTS, BUCKETS as READINESS_BUCKETS};
 pub use store::{HlsStore, HlsStream, PlaylistError, PlaylistQuery};
-pub use task::spawn;
+pub use task::{spawn, spawn_after};
 pub use viewers::{ViewerCounts, Viewers};
 
 /// Segment container.

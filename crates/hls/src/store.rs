@@ -347,6 +347,30 @@ impl HlsStream {
         Ok(text)
     }
 
+    /// Takes over from `previous`, the stream an earlier packager made on the same path (it
+    /// restarted): the discontinuity sequence goes on past all of the previous stream's, so
+    /// players see a discontinuity before this stream's first segment. Returns the sequence
+    /// number this stream's segments start at: the one after the previous stream's last.
+    pub(crate) fn take_over(&self, previous: &HlsStream) -> u64 {
+        let (next, discontinuities) = {
+            let p = previous.state.read();
+            let next = p
+                .open_parts
+                .last()
+                .map(|o| o.seq + 1)
+                .or_else(|| p.segments.back().map(|s| s.seq + 1))
+                .unwrap_or(0);
+            let d = p.discontinuity_seq + p.segments.iter().filter(|s| s.discontinuity).count() as u64;
+            (next, d)
+        };
+        let mut st = self.state.write();
+        if next > 0 {
+            st.discontinuity_seq = discontinuities + 1;
+        }
+        st.version += 1;
+        next
+    }
+
     /// The last segment (complete or being built) and its last part (LL-HLS): what a rendition
     /// report says of this stream.
     pub fn last_position(&self) -> Option<(u64, Option<u64>)> {

@@ -14,11 +14,22 @@ use crate::{HlsConfig, Variant};
 
 /// Starts the segmenter task for `reader`; it runs until the path ends or the stream is removed.
 pub fn spawn(reader: Reader, config: HlsConfig) -> Arc<HlsStream> {
+    spawn_after(reader, config, None)
+}
+
+/// [`spawn`], taking over from `previous` (the stream of an earlier packager of the same path,
+/// which restarted): segment numbers and the discontinuity sequence go on from its, so that
+/// its players, whose next blocking reload names a segment after its last, carry on.
+pub fn spawn_after(reader: Reader, config: HlsConfig, previous: Option<&HlsStream>) -> Arc<HlsStream> {
     let stream = Arc::new(HlsStream::new(config));
+    let next = previous.map(|p| stream.take_over(p));
     let s = stream.clone();
     tokio::spawn(async move {
         let path = reader.path().to_owned();
         let mut packager = Packager::new(s.clone(), path.clone());
+        if let Some(n) = next {
+            packager.segmenter.continue_from(n);
+        }
         let mut reader = reader;
         loop {
             if s.is_closed() {
@@ -403,6 +414,31 @@ mod tests {
         let rest = line.split(&format!("{name}=")).nth(1)?;
         let v = rest.split(',').next()?;
         Some(v.trim_matches('"'))
+    }
+
+    /// A packager that replaces another on the same path (it restarted) numbers its segments
+    /// on from the other's, with the discontinuity sequence one past the other's: a player's
+    /// next blocking reload names a segment the new stream will make.
+    #[test]
+    fn a_packager_taking_over_goes_on_from_the_numbers() {
+        let old = stream(Variant::LowLatency);
+        let mut p = Packager::new(old.clone(), "live/x".into());
+        p.start(&info(0, false));
+        feed(&mut p, 0, 4);
+        let (last, _) = old.last_position().unwrap();
+        let new = Arc::new(HlsStream::new(old.config().clone()));
+        let next = new.take_over(&old);
+        assert_eq!(next, last + 1);
+        let mut q = Packager::new(new.clone(), "live/x".into());
+        q.segmenter.continue_from(next);
+        q.start(&info(0, false));
+        feed(&mut q, 4 * 90_000, 3);
+        let pl = new.playlist("stream.m3u8").unwrap();
+        let first = pl.lines().find(|l| l.starts_with("seg-")).unwrap();
+        let seqs: Vec<u64> = new.segments().iter().map(|s| s.0).collect();
+        assert_eq!(seqs.first().copied(), Some(next), "{pl}");
+        assert!(first.ends_with(&format!("-{next}.m4s")), "{pl}");
+        assert!(pl.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{pl}");
     }
 
     /// 30 fps with a keyframe a second and AAC, the wall clock following the media time from

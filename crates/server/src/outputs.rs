@@ -173,7 +173,10 @@ impl Outputs for PathOutputs {
                     return;
                 };
                 let _guard = self.rt.enter();
-                let stream = sluice_hls::spawn(reader, config);
+                // A packager started again (settings changed, or it failed) goes on from the
+                // numbers of the one it replaces, so that LL-HLS players carry on.
+                let previous = self.hls.get(&path);
+                let stream = sluice_hls::spawn_after(reader, config, previous.as_deref());
                 self.hls.insert(&path, stream);
             }
             "health" => {

@@ -618,6 +618,15 @@ fn part_duration_change_applies_to_a_live_path() {
     wait_until("200 ms parts", Duration::from_secs(15), || {
         text().contains("#EXT-X-PART-INF:PART-TARGET=0.20000")
     });
+    let last_msn = |t: &str| -> u64 {
+        let p = parse(t);
+        p.media_sequence + p.segments.len() as u64
+    };
+    // Wait for a few segments, so that the numbers carried on are seen to be carried on.
+    wait_until("three segments", Duration::from_secs(15), || {
+        last_msn(&text()) >= 3
+    });
+    let before_msn = last_msn(&text());
     let out = Command::new("curl")
         .args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "-X", "PATCH"])
         .args(["-H", "Content-Type: application/json"])
@@ -632,4 +641,13 @@ fn part_duration_change_applies_to_a_live_path() {
     });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(publisher(), before, "the publisher's session was not touched");
+    // The new packager numbers its segments on from the old one's, after a discontinuity, so
+    // players' blocking reloads stay valid.
+    let now = text();
+    let p = parse(&now);
+    assert!(
+        p.media_sequence >= before_msn,
+        "segment numbers went back: {before_msn} then\n{now}"
+    );
+    assert!(!now.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{now}");
 }
