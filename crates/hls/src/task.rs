@@ -281,23 +281,7 @@ mod tests {
 
     /// Feeds `secs` seconds of 30 fps video (keyframe every second) and 48 kHz AAC from `t0`.
     fn feed(p: &mut Packager, t0: i64, secs: i64) {
-        for i in 0..secs * 30 {
-            let dts = t0 + i * 3000;
-            let key = i % 30 == 0;
-            let nal: &'static [u8] = if key {
-                &[0, 0, 0, 2, 0x65, 0x88]
-            } else {
-                &[0, 0, 0, 2, 0x41, 0x9a]
-            };
-            let now = SystemTime::now();
-            p.frame(&Frame::new(0, dts, dts, key, Bytes::from_static(nal)), now);
-            if i % 2 == 0 {
-                p.frame(
-                    &Frame::new(1, dts, dts, true, Bytes::from_static(&[0x21, 0x10])),
-                    now,
-                );
-            }
-        }
+        feed_at(p, t0, secs, None);
     }
 
     fn tag_count(text: &str, tag: &str) -> usize {
@@ -441,9 +425,10 @@ mod tests {
         assert!(pl.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{pl}");
     }
 
-    /// 30 fps with a keyframe a second and AAC, the wall clock following the media time from
-    /// `wall` (frames arrive in real time).
-    fn feed_at(p: &mut Packager, t0: i64, secs: i64, wall: SystemTime) {
+    /// 30 fps with a keyframe a second and AAC (every other video frame); with `wall`, the wall
+    /// clock follows the media time from there (frames arrive in real time), otherwise it is
+    /// the clock's now.
+    fn feed_at(p: &mut Packager, t0: i64, secs: i64, wall: Option<SystemTime>) {
         for i in 0..secs * 30 {
             let dts = t0 + i * 3000;
             let key = i % 30 == 0;
@@ -452,7 +437,9 @@ mod tests {
             } else {
                 &[0, 0, 0, 2, 0x41, 0x9a]
             };
-            let now = wall + Duration::from_nanos((i * 3000) as u64 * 1_000_000_000 / 90_000);
+            let now = wall.map_or_else(SystemTime::now, |w| {
+                w + Duration::from_nanos((i * 3000) as u64 * 1_000_000_000 / 90_000)
+            });
             p.frame(&Frame::new(0, dts, dts, key, Bytes::from_static(nal)), now);
             if i % 2 == 0 {
                 p.frame(
@@ -472,12 +459,12 @@ mod tests {
         let mut p = Packager::new(out.clone(), "live/x".into());
         p.start(&info(0, false));
         let t0 = SystemTime::now() - Duration::from_secs(30);
-        feed_at(&mut p, 0, 4, t0);
+        feed_at(&mut p, 0, 4, Some(t0));
         let mpd = out.mpd("/~sluice/time").unwrap();
         assert_eq!(mpd.matches("<Period ").count(), 1, "{mpd}");
         assert!(mpd.contains("duration=\"90000\" startNumber=\"0\""), "{mpd}");
         // Two seconds of nothing, then on in real time.
-        feed_at(&mut p, 4 * 90_000, 4, t0 + Duration::from_secs(6));
+        feed_at(&mut p, 4 * 90_000, 4, Some(t0 + Duration::from_secs(6)));
         let mpd = out.mpd("/~sluice/time").unwrap();
         assert!(mpd.contains("<Period id=\"1-1\" start=\"PT"), "{mpd}");
         // The new Period starts at the first segment after the stall, about 6 s after the first.

@@ -23,6 +23,26 @@ use crate::range::{byte_range, RangeAsk};
 use crate::server::Shared;
 
 const PLAYLIST_CACHE: &str = "max-age=1";
+const M3U8: &str = "application/vnd.apple.mpegurl";
+
+/// A playlist or MPD: counted for the stream's viewers, cacheable for a second.
+fn manifest(
+    stream: &sluice_hls::HlsStream,
+    remote: SocketAddr,
+    content_type: &'static str,
+    text: impl Into<Bytes>,
+) -> Response {
+    let text: Bytes = text.into();
+    stream.viewers.record(Some(remote.ip()), text.len() as u64);
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, PLAYLIST_CACHE),
+        ],
+        text,
+    )
+        .into_response()
+}
 const SEGMENT_CACHE: &str = "public, max-age=3600, immutable";
 
 /// `Access-Control-Allow-Origin` from `[http] cors_origin`, for every HTTP listener.
@@ -285,15 +305,7 @@ async fn hls(
             let others = renditions_of(shared, path, "");
             if !others.is_empty() {
                 let text = stream.multivariant_with(&others);
-                stream.viewers.record(Some(remote.ip()), text.len() as u64);
-                return (
-                    [
-                        (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                        (header::CACHE_CONTROL, PLAYLIST_CACHE),
-                    ],
-                    text,
-                )
-                    .into_response();
+                return manifest(&stream, remote, M3U8, text);
             }
         }
         // LL-HLS media playlists report where the path's other renditions stand
@@ -318,17 +330,7 @@ async fn hls(
             Vec::new()
         };
         return match stream.playlist_with_reports(file, q, &reports).await {
-            Ok(text) => {
-                stream.viewers.record(Some(remote.ip()), text.len() as u64);
-                (
-                    [
-                        (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                        (header::CACHE_CONTROL, PLAYLIST_CACHE),
-                    ],
-                    text,
-                )
-                    .into_response()
-            }
+            Ok(text) => manifest(&stream, remote, M3U8, text),
             Err(sluice_hls::PlaylistError::NotFound(_)) => {
                 not_found(&format!("no playlist {file} on path {path}"))
             }
@@ -418,17 +420,7 @@ async fn dash(shared: &Shared, path: &str, file: &str, remote: SocketAddr, heade
                 .collect()
         };
         return match stream.mpd_with(&time_url, &renditions) {
-            Some(text) => {
-                stream.viewers.record(Some(remote.ip()), text.len() as u64);
-                (
-                    [
-                        (header::CONTENT_TYPE, "application/dash+xml"),
-                        (header::CACHE_CONTROL, PLAYLIST_CACHE),
-                    ],
-                    text,
-                )
-                    .into_response()
-            }
+            Some(text) => manifest(&stream, remote, "application/dash+xml", text),
             None => not_found(&format!(
                 "no DASH manifest for path {path}: DASH needs fMP4 segments (hls variant \"low-latency\" or \"fmp4\", not \"mpegts\")"
             )),

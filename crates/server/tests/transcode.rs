@@ -172,6 +172,16 @@ fn a_rendition_cannot_be_published_by_a_client() {
     assert!(!server.log().contains("transcoder started"), "{}", server.log());
 }
 
+/// A server with the ladder of [`CONFIG`], a publisher without B-frames (what browsers play)
+/// on `live/cam`, and both renditions published.
+fn live_with_renditions() -> (Server, Publisher) {
+    let server = Server::start_with(&[], Some(CONFIG));
+    let p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam/~288p");
+    wait_stream(&server, "live/cam/~180p");
+    (server, p)
+}
+
 /// The path's multivariant playlist names every rendition with its size, bandwidth and codecs,
 /// and hls.js in Chromium plays it, switching to each level (forced) without a stall.
 #[test]
@@ -179,10 +189,7 @@ fn hls_js_switches_between_renditions() {
     if !require("ffmpeg") || !require("node") || !have_hlsjs_browser() {
         return;
     }
-    let server = Server::start_with(&[], Some(CONFIG));
-    let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
-    wait_stream(&server, "live/cam/~288p");
-    wait_stream(&server, "live/cam/~180p");
+    let (server, _p) = live_with_renditions();
     // The renditions' playlists exist once each has a segment.
     wait_until(
         "the multivariant playlist names both renditions",
@@ -375,10 +382,7 @@ fn dash_js_switches_between_renditions() {
     if !require("ffmpeg") || !require("node") || !have_hlsjs_browser() {
         return;
     }
-    let server = Server::start_with(&[], Some(CONFIG));
-    let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
-    wait_stream(&server, "live/cam/~288p");
-    wait_stream(&server, "live/cam/~180p");
+    let (server, _p) = live_with_renditions();
     wait_until("the MPD lists both renditions", Duration::from_secs(20), || {
         let (_, _, body) = http_get(server.http, "/live/cam/index.mpd", &[]);
         let text = String::from_utf8_lossy(&body);

@@ -4,14 +4,12 @@
 // stalls and errors.
 //
 //   node abr.mjs URL_OF_INDEX_M3U8 SECONDS_PER_LEVEL
-import { createRequire } from "node:module";
+import { launchChromium } from "./browser.mjs";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(here, "../browser/package.json"));
-const { chromium } = require("playwright-core");
 
 const [url, perLevelArg] = process.argv.slice(2);
 const perLevel = Number(perLevelArg);
@@ -40,14 +38,7 @@ hls.attachMedia(v);
 hls.on(Hls.Events.MANIFEST_PARSED, () => v.play().catch(e => window.result.errors.push("play " + e)));
 </script></body></html>`;
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-  ],
-});
+const browser = await launchChromium();
 const out = { levels: [], shown: [] };
 try {
   const page = await browser.newPage();

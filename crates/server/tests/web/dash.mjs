@@ -22,13 +22,7 @@
 // once playing. Stalls are `waiting` events of the <video> after playback started. Every
 // request the page makes is recorded: nothing may come from another origin (but $DASHJS_URL);
 // responses of 400 and above are counted and the first few listed.
-import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
-import { dirname, join } from "node:path";
-
-const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(here, "../browser/package.json"));
-const { chromium } = require("playwright-core");
+import { launchChromium } from "./browser.mjs";
 
 const [url, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
@@ -113,15 +107,7 @@ function hookDashjs() {
   });
 }
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-    ...(process.env.CHROMIUM_EXTRA_ARGS || "").split(" ").filter((a) => a),
-  ],
-});
+const browser = await launchChromium();
 const out = { mode: mpdMode ? "mpd" : "page", foreign: [], requests: 0, kinds: [], errors: [] };
 const pageErrors = [];
 const consoleErrors = [];

@@ -7,14 +7,12 @@
 // (live edge minus playhead), and wall clock minus the EXT-X-PROGRAM-DATE-TIME of the frame on
 // screen (`hls.playingDate`), which Sluice stamps at ingest. Stalls are `waiting` events of the
 // <video> and hls.js BUFFER_STALLED_ERRORs after playback started.
-import { createRequire } from "node:module";
+import { launchChromium } from "./browser.mjs";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(here, "../browser/package.json"));
-const { chromium } = require("playwright-core");
 
 const [url, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
@@ -46,17 +44,7 @@ hls.attachMedia(v);
 hls.on(Hls.Events.MANIFEST_PARSED, () => v.play().catch(e => window.result.errors.push("play " + e)));
 </script></body></html>`;
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-    // Extra flags from the test, e.g. --ignore-certificate-errors-spki-list=HASH to trust the
-    // test's HTTPS certificate (and only that key).
-    ...(process.env.CHROMIUM_EXTRA_ARGS || "").split(" ").filter((a) => a),
-  ],
-});
+const browser = await launchChromium();
 const out = {};
 try {
   const page = await browser.newPage();

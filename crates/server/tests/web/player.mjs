@@ -4,26 +4,13 @@
 //   node player.mjs URL_OF_THE_PAGE SECONDS
 //
 // Every request the page makes is recorded: the page must load nothing from another origin.
-import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
-import { dirname, join } from "node:path";
-
-const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(here, "../browser/package.json"));
-const { chromium } = require("playwright-core");
+import { launchChromium } from "./browser.mjs";
 
 const [url, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
 const origin = new URL(url).origin;
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-  ],
-});
+const browser = await launchChromium();
 const out = { foreign: [], requests: 0 };
 try {
   const page = await browser.newPage();

@@ -5,14 +5,12 @@
 //
 // The page is served (through Playwright's routing) from the playback listener's own origin, so
 // the media requests are same-origin and need no CORS.
-import { createRequire } from "node:module";
+import { launchChromium } from "./browser.mjs";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(here, "../browser/package.json"));
-const { chromium } = require("playwright-core");
 
 const [mode, url, seekArg] = process.argv.slice(2);
 const seekTo = Number(seekArg);
@@ -38,14 +36,7 @@ if (${JSON.stringify(mode)} === "hls") {
 }
 </script></body></html>`;
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-  ],
-});
+const browser = await launchChromium();
 const out = { mode };
 try {
   const page = await browser.newPage();
