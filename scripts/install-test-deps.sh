@@ -60,9 +60,10 @@ browser_dir="$(dirname "$0")/../crates/server/tests/browser"
 if [ ! -d "$browser_dir/node_modules/playwright-core" ]; then
   (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
-# hls.js for the recording playback test (a VOD playlist played and sought in Chromium).
+# hls.js for the recording playback test (a VOD playlist played and sought in Chromium), axe-core
+# for the dashboard's accessibility check.
 web_dir="$(dirname "$0")/../crates/server/tests/web"
-if [ ! -d "$web_dir/node_modules/hls.js" ]; then
+if [ ! -d "$web_dir/node_modules/hls.js" ] || [ ! -d "$web_dir/node_modules/axe-core" ]; then
   (cd "$web_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

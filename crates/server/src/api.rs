@@ -115,6 +115,8 @@ pub struct Api {
     pub pushes: Arc<crate::push::PushStore>,
     /// The transcoders' status.
     pub transcodes: Arc<crate::transcode::TranscodeStore>,
+    /// The last events of the bus.
+    pub recent: Arc<crate::api_state::RecentEvents>,
 }
 
 /// Static facts about the running server.
@@ -204,6 +206,7 @@ pub fn router(api: Api) -> Router {
         .merge(crate::api_config::routes())
         .merge(crate::api_recordings::routes())
         .merge(crate::api_auth::routes())
+        .merge(crate::api_state::routes())
         .merge(crate::api_pushes::doc())
         .split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".into()));
@@ -389,7 +392,7 @@ struct HlsJson {
 }
 
 #[derive(Serialize, ToSchema)]
-struct PathJson {
+pub(crate) struct PathJson {
     name: String,
     /// Whether a publisher is connected now (false during the grace period).
     online: bool,
@@ -449,7 +452,7 @@ struct PathList {
     limit: usize,
 }
 
-fn path_json(api: &Api, p: PathSnapshot, sessions: &[SessionSnapshot]) -> PathJson {
+pub(crate) fn path_json(api: &Api, p: PathSnapshot, sessions: &[SessionSnapshot]) -> PathJson {
     let mut by_proto = BTreeMap::new();
     for s in sessions
         .iter()
@@ -507,7 +510,7 @@ fn path_json(api: &Api, p: PathSnapshot, sessions: &[SessionSnapshot]) -> PathJs
 }
 
 #[derive(Serialize, ToSchema)]
-struct ServerJson {
+pub(crate) struct ServerJson {
     #[serde(flatten)]
     info: ServerInfo,
     /// When the server started (RFC 3339).
@@ -522,14 +525,18 @@ struct ServerJson {
 #[utoipa::path(get, path = "/v1/server", tag = "server",
     responses((status = 200, description = "The server", body = ServerJson)))]
 async fn server_info(State(api): State<Api>) -> Json<ServerJson> {
+    Json(server_json(&api))
+}
+
+pub(crate) fn server_json(api: &Api) -> ServerJson {
     let info = (*api.server).clone();
-    Json(ServerJson {
+    ServerJson {
         started_at: rfc3339(info.started),
         uptime_seconds: info.started.elapsed().unwrap_or_default().as_secs(),
         paths: api.registry.paths().len(),
         sessions: api.registry.stats().len(),
         info,
-    })
+    }
 }
 
 /// Live paths (published now, or within their grace period), sorted by name.
@@ -621,7 +628,7 @@ async fn under_path(
 }
 
 #[derive(Serialize, ToSchema)]
-struct SessionJson {
+pub(crate) struct SessionJson {
     id: u64,
     /// `rtmp`, `srt`, `webrtc`, `http-flv`, `hls` (the packager), `transform`, ...
     protocol: &'static str,
@@ -703,7 +710,7 @@ fn link_json(l: LinkStats) -> LinkJson {
     }
 }
 
-fn session_json(api: &Api, s: SessionSnapshot) -> SessionJson {
+pub(crate) fn session_json(api: &Api, s: SessionSnapshot) -> SessionJson {
     let (bitrate_in, bitrate_out) = api.rates.session_bps(s.id);
     SessionJson {
         id: s.id,

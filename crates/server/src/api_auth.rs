@@ -17,11 +17,18 @@ use crate::api_config::Reload;
 use crate::http_error::HttpError;
 
 #[derive(OpenApi)]
-#[openapi(tags((name = "auth", description = "Signed reader links (docs/security.md)")))]
+#[openapi(
+    tags((name = "auth", description = "Signed reader links (docs/security.md), dashboard logins (docs/dashboard.md)")),
+    // Served beside the guard (dashboard.rs): documented here.
+    paths(crate::dashboard::login, crate::dashboard::logout)
+)]
 struct AuthDoc;
 
 pub fn routes() -> OpenApiRouter<Api> {
-    OpenApiRouter::with_openapi(AuthDoc::openapi()).routes(routes!(sign_link))
+    OpenApiRouter::with_openapi(AuthDoc::openapi())
+        .routes(routes!(sign_link))
+        .routes(routes!(player_link))
+        .routes(routes!(crate::dashboard::me))
 }
 
 /// What link to make.
@@ -92,6 +99,53 @@ async fn sign_link(
     Ok(Json(SignedLink {
         hls: format!("/{}/index.m3u8?{query}", link.path),
         query,
+        expires,
+    }))
+}
+
+/// Seconds a player link works.
+const PLAYER_LINK_SECONDS: u64 = 3600;
+
+/// Which path the player opens.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlayerFor {
+    /// The path, e.g. live/cam1.
+    path: String,
+}
+
+/// A player link.
+#[derive(Serialize, ToSchema)]
+pub struct PlayerLink {
+    /// The query to append to the path's WHEP, HLS, DASH, HTTP-FLV or snapshot URL (without `?`).
+    query: String,
+    /// Unix seconds after which the link is refused.
+    expires: u64,
+}
+
+/// A short-lived (one hour) reader link for a path, for the dashboard's player and snapshots:
+/// signed with a secret of this process's own, so it works whether or not
+/// `[auth.signed_urls] secret` is set, and with no other credentials of the path.
+#[utoipa::path(post, path = "/v1/player-links", tag = "auth",
+    request_body = PlayerFor,
+    responses(
+        (status = 200, description = "The link", body = PlayerLink),
+        (status = 400, description = "Unreadable body or bad path", body = ErrorBody)))]
+async fn player_link(body: Result<Json<PlayerFor>, JsonRejection>) -> Result<Json<PlayerLink>, HttpError> {
+    let Json(p) = body.map_err(|e| {
+        HttpError::bad_request(format!(
+            "the body must be {{\"path\": \"live/cam1\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    crate::api_config::path_name(&p.path)?;
+    let expires = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + PLAYER_LINK_SECONDS;
+    Ok(Json(PlayerLink {
+        query: crate::auth::signed::sign(crate::auth::signed::player_secret(), &p.path, expires, None),
         expires,
     }))
 }

@@ -835,13 +835,13 @@ impl Snapshots {
 
 /// What `/proc/self` tells about this process (Linux); `None` fields are not reported.
 #[derive(Debug, Default, PartialEq)]
-struct ProcessStats {
-    cpu_seconds: Option<f64>,
-    threads: Option<u64>,
+pub(crate) struct ProcessStats {
+    pub(crate) cpu_seconds: Option<f64>,
+    pub(crate) threads: Option<u64>,
     virtual_bytes: Option<u64>,
-    resident_bytes: Option<u64>,
+    pub(crate) resident_bytes: Option<u64>,
     start_time_seconds: Option<f64>,
-    open_fds: Option<u64>,
+    pub(crate) open_fds: Option<u64>,
     max_fds: Option<u64>,
 }
 
@@ -892,7 +892,7 @@ fn parse_btime(stat: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn process_stats() -> ProcessStats {
+pub(crate) fn process_stats() -> ProcessStats {
     let mut p = ProcessStats::default();
     let read = |f: &str| std::fs::read_to_string(f).ok();
     if let Some(stat) = read("/proc/self/stat") {

@@ -271,6 +271,7 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
                 recordings: shared.recordings.clone(),
                 pushes: shared.pushes.clone(),
                 transcodes: shared.transcodes.clone(),
+                recent: crate::api_state::RecentEvents::spawn(&shared.registry, stop.clone()),
             };
             let app = crate::api::router(api)
                 .layer(axum::Extension(crate::sse::EventStreams::new(
@@ -280,7 +281,7 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
                 .layer(axum::Extension(reloader.clone()));
             tasks.push(tokio::spawn(crate::http_serve::serve(
                 listener,
-                crate::auth::guard(app, shared.registry.clone(), sluice_media::access::Action::Api),
+                crate::dashboard::wrap(app, shared.registry.clone(), reloader.clone(), tls.is_some()),
                 crate::http_serve::HttpLimits::from(&shared.config.http),
                 tls,
                 stop.clone().cancelled_owned(),

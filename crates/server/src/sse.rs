@@ -55,8 +55,27 @@ impl EventStreams {
     }
 }
 
+impl EventStreams {
+    /// Counts a new stream in, or refuses it when [`MAX_STREAMS`] are open.
+    pub fn admit(&self) -> Result<OpenGuard, HttpError> {
+        if self.open.fetch_add(1, Relaxed) >= MAX_STREAMS {
+            self.open.fetch_sub(1, Relaxed);
+            return Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_STREAMS} event streams are open already"),
+            ));
+        }
+        Ok(OpenGuard(self.open.clone()))
+    }
+
+    /// The server's stop: streams end with it.
+    pub fn stop(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
 /// Counts an open stream while it lives.
-struct OpenGuard(Arc<AtomicUsize>);
+pub struct OpenGuard(Arc<AtomicUsize>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
@@ -70,14 +89,7 @@ pub async fn events(
     RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse, HttpError> {
     let types = parse_types(query.as_deref().unwrap_or(""))?;
-    if streams.open.fetch_add(1, Relaxed) >= MAX_STREAMS {
-        streams.open.fetch_sub(1, Relaxed);
-        return Err(HttpError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_STREAMS} event streams are open already"),
-        ));
-    }
-    let guard = OpenGuard(streams.open.clone());
+    let guard = streams.admit()?;
     // Subscribed before the response goes out: whatever happens after the client sees the
     // headers reaches it.
     let rx = streams.registry.events().subscribe("sse", QUEUE);

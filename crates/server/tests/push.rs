@@ -7,87 +7,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const NGINX_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-
-fn have_nginx() -> bool {
-    if !require("ffmpeg") {
-        return false;
-    }
-    let ok = std::path::Path::new(NGINX_MODULE).exists();
-    if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("nginx with libnginx-mod-rtmp is required in CI; run scripts/install-test-deps.sh");
-        }
-        eprintln!("skipping: nginx-rtmp missing (run scripts/install-test-deps.sh)");
-    }
-    ok
-}
-
-/// An nginx-rtmp server on `port` with application `live`; stopped on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(port: u16) -> Nginx {
-        let dir = tmp_dir().join(format!("nginx-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = format!(
-            "load_module {NGINX_MODULE};\nuser root;\nworker_processes 1;\ndaemon off;\n\
-             pid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 1024; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
-             application live {{ live on; }} }} }}\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx");
-        let n = Nginx { child, port };
-        wait_until("nginx listens", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        n
-    }
-
-    fn url(&self, key: &str) -> String {
-        format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
-    }
-
-    /// Stops nginx (SIGTERM to the master: a fast shutdown that ends its worker too).
-    fn stop(&mut self) -> bool {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// What a viewer of an nginx destination checks: H.264 + AAC, every video frame from its first
 /// keyframe on (nginx-rtmp starts a new player's audio at once and its video at the next

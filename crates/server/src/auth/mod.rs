@@ -143,12 +143,16 @@ impl Auth {
                 ));
             }
         }
-        if matches!(req.action, Action::Read | Action::Playback)
-            && !a.signed_urls.secret.is_empty()
-            && signed::has_signature(&req.query)
-        {
-            return signed::verify(&a.signed_urls.secret, &req.path, &req.query, ip, unix_now())
-                .map(|_| None);
+        if matches!(req.action, Action::Read | Action::Playback) && signed::has_signature(&req.query) {
+            // A link the API made for the dashboard's player is signed with this process's own
+            // secret; any other with the configured one.
+            if signed::verify(signed::player_secret(), &req.path, &req.query, ip, unix_now()).is_ok() {
+                return Ok(None);
+            }
+            if !a.signed_urls.secret.is_empty() {
+                return signed::verify(&a.signed_urls.secret, &req.path, &req.query, ip, unix_now())
+                    .map(|_| None);
+            }
         }
         let own = path.and_then(|p| path_credentials(&p.access, req));
         if let Some(Ok(())) = own {
@@ -564,7 +568,7 @@ pub fn http_request(
 /// Every `X-Forwarded-For` value, in order, joined: proxies append the address they saw at the
 /// end (some as another header line). Only the last hops are kept when it is long, so a client
 /// cannot push the proxy's own entry out with padding.
-fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<String> {
+pub(crate) fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<String> {
     let all: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -590,6 +594,11 @@ pub fn guard(router: axum::Router, registry: sluice_media::Registry, action: Act
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let registry = registry.clone();
             async move {
+                // A dashboard login (a valid cookie, checked by `dashboard::wrap`) stands for
+                // the credentials it was made with.
+                if action == Action::Api && req.extensions().get::<crate::dashboard::LoggedIn>().is_some() {
+                    return next.run(without_credentials(req)).await;
+                }
                 let remote = req
                     .extensions()
                     .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()

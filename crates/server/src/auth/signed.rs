@@ -28,6 +28,18 @@ pub fn sign(secret: &str, path: &str, expires: u64, ip: Option<IpAddr>) -> Strin
     }
 }
 
+/// This process's own link secret, made at first use and never written anywhere: the API signs
+/// the dashboard player's short-lived links with it, so they work without
+/// `[auth.signed_urls] secret` and end with the process.
+pub fn player_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        let mut b = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut b).expect("the system's random generator failed");
+        base64url(&b)
+    })
+}
+
 /// Whether a query carries a link signature at all.
 pub fn has_signature(query: &str) -> bool {
     query.split('&').any(|p| p.starts_with("sig="))
