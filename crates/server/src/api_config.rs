@@ -175,7 +175,7 @@ async fn patch_config(
     if patch.contains_key("state") {
         return Err(HttpError::bad_request("unknown key `state`"));
     }
-    r.change(|state, _| merge_patch(state, &patch, &mut Vec::new()))
+    r.change(|state, _| merge_patch(state, &patch, &mut Vec::new(), None))
         .await
         .map(Json)
 }
@@ -262,7 +262,7 @@ async fn put_path(
             let current = layers.path_tables().remove(&name).map(|(t, _)| t);
             created = current.is_none();
             let mut table = toml::Table::new();
-            merge_patch(&mut table, &new, &mut Vec::new())?;
+            merge_patch(&mut table, &new, &mut Vec::new(), current.as_ref())?;
             keep_masked(&mut table, current.as_ref(), &new, &mut Vec::new())?;
             reload::state_set_path(state, &name, table);
             Ok(())
@@ -302,7 +302,7 @@ async fn patch_path(
             .remove(&name)
             .map(|(t, _)| t)
             .ok_or_else(|| not_configured(&name))?;
-        merge_patch(&mut table, &patch, &mut Vec::new())?;
+        merge_patch(&mut table, &patch, &mut Vec::new(), None)?;
         reload::state_set_path(state, &name, table);
         Ok(())
     })
@@ -331,11 +331,13 @@ async fn delete_path(Extension(r): Reload, Path(name): Path<String>) -> Result<J
 }
 
 /// Lays a JSON merge patch over a TOML table: objects merge, `null` removes, a masked secret
-/// keeps what is there, anything else replaces.
+/// keeps what is there, anything else replaces. Masked push URLs stand for the URLs of
+/// `reference` (the table being replaced, for a `PUT`) or else of `target`.
 fn merge_patch(
     target: &mut toml::Table,
     patch: &serde_json::Map<String, serde_json::Value>,
     keys: &mut Vec<String>,
+    reference: Option<&toml::Table>,
 ) -> Result<(), HttpError> {
     for (k, v) in patch {
         keys.push(k.clone());
@@ -348,12 +350,14 @@ fn merge_patch(
                     Some(toml::Value::Table(t)) => t,
                     _ => toml::Table::new(),
                 };
-                merge_patch(&mut sub, o, keys)?;
+                let sub_reference = reference.and_then(|r| r.get(k)).and_then(toml::Value::as_table);
+                merge_patch(&mut sub, o, keys, sub_reference)?;
                 target.insert(k.clone(), toml::Value::Table(sub));
             }
             serde_json::Value::String(s) if s == MASK && reload::is_secret(k) => {}
             serde_json::Value::Array(a) if k == "urls" => {
-                let v = unmask_urls(a, target.get(k), keys)?;
+                let old = reference.and_then(|r| r.get(k)).or(target.get(k));
+                let v = unmask_urls(a, old, keys)?;
                 target.insert(k.clone(), v);
             }
             other => {
@@ -460,7 +464,7 @@ fn to_toml(v: &serde_json::Value, keys: &[String]) -> Result<toml::Value, HttpEr
         serde_json::Value::Object(o) => {
             let mut t = toml::Table::new();
             let mut keys = keys.to_vec();
-            merge_patch(&mut t, o, &mut keys)?;
+            merge_patch(&mut t, o, &mut keys, None)?;
             toml::Value::Table(t)
         }
     })
@@ -488,7 +492,7 @@ mod tests {
             "access": {"publish_pass": MASK, "read_token": "t"},
             "srt": {"latency": "1s"}
         }));
-        merge_patch(&mut t, &p, &mut Vec::new()).unwrap();
+        merge_patch(&mut t, &p, &mut Vec::new(), None).unwrap();
         assert!(t.get("grace_period").is_none());
         assert_eq!(t["reader_queue"].as_integer(), Some(5));
         assert_eq!(
@@ -498,9 +502,21 @@ mod tests {
         );
         assert_eq!(t["access"]["read_token"].as_str(), Some("t"));
         assert_eq!(t["srt"]["latency"].as_str(), Some("1s"));
-        let e = merge_patch(&mut t, &obj(serde_json::json!({"a": [1, null]})), &mut Vec::new()).unwrap_err();
+        let e = merge_patch(
+            &mut t,
+            &obj(serde_json::json!({"a": [1, null]})),
+            &mut Vec::new(),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        let e = merge_patch(&mut t, &obj(serde_json::json!({"a": u64::MAX})), &mut Vec::new()).unwrap_err();
+        let e = merge_patch(
+            &mut t,
+            &obj(serde_json::json!({"a": u64::MAX})),
+            &mut Vec::new(),
+            None,
+        )
+        .unwrap_err();
         assert!(e.message.contains("out of range"), "{e}");
     }
 
@@ -510,12 +526,12 @@ mod tests {
             toml::from_str("[access]\npublish_user = \"u\"\npublish_pass = \"p\"\n").unwrap();
         let sent = obj(serde_json::json!({"access": {"publish_user": "v", "publish_pass": MASK}}));
         let mut t = toml::Table::new();
-        merge_patch(&mut t, &sent, &mut Vec::new()).unwrap();
+        merge_patch(&mut t, &sent, &mut Vec::new(), None).unwrap();
         keep_masked(&mut t, Some(&current), &sent, &mut Vec::new()).unwrap();
         assert_eq!(t["access"]["publish_pass"].as_str(), Some("p"));
         assert_eq!(t["access"]["publish_user"].as_str(), Some("v"));
         let mut t = toml::Table::new();
-        merge_patch(&mut t, &sent, &mut Vec::new()).unwrap();
+        merge_patch(&mut t, &sent, &mut Vec::new(), None).unwrap();
         let e = keep_masked(&mut t, None, &sent, &mut Vec::new()).unwrap_err();
         assert!(e.message.contains("access.publish_pass"), "{e}");
     }
@@ -535,12 +551,16 @@ mod tests {
         let sent =
             obj(serde_json::json!({"push": {"urls": ["rtmp://yt:1935/live2/abcd****", "rtmp://new/app/k"]}}));
         let mut t = current.clone();
-        merge_patch(&mut t, &sent, &mut Vec::new()).unwrap();
+        merge_patch(&mut t, &sent, &mut Vec::new(), None).unwrap();
         let urls = t["push"]["urls"].as_array().unwrap();
         assert_eq!(urls[0].as_str(), Some(key));
         assert_eq!(urls[1].as_str(), Some("rtmp://new/app/k"));
+        // A whole table sent back (PUT) into a fresh one: the replaced table's URLs stand.
+        let mut fresh = toml::Table::new();
+        merge_patch(&mut fresh, &sent, &mut Vec::new(), Some(&current)).unwrap();
+        assert_eq!(fresh["push"]["urls"][0].as_str(), Some(key));
         let bad = obj(serde_json::json!({"push": {"urls": ["rtmp://yt:1935/live2/zzzz****"]}}));
-        let e = merge_patch(&mut current.clone(), &bad, &mut Vec::new()).unwrap_err();
+        let e = merge_patch(&mut current.clone(), &bad, &mut Vec::new(), None).unwrap_err();
         assert!(e.message.contains("push.urls"), "{e}");
     }
 

@@ -38,7 +38,14 @@ fn dashboard(scenario: &str, args: &[&str], seconds: u32) -> serde_json::Value {
     let r = run_web_script(
         "dashboard.mjs",
         &[&[scenario][..], args].concat(),
-        &[("SHOTS", shots.to_str().unwrap())],
+        &[
+            ("SHOTS", shots.to_str().unwrap()),
+            // The namespace has only `lo`: let Chromium's WebRTC use it, as the WebRTC tests do.
+            (
+                "CHROMIUM_EXTRA_ARGS",
+                "--allow-loopback-in-peer-connection --disable-features=WebRtcHideLocalIpsWithMdns",
+            ),
+        ],
         seconds,
     );
     assert_eq!(r["ok"], true, "the {scenario} scenario failed: {r}");
@@ -220,7 +227,7 @@ fn kick_push_and_a_live_setting_change_from_the_browser() {
     assert!(server.log().contains("kicked through the API"));
     // The push the browser added delivers the stream to nginx-rtmp.
     assert_eq!(r["push_state"], "live");
-    let p = probe(&nginx.url("fromdash"), 3);
+    let p = probe(&nginx.url("fromdash"), 5);
     assert_eq!(p.video().codec_name, "h264", "{p:?}");
     assert_eq!((p.video().width, p.video().height), (1280, 720));
     let refused = r["push_error"].as_str().unwrap();

@@ -11,7 +11,6 @@ export const ENDPOINTS = [
   ["GET", "/v1/events"],
   ["GET", "/v1/events/recent"],
   ["GET", "/v1/paths"],
-  ["GET", "/v1/paths/{name}"],
   ["GET", "/v1/sessions"],
   ["DELETE", "/v1/sessions/{id}"],
   ["GET", "/v1/paths/{name}/pushes"],
@@ -105,7 +104,6 @@ export const EVENTS_URL = "/v1/events";
 export const getServer = () => request("GET", "/v1/server");
 export const getPaths = () => request("GET", "/v1/paths?limit=1000");
 export const getSessions = () => request("GET", "/v1/sessions?limit=1000");
-export const getPath = (name) => request("GET", `/v1/paths/${encodePath(name)}`);
 export const getRecentEvents = () => request("GET", "/v1/events/recent");
 
 // Sessions

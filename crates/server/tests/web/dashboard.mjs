@@ -186,7 +186,10 @@ async function manage(browser) {
   await page.locator('[data-testid="save-path"]').click();
   await page.locator('[data-testid="config-result"]').filter({ hasText: "grace_period" }).waitFor({ timeout: 10000 });
   result.config_result = await page.locator('[data-testid="config-result"]').innerText();
-  // A bad value is refused with the reason, and nothing changes.
+  // A bad value is refused with the reason, and nothing changes (once the page shows the
+  // table as saved).
+  await page.waitForFunction(() => document.querySelector('[data-testid="path-table-json"]').value.includes("42s"), null, { timeout: 10000 });
+  await sleep(500);
   table.grace_period = "soon";
   await area.fill(JSON.stringify(table));
   await page.locator('[data-testid="save-path"]').click();
@@ -207,11 +210,17 @@ async function records(browser) {
   result.segments = await page.locator('[data-testid="segment-row"]').count();
   const video = page.locator('[data-testid="recording-player"]');
   await video.waitFor({ timeout: 10000 });
-  await video.evaluate((v) => { v.muted = true; return v.play().catch(() => {}); });
-  await page.waitForFunction(() => {
-    const v = document.querySelector('[data-testid="recording-player"]');
-    return v && v.getVideoPlaybackQuality().totalVideoFrames >= 10;
-  }, null, { timeout: 20000 });
+  // The user presses play (a click on the video's own control is not addressable: play()).
+  await video.evaluate((v) => { v.muted = true; v.play().catch(() => {}); });
+  try {
+    await page.waitForFunction(() => {
+      const v = document.querySelector('[data-testid="recording-player"]');
+      return v && v.getVideoPlaybackQuality().totalVideoFrames >= 10;
+    }, null, { timeout: 20000 });
+  } catch (e) {
+    result.recording_video = await video.evaluate((v) => ({ src: v.currentSrc, error: v.error && v.error.message, readyState: v.readyState, paused: v.paused, time: v.currentTime }));
+    throw e;
+  }
   result.recording_frames = await video.evaluate((v) => v.getVideoPlaybackQuality().totalVideoFrames);
   await shot(page, "recordings");
   await axe(page, "recordings");

@@ -25,7 +25,7 @@ ${t.map(e=>I`<li><span class="badge bad warning" role="status" data-testid="warn
 ${e.text}</span></li>`)}
 </ul>`:null}function Xs(e,t,n=`http`,r=`https`){let i=e&&e.listeners&&e.listeners[t];if(!i)return null;let a=/:(\d+)(?:\s|$)/.exec(i);if(!a)return null;let o=/\(https\)/.test(i)?r:n;return{scheme:o,port:a[1],base:`${o}://${location.hostname}:${a[1]}`}}var Zs=e=>e.split(`/`).map(encodeURIComponent),Qs=e=>Zs(e).join(`/`),$s=(e,t)=>t?`${e}${e.includes(`?`)?`&`:`?`}${t}`:e;function ec(e){let t=Xs(e,`http`),n=Xs(e,`webrtc`),r=Xs(e,`playback`);return{http:t&&t.base,webrtc:n&&n.base,playback:r&&r.base}}function tc(e,t,n){let r=ec(e);return{whep:r.webrtc&&$s(`${r.webrtc}/${Qs(t)}/whep`,n),hls:r.http&&$s(`${r.http}/${Qs(t)}/index.m3u8`,n),hlsScript:r.http&&`${r.http}/~sluice/hls.min.js`,snapshot:r.http&&$s(`${r.http}/${Qs(t)}/snapshot.jpg?width=640`,n)}}function nc(e,t,n,r,{format:i,query:a}={}){let o=ec(e);if(!o.playback)return null;let s=new URLSearchParams({path:t,start:n,duration:String(Math.max(1,Math.round(r)))});return i&&s.set(`format`,i),$s(`${o.playback}/get?${s}`,a)}function rc(e,t){let n=Xs(e,`rtmp`,`rtmp`,`rtmps`),r=Xs(e,`rtmps`,`rtmps`,`rtmps`),i=Xs(e,`srt`,`srt`,`srt`),a=Xs(e,`http`),o=Xs(e,`webrtc`),s=Zs(t),c=s[s.length-1],l=s.slice(0,-1).join(`/`),u=[],d=[];return n&&(u.push([`OBS / vMix server`,l?`${n.base}/${l}`:n.base],[`OBS / vMix stream key`,c]),u.push([`RTMP (ffmpeg)`,`${n.base}/${Qs(t)}`]),d.push([`RTMP`,`${n.base}/${Qs(t)}`])),r&&(u.push([`RTMPS`,`${r.base}/${Qs(t)}`]),d.push([`RTMPS`,`${r.base}/${Qs(t)}`])),i&&(u.push([`SRT`,`${i.base}?streamid=publish:${t}`]),d.push([`SRT`,`${i.base}?streamid=read:${t}`])),o&&u.push([`WebRTC (WHIP)`,`${o.base}/${Qs(t)}/whip`]),a&&d.push([`HLS`,`${a.base}/${Qs(t)}/index.m3u8`],[`DASH`,`${a.base}/${Qs(t)}/index.mpd`],[`HTTP-FLV`,`${a.base}/${Qs(t)}.flv`]),o&&d.push([`WebRTC (WHEP)`,`${o.base}/${Qs(t)}/whep`]),a&&d.push([`Player page`,`${a.base}/${Qs(t)}/`]),{publish:u,play:d}}var ic=[{label:`Bitrate in`,color:`--chart-1`,fill:!0}];function ac(e){return e.online?[`online`,`Online`]:[`grace`,`Offline (grace period)`]}function oc({path:e}){let t=Object.entries(e.readers_by_protocol||{}).filter(([,e])=>e>0),n=e.hls&&e.hls.clients_last_minute;return I`<span data-testid="path-viewers">
 ${t.length||n?[...t.map(([e,t])=>I`<span class="chip">${e} ${t}</span>`),n?I`<span class="chip" title="distinct HLS/DASH clients over the last minute">hls ${n}</span>`:null]:I`<span class="muted">none</span>`}
-</span>`}function sc({path:e}){let t=[];if(e.hls&&t.push([`HLS`,`live`]),e.recording&&t.push([`Recording`,e.recording.state]),(e.pushes||[]).forEach(e=>t.push([`Push ${e.url}`,e.state])),e.transcode){let n=(e.transcode.renditions||[]).length;t.push([`Transcode (${n} rendition${n===1?``:`s`})`,e.transcode.state])}return t.length?I`<ul class="outputs">
+</span>`}function sc({path:e}){let t=[];if(e.hls&&t.push([`HLS`,`live`]),e.recording&&t.push([`Recording`,e.recording.state]),(e.pushes||[]).forEach(e=>t.push([`Push ${e.url}`,e.state])),e.transcode){let n=(e.transcode.renditions||[]).map(e=>e.slice(e.lastIndexOf(`~`)+1));t.push([`Transcode${n.length?` (${n.join(`, `)})`:``}`,e.transcode.state])}return t.length?I`<ul class="outputs">
 ${t.map(([e,t])=>I`<li><span class="output-name">${e}</span> <${Vs} state=${t} /></li>`)}
 </ul>`:I`<span class="muted">none</span>`}function cc({path:e,sessions:t,version:n,now:r}){let[i,a]=ac(e),o=e.publisher&&t.find(t=>t.id===e.publisher.session),s=(e.tracks||[]).find(e=>e.kind===`video`),c=(e.tracks||[]).find(e=>e.kind===`audio`),l=un.paths.get(e.name)||{t:[],bps:[]};return I`<article class="card path-card" data-testid="path-row" data-path=${e.name}>
 <header class="card-head">
@@ -125,7 +125,7 @@ ${r.map(([e,t])=>I`<${Us} label=${e} value=${t} />`)}
 </section>`}function Ac({path:e}){return I`<section class="card" aria-labelledby="tracks-h">
 <h2 id="tracks-h">Tracks</h2>
 <${Ks} label="Tracks">
-<table>
+<table class="stack">
 <thead>
 <tr><th scope="col">Track</th><th scope="col">Codec</th><th scope="col">Profile / level</th>
 <th scope="col">Format</th><th scope="col">Frame rate</th><th scope="col">Keyframes</th>
@@ -133,13 +133,13 @@ ${r.map(([e,t])=>I`<${Us} label=${e} value=${t} />`)}
 </thead>
 <tbody>
 ${[...e.tracks||[],...(e.derived||[]).map(e=>({...e,derived:!0}))].map(e=>I`<tr>
-<td>${e.id} ${e.kind}${e.derived?I` <span class="muted">(derived)</span>`:null}</td>
-<td>${e.codec} <span class="muted">${e.codec_string||``}</span></td>
-<td>${[e.profile,e.level].filter(Boolean).join(` / `)||`—`}</td>
-<td>${e.kind===`video`?Nn(e)||`—`:e.sample_rate?`${e.sample_rate} Hz, ${e.channels} ch`:`—`}</td>
-<td>${e.frame_rate?`${Mn(e.frame_rate,2)} fps`:`—`}</td>
-<td>${e.keyframe_interval_s?`every ${Mn(e.keyframe_interval_s,2)} s (${Mn(e.gop_frames,1)} frames)`:`—`}</td>
-<td class="num">${En(e.bitrate)}</td>
+<td data-label="Track">${e.id} ${e.kind}${e.derived?I` <span class="muted">(derived)</span>`:null}</td>
+<td data-label="Codec">${e.codec} <span class="muted">${e.codec_string||``}</span></td>
+<td data-label="Profile / level">${[e.profile,e.level].filter(Boolean).join(` / `)||`—`}</td>
+<td data-label="Format">${e.kind===`video`?Nn(e)||`—`:e.sample_rate?`${e.sample_rate} Hz, ${e.channels} ch`:`—`}</td>
+<td data-label="Frame rate">${e.frame_rate?`${Mn(e.frame_rate,2)} fps`:`—`}</td>
+<td data-label="Keyframes">${e.keyframe_interval_s?`every ${Mn(e.keyframe_interval_s,2)} s (${Mn(e.gop_frames,1)} frames)`:`—`}</td>
+<td data-label="Bitrate" class="num">${En(e.bitrate)}</td>
 </tr>`)}
 </tbody>
 </table>
@@ -224,7 +224,7 @@ onClick=${()=>confirm(`Remove the destination ${t.url}?`)&&u(()=>It(e,t.id))}>Re
 </table>`}
 <form class="inline-form" onSubmit=${d}>
 <label for="push-url">Add destination</label>
-<input id="push-url" name="url" type="url" data-testid="push-url" required placeholder="rtmp://a.rtmp.youtube.com/live2/KEY"
+<input id="push-url" name="url" type="text" inputmode="url" data-testid="push-url" required placeholder="rtmp://a.rtmp.youtube.com/live2/KEY"
 autocomplete="off" spellcheck="false" />
 <button type="submit" data-testid="push-add" disabled=${o}>Add</button>
 </form>
@@ -321,24 +321,24 @@ ${e===null?!n&&I`<p class="muted" aria-busy="true">Loading…</p>`:e.length===0?
 <p><strong>Nothing is recorded.</strong> Turn recording on for a path with
 <code>[path_defaults.record] enabled = true</code> or <code>[paths."NAME".record]</code> in the configuration.</p>
 <//>`:I`<${Ks} label="Recorded paths">
-<table>
+<table class="stack">
 <thead>
 <tr><th scope="col">Path</th><th scope="col" class="num">Segments</th><th scope="col" class="num">Size</th>
 <th scope="col">First</th><th scope="col">Last</th><th scope="col" class="num">Span</th></tr>
 </thead>
 <tbody>
 ${e.map(e=>I`<tr key=${e.path} data-testid="recording-row" data-path=${e.path}>
-<td><a href=${rn(`recordings`,e.path)}>${e.path}</a></td>
-<td class="num">${e.segments}</td>
-<td class="num">${Dn(e.bytes)}</td>
-<td>${An(e.first)}</td>
-<td>${An(e.last)}</td>
-<td class="num">${On((Date.parse(e.last)-Date.parse(e.first))/1e3)}</td>
+<td data-label="Path"><a href=${rn(`recordings`,e.path)}>${e.path}</a></td>
+<td data-label="Segments" class="num">${e.segments}</td>
+<td data-label="Size" class="num">${Dn(e.bytes)}</td>
+<td data-label="First">${An(e.first)}</td>
+<td data-label="Last">${An(e.last)}</td>
+<td data-label="Span" class="num">${On((Date.parse(e.last)-Date.parse(e.first))/1e3)}</td>
 </tr>`)}
 </tbody>
 </table>
 <//>`}
-</section>`}var Wc=86400;function Gc(e){return e.map(e=>({seg:e,start:Date.parse(e.start),end:Date.parse(e.start)+e.duration*1e3})).sort((e,t)=>e.start-t.start)}function Kc(e,t,n){let r=n*1e3,i=t;for(let t of e){if(t.end<=i)continue;let e=Math.max(t.start,i);if(r<=t.end-e)return e+r;r-=t.end-e,i=t.end}return i}function qc({list:e,playing:t,position:n,onPlay:r}){let i=e[0].start,a=e[e.length-1].end,o=Math.max(a-i,1),s=e=>`${(e-i)/o*100}%`,c=e=>{let t=e.currentTarget.closest(`.timeline`).getBoundingClientRect();return i+Math.min(Math.max((e.clientX-t.left)/t.width,0),1)*o};return I`<div class="timeline-wrap">
+</section>`}var Wc=86400,Gc=3e5;function Kc(e){return e.map(e=>({seg:e,start:Date.parse(e.start),end:Date.parse(e.start)+e.duration*1e3})).sort((e,t)=>e.start-t.start)}function qc(e){let t=e[e.length-1].end-Gc,n=e.find(e=>e.end>t);return Math.max(n.start,t)}function Jc(e,t,n){let r=n*1e3,i=t;for(let t of e){if(t.end<=i)continue;let e=Math.max(t.start,i);if(r<=t.end-e)return e+r;r-=t.end-e,i=t.end}return i}function Yc({list:e,playing:t,position:n,onPlay:r}){let i=e[0].start,a=e[e.length-1].end,o=Math.max(a-i,1),s=e=>`${(e-i)/o*100}%`,c=e=>{let t=e.currentTarget.closest(`.timeline`).getBoundingClientRect();return i+Math.min(Math.max((e.clientX-t.left)/t.width,0),1)*o};return I`<div class="timeline-wrap">
 <div class="timeline" onClick=${e=>e.target===e.currentTarget&&r(c(e))}>
 ${e.map(e=>I`<button type="button" class=${`seg${e.seg.writing?` writing`:``}`}
 style=${{left:s(e.start),width:`max(3px, ${(e.end-e.start)/o*100}%)`}}
@@ -349,7 +349,7 @@ ${t&&n&&I`<span class="playhead" style=${{left:s(n)}} aria-hidden="true"></span>
 </div>
 <div class="timeline-axis muted"><span>${An(new Date(i).toISOString())}</span>
 <span>${An(new Date(a).toISOString())}</span></div>
-</div>`}function Jc({server:e,name:t,first:n,query:r,onPlay:i}){let[a,o]=V(Pn(new Date(n))),[s,c]=V(60),l=()=>{let e=new Date(a);return Number.isNaN(e.getTime())?null:e.toISOString()},u=l()&&nc(e,t,l(),s,{format:`mp4`,query:r});return I`<form class="range-form" onSubmit=${e=>{e.preventDefault(),l()&&i(Date.parse(l()),Number(s))}}>
+</div>`}function Xc({server:e,name:t,first:n,query:r,onPlay:i}){let[a,o]=V(Pn(new Date(n))),[s,c]=V(60),l=()=>{let e=new Date(a);return Number.isNaN(e.getTime())?null:e.toISOString()},u=l()&&nc(e,t,l(),s,{format:`mp4`,query:r});return I`<form class="range-form" onSubmit=${e=>{e.preventDefault(),l()&&i(Date.parse(l()),Number(s))}}>
 <div>
 <label for="range-start">Start (local time)</label>
 <input id="range-start" type="datetime-local" step="1" required value=${a} onInput=${e=>o(e.currentTarget.value)} />
@@ -363,7 +363,7 @@ onInput=${e=>c(e.currentTarget.value)} />
 <button type="submit">Play range</button>
 ${u&&I`<a class="button" href=${u} download>Download MP4</a>`}
 </div>
-</form>`}function Yc({name:e}){let[t,n]=V(null),[r,i]=V(``),[a,o]=V(!1),[s,c]=V(``),[l,u]=V(null),[d,f]=V(null),[p,m]=V(!1),h=cn.value,g=h&&h.server,_=h&&h.paths.find(t=>t.name===e),v=_&&_.recording,y=v?`${v.state} ${v.segments_completed}`:``,b=()=>Bt(e).then(e=>{n(e),o(!1)},e=>e.status===404?o(!0):i(e.message));we(()=>{b()},[e,y]),we(()=>{Rt(e).then(e=>c(e&&e.query||``),()=>c(``))},[e]);let x=t?Gc(t.segments):[],S=x.length?x[x.length-1].end:0,C=(e,t)=>{u({from:e,seconds:t||Math.min(Math.max((S-e)/1e3,1),Wc)}),f(e)},w=async t=>{if(confirm(`Delete the segment of ${An(t.start)} (${Dn(t.bytes)})?`)){m(!0),i(``);try{await Vt(e,t.start),await b()}catch(e){i(e.message)}finally{m(!1)}}},T=l&&g&&nc(g,e,new Date(l.from).toISOString(),l.seconds,{query:s});return I`<section>
+</form>`}function Zc({name:e}){let[t,n]=V(null),[r,i]=V(``),[a,o]=V(!1),[s,c]=V(null),[l,u]=V(null),[d,f]=V(null),[p,m]=V(!1),h=cn.value,g=h&&h.server,_=h&&h.paths.find(t=>t.name===e),v=_&&_.recording,y=v?`${v.state} ${v.segments_completed}`:``,b=()=>Bt(e).then(e=>{n(e),o(!1)},e=>e.status===404?o(!0):i(e.message));we(()=>{b()},[e,y]),we(()=>{Rt(e).then(e=>c(e&&e.query||``),()=>c(``))},[e]);let x=t?Kc(t.segments):[],S=x.length?x[x.length-1].end:0,C=(e,t,n=!0)=>{u({from:e,seconds:t||Math.min(Math.max((S-e)/1e3,1),Wc),chosen:n}),f(e)};we(()=>{!l&&x.length&&C(qc(x),0,!1)},[t]);let w=async t=>{if(confirm(`Delete the segment of ${An(t.start)} (${Dn(t.bytes)})?`)){m(!0),i(``);try{await Vt(e,t.start),await b()}catch(e){i(e.message)}finally{m(!1)}}},T=l&&g&&s!==null&&nc(g,e,new Date(l.from).toISOString(),l.seconds,{query:s});return I`<section>
 <div class="page-head">
 <p class="crumbs"><a href=${rn(`recordings`)}>Recordings</a> /</p>
 <h1>${e}</h1>
@@ -376,17 +376,17 @@ ${t&&I`
 ${x.length>0&&I`<section class="card" aria-labelledby="tl-h">
 <h2 id="tl-h">Timeline</h2>
 <p class="muted small-text">Click a point of the timeline to play from that moment; gaps are times with nothing recorded.</p>
-<${qc} list=${x} playing=${!!l} position=${d} onPlay=${e=>C(e)} />
+<${Yc} list=${x} playing=${!!l} position=${d} onPlay=${e=>C(e)} />
 ${g&&!g.listeners.playback?I`<p class="alert" role="alert">The playback server is off (<code>[playback]</code>): recordings cannot be played here.</p>`:I`<figure class="player">
-<video data-testid="recording-player" controls playsinline autoplay=${!!T} src=${T||void 0}
+<video data-testid="recording-player" controls playsinline autoplay=${!!(l&&l.chosen)} src=${T||void 0}
 aria-label=${`Recording of ${e}`}
-onTimeUpdate=${e=>l&&f(Kc(x,l.from,e.currentTarget.currentTime))}></video>
+onTimeUpdate=${e=>l&&f(Jc(x,l.from,e.currentTarget.currentTime))}></video>
 <figcaption aria-live="polite">
-${l?`From ${An(new Date(l.from).toISOString())}, ${On(l.seconds)}`:`Choose a moment on the timeline or a range below.`}
+${l?`From ${An(new Date(l.from).toISOString())}, ${On(l.seconds)}. `:``}Choose a moment on the timeline or a range below.
 </figcaption>
 </figure>
 <h3>Range</h3>
-<${Jc} server=${g} name=${e} first=${x[0].start} query=${s} onPlay=${C} />`}
+<${Xc} server=${g} name=${e} first=${x[0].start} query=${s||``} onPlay=${C} />`}
 </section>`}
 <section class="card" aria-labelledby="rec-h">
 <h2 id="rec-h">Recorder</h2>
@@ -396,18 +396,18 @@ ${t.recorder?I`<${Ws} items=${[[`State`,I`<${Vs} state=${t.recorder.state} />`],
 <section class="card" aria-labelledby="seg-h">
 <h2 id="seg-h">Segments</h2>
 <${Ks} label="Segments">
-<table>
+<table class="stack">
 <thead>
 <tr><th scope="col">Start</th><th scope="col" class="num">Duration</th><th scope="col" class="num">Size</th>
 <th scope="col">Format</th><th scope="col">Status</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr>
 </thead>
 <tbody>
 ${[...x].reverse().map(({seg:e})=>I`<tr key=${e.start} data-testid="segment-row" data-start=${e.start}>
-<td>${An(e.start)}</td>
-<td class="num">${On(e.duration)}</td>
-<td class="num">${Dn(e.bytes)}</td>
-<td>${e.format}</td>
-<td><${Vs} state=${e.writing?`writing`:e.complete?`complete`:`incomplete`} /></td>
+<td data-label="Start">${An(e.start)}</td>
+<td data-label="Duration" class="num">${On(e.duration)}</td>
+<td data-label="Size" class="num">${Dn(e.bytes)}</td>
+<td data-label="Format">${e.format}</td>
+<td data-label="Status"><${Vs} state=${e.writing?`writing`:e.complete?`complete`:`incomplete`} /></td>
 <td class="actions">
 <button type="button" class="small" onClick=${()=>C(Date.parse(e.start))}
 aria-label=${`Play segment ${An(e.start)}`}>Play</button>
@@ -420,15 +420,15 @@ onClick=${()=>w(e)}>Delete</button>
 </table>
 <//>
 </section>`}
-</section>`}function Xc(e){try{let t=JSON.parse(e);return typeof t!=`object`||!t||Array.isArray(t)?[null,`The JSON must be an object ({...}).`]:[t,``]}catch(e){return[null,`Not valid JSON: ${e.message}`]}}function Zc({result:e}){if(!e)return null;let{changed:t=[],ended_sessions:n=[],restart_needed:r=[]}=e;return I`<div class="result" data-testid="config-result" role="status">
-<p><strong>Saved.</strong> ${t.length?`Changed: ${t.join(`, `)}`:`Nothing changed.`}</p>
-${n.length>0&&I`<p>Sessions ended:</p>
-<ul>${n.map(e=>I`<li>${e.id} on ${e.path}: ${e.reason}</li>`)}</ul>`}
-${r.length>0&&I`<p class="warn-text">Needs a restart to take effect: ${r.join(`, `)}</p>`}
-</div>`}function Qc(){let[e,t]=V(!1),[n,r]=V(``),[i,a]=V(null);return{busy:e,error:n,setError:r,result:i,run:async e=>{t(!0),r(``),a(null);try{return a(await e()||{}),!0}catch(e){return r(e.message),!1}finally{t(!1)}}}}function $c({name:e,onChanged:t}){let[n,r]=V(null),[i,a]=V(``),[o,s]=V(``),c=Qc(),l=()=>Gt(e).then(e=>{r(e),a(JSON.stringify(e.table,null,2))},e=>s(e.message));return we(()=>{l()},[e]),o?I`<${Hs} error=${o} />`:n?I`<div class="table-editor">
+</section>`}function Qc(e){try{let t=JSON.parse(e);return typeof t!=`object`||!t||Array.isArray(t)?[null,`The JSON must be an object ({...}).`]:[t,``]}catch(e){return[null,`Not valid JSON: ${e.message}`]}}function $c({result:e,testid:t=`config-result`,verb:n=`Saved.`}){if(!e)return null;let{changed:r=[],ended_sessions:i=[],restart_needed:a=[]}=e;return I`<div class="result" data-testid=${t} role="status">
+<p><strong>${n}</strong> ${r.length?`Changed: ${r.join(`, `)}`:`Nothing changed.`}</p>
+${i.length>0&&I`<p>Sessions ended:</p>
+<ul>${i.map(e=>I`<li>${e.id} on ${e.path}: ${e.reason}</li>`)}</ul>`}
+${a.length>0&&I`<p class="warn-text">Needs a restart to take effect: ${a.join(`, `)}</p>`}
+</div>`}function el(){let[e,t]=V(!1),[n,r]=V(``),[i,a]=V(null);return{busy:e,error:n,setError:r,result:i,run:async e=>{t(!0),r(``),a(null);try{return a(await e()||{}),!0}catch(e){return r(e.message),!1}finally{t(!1)}}}}function tl({name:e,onChanged:t}){let[n,r]=V(null),[i,a]=V(``),[o,s]=V(``),c=el(),l=()=>Gt(e).then(e=>{r(e),a(JSON.stringify(e.table,null,2))},e=>s(e.message));return we(()=>{l()},[e]),o?I`<${Hs} error=${o} />`:n?I`<div class="table-editor">
 <h2>Path table <code>${e}</code></h2>
 <p class="muted small-text">From ${n.origin===`state`?`the API (state file)`:`the configuration file`}.</p>
-<form onSubmit=${async n=>{n.preventDefault();let[r,a]=Xc(i);if(a)return c.setError(a);await c.run(()=>Kt(e,r))&&(l(),t())}}>
+<form onSubmit=${async n=>{n.preventDefault();let[r,a]=Qc(i);if(a)return c.setError(a);await c.run(()=>Kt(e,r))&&(l(),t())}}>
 <label for="path-table-json">Path settings (JSON)</label>
 <textarea id="path-table-json" data-testid="path-table-json" rows="14" spellcheck="false" value=${i}
 onInput=${e=>a(e.currentTarget.value)}></textarea>
@@ -438,14 +438,14 @@ onInput=${e=>a(e.currentTarget.value)}></textarea>
 </div>
 </form>
 <${Hs} error=${c.error} testid="config-error" />
-<${Zc} result=${c.result} />
+<${$c} result=${c.result} />
 <details>
 <summary>Resolved settings (over path_defaults, read-only)</summary>
 <pre class="json">${JSON.stringify(n.resolved,null,2)}</pre>
 </details>
-</div>`:I`<p class="muted" aria-busy="true">Loading…</p>`}function el({onChanged:e}){let[t,n]=V(``),[r,i]=V(`{}`),a=Qc();return I`<details class="card">
+</div>`:I`<p class="muted" aria-busy="true">Loading…</p>`}function nl({onChanged:e}){let[t,n]=V(``),[r,i]=V(`{}`),a=el();return I`<details class="card">
 <summary>Add path table</summary>
-<form onSubmit=${async n=>{n.preventDefault();let[i,o]=Xc(r);if(o)return a.setError(o);await a.run(()=>Kt(t.trim(),i))&&(e(),location.hash=rn(`config`,t.trim()))}}>
+<form onSubmit=${async n=>{n.preventDefault();let[i,o]=Qc(r);if(o)return a.setError(o);await a.run(()=>Kt(t.trim(),i))&&(e(),location.hash=rn(`config`,t.trim()))}}>
 <label for="new-table-name">Name (a path or a pattern with *)</label>
 <input id="new-table-name" required value=${t} onInput=${e=>n(e.currentTarget.value)}
 placeholder="live/cam2" spellcheck="false" autocomplete="off" />
@@ -454,9 +454,9 @@ placeholder="live/cam2" spellcheck="false" autocomplete="off" />
 <div class="form-actions"><button type="submit" disabled=${a.busy}>Add table</button></div>
 </form>
 <${Hs} error=${a.error} testid="config-error" />
-</details>`}function tl(e,t=``){let n=[];for(let[r,i]of Object.entries(e)){let e=t?`${t}.${r}`:r;i&&typeof i==`object`&&!Array.isArray(i)&&Object.keys(i).length?n.push(...tl(i,e)):n.push([e,i])}return n}function nl({config:e,onChanged:t}){let[n,r]=V(`{
+</details>`}function rl(e,t=``){let n=[];for(let[r,i]of Object.entries(e)){let e=t?`${t}.${r}`:r;i&&typeof i==`object`&&!Array.isArray(i)&&Object.keys(i).length?n.push(...rl(i,e)):n.push([e,i])}return n}function il({config:e,onChanged:t}){let[n,r]=V(`{
   "rtmp": {"chunk_size": 4096}
-}`),i=Qc(),a=Object.entries(e.config).filter(([e])=>e!==`paths`);return I`<section class="card" aria-labelledby="global-h">
+}`),i=el(),a=Object.entries(e.config).filter(([e])=>e!==`paths`);return I`<section class="card" aria-labelledby="global-h">
 <h2 id="global-h">Global settings</h2>
 <p class="muted small-text">Merged from the built-in defaults, the configuration file${e.files&&e.files.config?I` (<code>${e.files.config}</code>)`:``},
 the state file${e.files&&e.files.state?I` (<code>${e.files.state}</code>)`:` (none: API changes are kept in memory only)`} and the environment.</p>
@@ -465,7 +465,7 @@ ${a.map(([t,n])=>I`<details class="section">
 <table class="kv">
 <thead><tr><th scope="col">Key</th><th scope="col">Value</th><th scope="col">Source</th></tr></thead>
 <tbody>
-${(n&&typeof n==`object`?tl(n,t):[[t,n]]).map(([t,n])=>I`<tr>
+${(n&&typeof n==`object`?rl(n,t):[[t,n]]).map(([t,n])=>I`<tr>
 <td><code>${t}</code></td>
 <td><code class="wrap">${JSON.stringify(n)}</code></td>
 <td><span class="chip">${e.sources[t]||`default`}</span></td>
@@ -473,21 +473,21 @@ ${(n&&typeof n==`object`?tl(n,t):[[t,n]]).map(([t,n])=>I`<tr>
 </tbody>
 </table>
 </details>`)}
-<form onSubmit=${async e=>{e.preventDefault();let[r,a]=Xc(n);if(a)return i.setError(a);await i.run(()=>Wt(r))&&t()}} class="patch-form">
+<form onSubmit=${async e=>{e.preventDefault();let[r,a]=Qc(n);if(a)return i.setError(a);await i.run(()=>Wt(r))&&t()}} class="patch-form">
 <label for="config-patch">Change global settings (JSON merge patch; null takes a key back out of the state file)</label>
 <textarea id="config-patch" rows="5" spellcheck="false" value=${n} onInput=${e=>r(e.currentTarget.value)}></textarea>
 <div class="form-actions"><button type="submit" disabled=${i.busy}>Apply patch</button></div>
 </form>
 <${Hs} error=${i.error} testid="config-error" />
-<${Zc} result=${i.result} />
-</section>`}function rl({selected:e}){let[t,n]=V(null),[r,i]=V(``),a=Qc(),o=()=>Ut().then(n,e=>i(e.message));we(()=>{o()},[]);let s=t?Object.keys(t.config.paths||{}):[];return I`<section>
+<${$c} result=${i.result} testid="global-result" />
+</section>`}function al({selected:e}){let[t,n]=V(null),[r,i]=V(``),a=el(),o=()=>Ut().then(n,e=>i(e.message));we(()=>{o()},[]);let s=t?Object.keys(t.config.paths||{}):[];return I`<section>
 <div class="page-head">
 <h1>Configuration</h1>
 <button type="button" class="small" disabled=${a.busy}
 onClick=${async()=>await a.run(Jt)&&o()}>Reload from files</button>
 </div>
 <${Hs} error=${r||a.error} testid="config-error" />
-<${Zc} result=${a.result} />
+<${$c} result=${a.result} testid="reload-result" verb="Reloaded." />
 ${t&&t.restart_needed&&t.restart_needed.length>0&&I`<p class="alert warn" role="status">Restart needed for: ${t.restart_needed.join(`, `)}</p>`}
 ${t&&I`<div class="config-layout">
 <nav class="card table-list" aria-labelledby="tables-h">
@@ -498,12 +498,12 @@ aria-current=${t===e?`true`:void 0}>${t}</a></li>`)}
 </ul>`}
 </nav>
 <div class="card">
-${e?I`<${$c} key=${e} name=${e} onChanged=${o} />`:I`<${Gs}><p>Choose a path table to see and edit its settings.</p><//>`}
+${e?I`<${tl} key=${e} name=${e} onChanged=${o} />`:I`<${Gs}><p>Choose a path table to see and edit its settings.</p><//>`}
 </div>
 </div>
-<${el} onChanged=${o} />
-<${nl} config=${t} onChanged=${o} />`}
-</section>`}var il=500,al=[{label:`CPU`,color:`--chart-1`,fill:!0}],ol=[{label:`Memory`,color:`--chart-2`,fill:!0}],sl=e=>`${Mn(e,1)} %`,cl=new Set([`type`,`time`,`path`]);function ll(e){return e.type===`access_denied`?`${e.action||`access`} refused${e.protocol?` (${e.protocol}${e.remote?` from ${e.remote}`:``})`:``}: ${e.reason||``}`:Object.entries(e).filter(([e,t])=>!cl.has(e)&&t!==null&&t!==``&&t!==void 0).map(([e,t])=>`${e}: ${typeof t==`object`?JSON.stringify(t):t}`).join(` · `)}function ul(){let[e,t]=V([]),[n,r]=V(``);return we(()=>{let e=new Set,n=n=>{let r=n.filter(t=>{let n=JSON.stringify(t);return!e.has(n)&&(e.add(n),!0)});r.length&&t(e=>[...r.reverse(),...e].slice(0,il))},i=new EventSource(Dt);return i.onmessage=e=>{try{n([JSON.parse(e.data)]),r(``)}catch{}},i.onerror=()=>{i.readyState===EventSource.CLOSED&&r(`The live event stream is not available.`)},jt().then(e=>n(e.items||[]),e=>e.status!==404&&r(e.message)),()=>i.close()},[]),[e,n]}function dl(){let[e,t]=ul(),[n,r]=V(!1),i=n?e.filter(e=>e.type===`access_denied`):e;return I`<section class="card" aria-labelledby="events-h">
+<${nl} onChanged=${o} />
+<${il} config=${t} onChanged=${o} />`}
+</section>`}var ol=500,sl=[{label:`CPU`,color:`--chart-1`,fill:!0}],cl=[{label:`Memory`,color:`--chart-2`,fill:!0}],ll=e=>`${Mn(e,1)} %`,ul=new Set([`type`,`time`,`path`]);function dl(e){return e.type===`access_denied`?`${e.action||`access`} refused${e.protocol?` (${e.protocol}${e.remote?` from ${e.remote}`:``})`:``}: ${e.reason||``}`:Object.entries(e).filter(([e,t])=>!ul.has(e)&&t!==null&&t!==``&&t!==void 0).map(([e,t])=>`${e}: ${typeof t==`object`?JSON.stringify(t):t}`).join(` · `)}function fl(){let[e,t]=V([]),[n,r]=V(``);return we(()=>{let e=new Set,n=n=>{let r=n.filter(t=>{let n=JSON.stringify(t);return!e.has(n)&&(e.add(n),!0)});r.length&&t(e=>[...r.reverse(),...e].slice(0,ol))},i=new EventSource(Dt);return i.onmessage=e=>{try{n([JSON.parse(e.data)]),r(``)}catch{}},i.onerror=()=>{i.readyState===EventSource.CLOSED&&r(`The live event stream is not available.`)},jt().then(e=>n(e.items||[]),e=>e.status!==404&&r(e.message)),()=>i.close()},[]),[e,n]}function pl(){let[e,t]=fl(),[n,r]=V(!1),i=n?e.filter(e=>e.type===`access_denied`):e;return I`<section class="card" aria-labelledby="events-h">
 <div class="section-head">
 <h2 id="events-h">Events</h2>
 <label class="check"><input type="checkbox" data-testid="filter-refusals" checked=${n}
@@ -511,19 +511,19 @@ onChange=${e=>r(e.currentTarget.checked)} /> Refusals only</label>
 </div>
 <${Hs} error=${t} />
 ${i.length===0?I`<p class="muted">${n?`No refusals.`:`No events yet.`}</p>`:I`<${Ks} label="Events">
-<table class="events">
+<table class="events stack">
 <thead><tr><th scope="col">Time</th><th scope="col">Type</th><th scope="col">Path</th><th scope="col">Details</th></tr></thead>
 <tbody>
 ${i.map(e=>I`<tr data-testid="event-row" data-type=${e.type} class=${e.type===`access_denied`?`refusal`:void 0}>
-<td><span title=${e.time}>${jn(e.time)}</span></td>
-<td>${e.type===`access_denied`?I`<span class="badge bad">refused</span>`:e.type}</td>
-<td>${e.path?I`<a href=${rn(`paths`,e.path)}>${e.path}</a>`:`—`}</td>
-<td class="details">${ll(e)}</td>
+<td data-label="Time"><span title=${e.time}>${jn(e.time)}</span></td>
+<td data-label="Type">${e.type===`access_denied`?I`<span class="badge bad">refused</span>`:e.type}</td>
+<td data-label="Path">${e.path?I`<a href=${rn(`paths`,e.path)}>${e.path}</a>`:`—`}</td>
+<td data-label="Details" class="details">${dl(e)}</td>
 </tr>`)}
 </tbody>
 </table>
 <//>`}
-</section>`}function fl(){let e=cn.value,t=e&&e.server,n=t&&t.process,r=un.server;return I`<section>
+</section>`}function ml(){let e=cn.value,t=e&&e.server,n=t&&t.process,r=un.server;return I`<section>
 <div class="page-head"><h1>Server</h1></div>
 ${t?I`<div class="grid-2">
 <section class="card" aria-labelledby="about-h">
@@ -543,36 +543,36 @@ ${Object.entries(t.listeners||{}).map(([e,t])=>I`<tr><td>${e}</td><td><code>${t}
 <div class="grid-2">
 <section class="card" aria-labelledby="cpu-h">
 <h2 id="cpu-h">CPU</h2>
-<p class="big" data-testid="server-cpu">${n?sl(n.cpu_percent):`—`}</p>
-${n?I`<${Rs} label="Process CPU, last 5 minutes" series=${al} data=${[r.t,r.cpu]} version=${e.time} fmt=${sl} height=${120} />`:I`<p class="muted small-text">Not reported by this server.</p>`}
+<p class="big" data-testid="server-cpu">${n?ll(n.cpu_percent):`—`}</p>
+${n?I`<${Rs} label="Process CPU, last 5 minutes" series=${sl} data=${[r.t,r.cpu]} version=${e.time} fmt=${ll} height=${120} />`:I`<p class="muted small-text">Not reported by this server.</p>`}
 </section>
 <section class="card" aria-labelledby="mem-h">
 <h2 id="mem-h">Memory</h2>
 <p class="big" data-testid="server-memory">${n?Dn(n.memory_bytes):`—`}</p>
-${n?I`<${Rs} label="Process memory, last 5 minutes" series=${ol} data=${[r.t,r.mem]} version=${e.time} fmt=${Dn} height=${120} />`:I`<p class="muted small-text">Not reported by this server.</p>`}
+${n?I`<${Rs} label="Process memory, last 5 minutes" series=${cl} data=${[r.t,r.mem]} version=${e.time} fmt=${Dn} height=${120} />`:I`<p class="muted small-text">Not reported by this server.</p>`}
 </section>
 </div>`:I`<p class="muted" aria-busy="true">Waiting for the server…</p>`}
-<${dl} />
-</section>`}var pl=[[`paths`,`Paths`,`#/`,[`paths`,`path`]],[`sessions`,`Sessions`,rn(`sessions`),[`sessions`]],[`recordings`,`Recordings`,rn(`recordings`),[`recordings`,`recording`]],[`config`,`Config`,rn(`config`),[`config`]],[`server`,`Server`,rn(`server`),[`server`]]];function ml(){let e=ln.value;return I`<span class=${`conn ${e}`} data-testid="conn" data-state=${e} role="status">
+<${pl} />
+</section>`}var hl=[[`paths`,`Paths`,`#/`,[`paths`,`path`]],[`sessions`,`Sessions`,rn(`sessions`),[`sessions`]],[`recordings`,`Recordings`,rn(`recordings`),[`recordings`,`recording`]],[`config`,`Config`,rn(`config`),[`config`]],[`server`,`Server`,rn(`server`),[`server`]]];function gl(){let e=ln.value;return I`<span class=${`conn ${e}`} data-testid="conn" data-state=${e} role="status">
 <span class="dot" aria-hidden="true"></span>${e===`live`?`Live`:`Reconnecting…`}
-</span>`}function hl(){let e=q.value.page,t=Zt.value;return I`<header class="topbar">
+</span>`}function _l(){let e=q.value.page,t=Zt.value;return I`<header class="topbar">
 <a class="brand" href="#/">Sluice</a>
 <nav aria-label="Main">
 <ul>
-${pl.map(([t,n,r,i])=>I`<li>
+${hl.map(([t,n,r,i])=>I`<li>
 <a href=${r} data-testid=${`nav-${t}`} aria-current=${i.includes(e)?`page`:void 0}>${n}</a>
 </li>`)}
 </ul>
 </nav>
 <div class="topbar-end">
-<${ml} />
+<${gl} />
 ${t&&t.user&&I`<span class="user">${t.user}</span>`}
 ${tn(t)&&I`<button type="button" class="small" data-testid="logout" onClick=${en}>Sign out</button>`}
 </div>
-</header>`}function gl(){let e=q.value;switch(e.page){case`paths`:return I`<${uc} />`;case`path`:return I`<${zc} key=${e.name} name=${e.name} />`;case`sessions`:return I`<${Hc} />`;case`recordings`:return I`<${Uc} />`;case`recording`:return I`<${Yc} key=${e.name} name=${e.name} />`;case`config`:return I`<${rl} selected=${e.name} />`;case`server`:return I`<${fl} />`;default:return I`<h1>Not found</h1><p>There is no such page. <a href="#/">Go to the paths</a>.</p>`}}function _l(){let e=Te(null),t=q.value;return we(()=>(Cn(),wn),[]),we(()=>{let t=e.current&&e.current.querySelector(`h1`);t&&document.activeElement&&document.activeElement.closest(`nav`)&&(t.setAttribute(`tabindex`,`-1`),t.focus())},[t.page,t.name]),I`<a class="skip" href="#main" onClick=${t=>{t.preventDefault(),e.current.focus()}}>Skip to content</a>
-<${hl} />
-<main id="main" ref=${e} tabindex="-1"><${gl} /></main>`}function vl(){we(()=>{K()},[]);let e=Zt.value;return Qt.value?I`<main class="center">
+</header>`}function vl(){let e=q.value;switch(e.page){case`paths`:return I`<${uc} />`;case`path`:return I`<${zc} key=${e.name} name=${e.name} />`;case`sessions`:return I`<${Hc} />`;case`recordings`:return I`<${Uc} />`;case`recording`:return I`<${Zc} key=${e.name} name=${e.name} />`;case`config`:return I`<${al} selected=${e.name} />`;case`server`:return I`<${ml} />`;default:return I`<h1>Not found</h1><p>There is no such page. <a href="#/">Go to the paths</a>.</p>`}}function yl(){let e=Te(null),t=q.value;return we(()=>(Cn(),wn),[]),we(()=>{let t=e.current&&e.current.querySelector(`h1`);t&&document.activeElement&&document.activeElement.closest(`nav`)&&(t.setAttribute(`tabindex`,`-1`),t.focus())},[t.page,t.name]),I`<a class="skip" href="#main" onClick=${t=>{t.preventDefault(),e.current.focus()}}>Skip to content</a>
+<${_l} />
+<main id="main" ref=${e} tabindex="-1"><${vl} /></main>`}function bl(){we(()=>{K()},[]);let e=Zt.value;return Qt.value?I`<main class="center">
 <h1>Sluice</h1>
 <p class="alert" role="alert">${Qt.value}</p>
 <button type="button" onClick=${K}>Try again</button>
-</main>`:e===void 0?I`<main class="center" aria-busy="true"><p>Loading…</p></main>`:e===null?I`<${Tn} />`:I`<${_l} />`}le(I`<${vl} />`,document.getElementById(`app`));
+</main>`:e===void 0?I`<main class="center" aria-busy="true"><p>Loading…</p></main>`:e===null?I`<${Tn} />`:I`<${yl} />`}le(I`<${bl} />`,document.getElementById(`app`));

@@ -17,11 +17,11 @@ function parseJson(text) {
 }
 
 /** What a change did: changed keys, ended sessions, restart needed. */
-function ChangeResult({ result }) {
+function ChangeResult({ result, testid = "config-result", verb = "Saved." }) {
   if (!result) return null;
   const { changed = [], ended_sessions: ended = [], restart_needed: restart = [] } = result;
-  return html`<div class="result" data-testid="config-result" role="status">
-    <p><strong>Saved.</strong> ${changed.length ? `Changed: ${changed.join(", ")}` : "Nothing changed."}</p>
+  return html`<div class="result" data-testid=${testid} role="status">
+    <p><strong>${verb}</strong> ${changed.length ? `Changed: ${changed.join(", ")}` : "Nothing changed."}</p>
     ${ended.length > 0 &&
     html`<p>Sessions ended:</p>
       <ul>${ended.map((s) => html`<li>${s.id} on ${s.path}: ${s.reason}</li>`)}</ul>`}
@@ -181,7 +181,7 @@ function GlobalSettings({ config, onChanged }) {
       <div class="form-actions"><button type="submit" disabled=${change.busy}>Apply patch</button></div>
     </form>
     <${Alert} error=${change.error} testid="config-error" />
-    <${ChangeResult} result=${change.result} />
+    <${ChangeResult} result=${change.result} testid="global-result" />
   </section>`;
 }
 
@@ -201,7 +201,7 @@ export function ConfigPage({ selected }) {
         onClick=${async () => (await reload.run(api.reloadConfig)) && load()}>Reload from files</button>
     </div>
     <${Alert} error=${error || reload.error} testid="config-error" />
-    <${ChangeResult} result=${reload.result} />
+    <${ChangeResult} result=${reload.result} testid="reload-result" verb="Reloaded." />
     ${config && config.restart_needed && config.restart_needed.length > 0 &&
     html`<p class="alert warn" role="status">Restart needed for: ${config.restart_needed.join(", ")}</p>`}
     ${config &&

@@ -91,7 +91,7 @@ function Tracks({ path }) {
   return html`<section class="card" aria-labelledby="tracks-h">
     <h2 id="tracks-h">Tracks</h2>
     <${TableWrap} label="Tracks">
-      <table>
+      <table class="stack">
         <thead>
           <tr><th scope="col">Track</th><th scope="col">Codec</th><th scope="col">Profile / level</th>
             <th scope="col">Format</th><th scope="col">Frame rate</th><th scope="col">Keyframes</th>
@@ -100,13 +100,13 @@ function Tracks({ path }) {
         <tbody>
           ${rows.map(
             (t) => html`<tr>
-              <td>${t.id} ${t.kind}${t.derived ? html` <span class="muted">(derived)</span>` : null}</td>
-              <td>${t.codec} <span class="muted">${t.codec_string || ""}</span></td>
-              <td>${[t.profile, t.level].filter(Boolean).join(" / ") || "—"}</td>
-              <td>${t.kind === "video" ? fmt.resolution(t) || "—" : t.sample_rate ? `${t.sample_rate} Hz, ${t.channels} ch` : "—"}</td>
-              <td>${t.frame_rate ? `${fmt.number(t.frame_rate, 2)} fps` : "—"}</td>
-              <td>${t.keyframe_interval_s ? `every ${fmt.number(t.keyframe_interval_s, 2)} s (${fmt.number(t.gop_frames, 1)} frames)` : "—"}</td>
-              <td class="num">${fmt.bitrate(t.bitrate)}</td>
+              <td data-label="Track">${t.id} ${t.kind}${t.derived ? html` <span class="muted">(derived)</span>` : null}</td>
+              <td data-label="Codec">${t.codec} <span class="muted">${t.codec_string || ""}</span></td>
+              <td data-label="Profile / level">${[t.profile, t.level].filter(Boolean).join(" / ") || "—"}</td>
+              <td data-label="Format">${t.kind === "video" ? fmt.resolution(t) || "—" : t.sample_rate ? `${t.sample_rate} Hz, ${t.channels} ch` : "—"}</td>
+              <td data-label="Frame rate">${t.frame_rate ? `${fmt.number(t.frame_rate, 2)} fps` : "—"}</td>
+              <td data-label="Keyframes">${t.keyframe_interval_s ? `every ${fmt.number(t.keyframe_interval_s, 2)} s (${fmt.number(t.gop_frames, 1)} frames)` : "—"}</td>
+              <td data-label="Bitrate" class="num">${fmt.bitrate(t.bitrate)}</td>
             </tr>`,
           )}
         </tbody>
@@ -330,7 +330,7 @@ function Pushes({ name, live }) {
     </table>`}
     <form class="inline-form" onSubmit=${add}>
       <label for="push-url">Add destination</label>
-      <input id="push-url" name="url" type="url" data-testid="push-url" required placeholder="rtmp://a.rtmp.youtube.com/live2/KEY"
+      <input id="push-url" name="url" type="text" inputmode="url" data-testid="push-url" required placeholder="rtmp://a.rtmp.youtube.com/live2/KEY"
         autocomplete="off" spellcheck="false" />
       <button type="submit" data-testid="push-add" disabled=${busy}>Add</button>
     </form>

@@ -34,8 +34,8 @@ export function Outputs({ path }) {
   if (path.recording) items.push(["Recording", path.recording.state]);
   (path.pushes || []).forEach((p) => items.push([`Push ${p.url}`, p.state]));
   if (path.transcode) {
-    const n = (path.transcode.renditions || []).length;
-    items.push([`Transcode (${n} rendition${n === 1 ? "" : "s"})`, path.transcode.state]);
+    const names = (path.transcode.renditions || []).map((r) => r.slice(r.lastIndexOf("~") + 1));
+    items.push([`Transcode${names.length ? ` (${names.join(", ")})` : ""}`, path.transcode.state]);
   }
   if (!items.length) return html`<span class="muted">none</span>`;
   return html`<ul class="outputs">

@@ -11,12 +11,21 @@ import { playbackUrl } from "../urls.js";
 import { Alert, Badge, Empty, Facts, TableWrap } from "../components/ui.js";
 
 const MAX_PLAY_S = 86400;
+/** What the player holds when the page opens: the last minutes recorded. */
+const DEFAULT_BACK_MS = 5 * 60 * 1000;
 
 /** Segments as {start, end} in ms, sorted, with the API item. */
 function spans(segments) {
   return segments
     .map((s) => ({ seg: s, start: Date.parse(s.start), end: Date.parse(s.start) + s.duration * 1000 }))
     .sort((a, b) => a.start - b.start);
+}
+
+/** Where the player starts by default: DEFAULT_BACK_MS before the end, snapped into a segment. */
+function defaultStart(list) {
+  const t = list[list.length - 1].end - DEFAULT_BACK_MS;
+  const seg = list.find((s) => s.end > t);
+  return Math.max(seg.start, t);
 }
 
 /** The wall-clock time (ms) of `offset` seconds into a /get from `from` (gaps are closed up in it). */
@@ -90,8 +99,8 @@ export function RecordingPage({ name }) {
   const [rec, setRec] = useState(null);
   const [error, setError] = useState("");
   const [notFound, setNotFound] = useState(false);
-  const [query, setQuery] = useState("");
-  const [play, setPlay] = useState(null); // {from: ms, seconds}
+  const [query, setQuery] = useState(null); // the player-link query, "" when none
+  const [play, setPlay] = useState(null); // {from: ms, seconds, chosen: by the user}
   const [position, setPosition] = useState(null);
   const [busy, setBusy] = useState(false);
   const snap = state.value;
@@ -117,10 +126,13 @@ export function RecordingPage({ name }) {
 
   const list = rec ? spans(rec.segments) : [];
   const last = list.length ? list[list.length - 1].end : 0;
-  const startPlay = (from, seconds) => {
-    setPlay({ from, seconds: seconds || Math.min(Math.max((last - from) / 1000, 1), MAX_PLAY_S) });
+  const startPlay = (from, seconds, chosen = true) => {
+    setPlay({ from, seconds: seconds || Math.min(Math.max((last - from) / 1000, 1), MAX_PLAY_S), chosen });
     setPosition(from);
   };
+  useEffect(() => {
+    if (!play && list.length) startPlay(defaultStart(list), 0, false);
+  }, [rec]);
   const remove = async (seg) => {
     if (!confirm(`Delete the segment of ${fmt.dateTime(seg.start)} (${fmt.bytes(seg.bytes)})?`)) return;
     setBusy(true);
@@ -134,7 +146,7 @@ export function RecordingPage({ name }) {
       setBusy(false);
     }
   };
-  const src = play && server && playbackUrl(server, name, new Date(play.from).toISOString(), play.seconds, { query });
+  const src = play && server && query !== null && playbackUrl(server, name, new Date(play.from).toISOString(), play.seconds, { query });
 
   return html`<section>
     <div class="page-head">
@@ -155,15 +167,15 @@ export function RecordingPage({ name }) {
         ${server && !server.listeners.playback
           ? html`<p class="alert" role="alert">The playback server is off (<code>[playback]</code>): recordings cannot be played here.</p>`
           : html`<figure class="player">
-              <video data-testid="recording-player" controls playsinline autoplay=${!!src} src=${src || undefined}
+              <video data-testid="recording-player" controls playsinline autoplay=${!!(play && play.chosen)} src=${src || undefined}
                 aria-label=${`Recording of ${name}`}
                 onTimeUpdate=${(e) => play && setPosition(wallClock(list, play.from, e.currentTarget.currentTime))}></video>
               <figcaption aria-live="polite">
-                ${play ? `From ${fmt.dateTime(new Date(play.from).toISOString())}, ${fmt.duration(play.seconds)}` : "Choose a moment on the timeline or a range below."}
+                ${play ? `From ${fmt.dateTime(new Date(play.from).toISOString())}, ${fmt.duration(play.seconds)}. ` : ""}Choose a moment on the timeline or a range below.
               </figcaption>
             </figure>
             <h3>Range</h3>
-            <${RangeForm} server=${server} name=${name} first=${list[0].start} query=${query} onPlay=${startPlay} />`}
+            <${RangeForm} server=${server} name=${name} first=${list[0].start} query=${query || ""} onPlay=${startPlay} />`}
       </section>`}
       <section class="card" aria-labelledby="rec-h">
         <h2 id="rec-h">Recorder</h2>
@@ -182,7 +194,7 @@ export function RecordingPage({ name }) {
       <section class="card" aria-labelledby="seg-h">
         <h2 id="seg-h">Segments</h2>
         <${TableWrap} label="Segments">
-          <table>
+          <table class="stack">
             <thead>
               <tr><th scope="col">Start</th><th scope="col" class="num">Duration</th><th scope="col" class="num">Size</th>
                 <th scope="col">Format</th><th scope="col">Status</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr>
@@ -190,11 +202,11 @@ export function RecordingPage({ name }) {
             <tbody>
               ${[...list].reverse().map(
                 ({ seg }) => html`<tr key=${seg.start} data-testid="segment-row" data-start=${seg.start}>
-                  <td>${fmt.dateTime(seg.start)}</td>
-                  <td class="num">${fmt.duration(seg.duration)}</td>
-                  <td class="num">${fmt.bytes(seg.bytes)}</td>
-                  <td>${seg.format}</td>
-                  <td><${Badge} state=${seg.writing ? "writing" : seg.complete ? "complete" : "incomplete"} /></td>
+                  <td data-label="Start">${fmt.dateTime(seg.start)}</td>
+                  <td data-label="Duration" class="num">${fmt.duration(seg.duration)}</td>
+                  <td data-label="Size" class="num">${fmt.bytes(seg.bytes)}</td>
+                  <td data-label="Format">${seg.format}</td>
+                  <td data-label="Status"><${Badge} state=${seg.writing ? "writing" : seg.complete ? "complete" : "incomplete"} /></td>
                   <td class="actions">
                     <button type="button" class="small" onClick=${() => startPlay(Date.parse(seg.start))}
                       aria-label=${`Play segment ${fmt.dateTime(seg.start)}`}>Play</button>

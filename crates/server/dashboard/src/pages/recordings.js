@@ -28,7 +28,7 @@ export function RecordingsPage() {
               <code>[path_defaults.record] enabled = true</code> or <code>[paths."NAME".record]</code> in the configuration.</p>
           <//>`
         : html`<${TableWrap} label="Recorded paths">
-            <table>
+            <table class="stack">
               <thead>
                 <tr><th scope="col">Path</th><th scope="col" class="num">Segments</th><th scope="col" class="num">Size</th>
                   <th scope="col">First</th><th scope="col">Last</th><th scope="col" class="num">Span</th></tr>
@@ -36,12 +36,12 @@ export function RecordingsPage() {
               <tbody>
                 ${list.map(
                   (r) => html`<tr key=${r.path} data-testid="recording-row" data-path=${r.path}>
-                    <td><a href=${href("recordings", r.path)}>${r.path}</a></td>
-                    <td class="num">${r.segments}</td>
-                    <td class="num">${fmt.bytes(r.bytes)}</td>
-                    <td>${fmt.dateTime(r.first)}</td>
-                    <td>${fmt.dateTime(r.last)}</td>
-                    <td class="num">${fmt.duration((Date.parse(r.last) - Date.parse(r.first)) / 1000)}</td>
+                    <td data-label="Path"><a href=${href("recordings", r.path)}>${r.path}</a></td>
+                    <td data-label="Segments" class="num">${r.segments}</td>
+                    <td data-label="Size" class="num">${fmt.bytes(r.bytes)}</td>
+                    <td data-label="First">${fmt.dateTime(r.first)}</td>
+                    <td data-label="Last">${fmt.dateTime(r.last)}</td>
+                    <td data-label="Span" class="num">${fmt.duration((Date.parse(r.last) - Date.parse(r.first)) / 1000)}</td>
                   </tr>`,
                 )}
               </tbody>

@@ -76,15 +76,15 @@ function Events() {
     ${shown.length === 0
       ? html`<p class="muted">${refusals ? "No refusals." : "No events yet."}</p>`
       : html`<${TableWrap} label="Events">
-          <table class="events">
+          <table class="events stack">
             <thead><tr><th scope="col">Time</th><th scope="col">Type</th><th scope="col">Path</th><th scope="col">Details</th></tr></thead>
             <tbody>
               ${shown.map(
                 (e) => html`<tr data-testid="event-row" data-type=${e.type} class=${e.type === "access_denied" ? "refusal" : undefined}>
-                  <td><span title=${e.time}>${fmt.clock(e.time)}</span></td>
-                  <td>${e.type === "access_denied" ? html`<span class="badge bad">refused</span>` : e.type}</td>
-                  <td>${e.path ? html`<a href=${href("paths", e.path)}>${e.path}</a>` : "—"}</td>
-                  <td class="details">${details(e)}</td>
+                  <td data-label="Time"><span title=${e.time}>${fmt.clock(e.time)}</span></td>
+                  <td data-label="Type">${e.type === "access_denied" ? html`<span class="badge bad">refused</span>` : e.type}</td>
+                  <td data-label="Path">${e.path ? html`<a href=${href("paths", e.path)}>${e.path}</a>` : "—"}</td>
+                  <td data-label="Details" class="details">${details(e)}</td>
                 </tr>`,
               )}
             </tbody>
