@@ -3,10 +3,26 @@
 # (index.html, assets/app.js, assets/app.css), which the server embeds. Needs node >= 20.19
 # and npm; installs the locked dependencies (npm ci) when node_modules is missing. Downloads
 # nothing but npm packages (no browser).
+#
+#   scripts/build-dashboard.sh           build into dist/ (commit the result)
+#   scripts/build-dashboard.sh --check   build elsewhere and fail if dist/ differs (the tests
+#                                        run this: the committed files are the sources' build)
 set -eu
 cd "$(dirname "$0")/../crates/server/dashboard"
 if [ ! -d node_modules ]; then
-  npm ci --no-audit --no-fund
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+if [ "${1:-}" = "--check" ]; then
+  out="$(mktemp -d)"
+  trap 'rm -rf "$out"' EXIT
+  npx --no-install vite build --logLevel error --outDir "$out" --emptyOutDir
+  if ! diff -r "$out" dist >/dev/null; then
+    echo "crates/server/dashboard/dist is not the build of its sources: run scripts/build-dashboard.sh and commit dist/" >&2
+    diff -rq "$out" dist >&2 || true
+    exit 1
+  fi
+  echo "dashboard: dist/ is the build of its sources"
+  exit 0
 fi
 npx --no-install vite build
 ls -l dist dist/assets

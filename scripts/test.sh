@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-test-deps.sh
+# The dashboard's built files (embedded in the binary) must be the build of its sources.
+bash scripts/build-dashboard.sh --check
 
 export CI="${CI:-}"
 # The API tests drive the load generators (RTMP viewers, WHEP viewers) as real clients; cargo

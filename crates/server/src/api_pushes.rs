@@ -79,8 +79,6 @@ impl Route<'_> {
 /// One push destination.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PushJson {
-    /// Its id in `/v1/paths/{name}/pushes/{id}`.
-    pub id: String,
     /// `idle` (the path has no publisher), or the running push's state (`connecting`, `live`,
     /// `retrying`, `refused`), with its counters.
     #[serde(flatten)]
@@ -145,6 +143,7 @@ fn configured(layers: &Layers, name: &str) -> (Option<String>, Vec<String>) {
 
 fn item(api: &Api, path: &str, url: &str) -> PushJson {
     let status = api.pushes.get(path, url).unwrap_or_else(|| PushStatus {
+        id: push::push_id(url),
         url: push::masked_url(url),
         state: "idle",
         last_error: None,
@@ -155,10 +154,7 @@ fn item(api: &Api, path: &str, url: &str) -> PushJson {
         uptime_seconds: None,
         dropped_frames: 0,
     });
-    PushJson {
-        id: push::push_id(url),
-        status,
-    }
+    PushJson { status }
 }
 
 fn find<'a>(urls: &'a [String], path: &str, id: &str) -> Result<&'a String, HttpError> {

@@ -83,6 +83,8 @@ pub fn push_id(url: &str) -> String {
 /// What a destination is doing, for the API.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PushStatus {
+    /// Its id in `/v1/paths/{name}/pushes/{id}`.
+    pub id: String,
     /// The destination, its key masked.
     pub url: String,
     /// `connecting`, `live`, `retrying` (waiting before the next attempt), `refused` (the
@@ -147,6 +149,8 @@ impl PushStore {
 }
 
 struct Shared {
+    /// The destination's id (`push_id`).
+    id: String,
     /// The masked URL.
     url: String,
     /// The output's session (a restart ends it; the core starts the output again).
@@ -167,9 +171,10 @@ struct Status {
 }
 
 impl Shared {
-    fn new(url: String, session: Arc<sluice_media::stats::SessionStats>) -> Arc<Shared> {
+    fn new(full_url: &str, session: Arc<sluice_media::stats::SessionStats>) -> Arc<Shared> {
         Arc::new(Shared {
-            url,
+            id: push_id(full_url),
+            url: masked_url(full_url),
             session,
             status: Mutex::new(Status {
                 state: "connecting",
@@ -197,6 +202,7 @@ impl Shared {
             r.2
         };
         PushStatus {
+            id: self.id.clone(),
             url: self.url.clone(),
             state: st.state,
             last_error: st.last_error.clone(),
@@ -234,7 +240,7 @@ pub fn spawn(
             return;
         }
     };
-    let shared = Shared::new(dest.masked(), reader.stats().clone());
+    let shared = Shared::new(&url, reader.stats().clone());
     store
         .map
         .lock()
@@ -274,7 +280,7 @@ fn spawn_srt(
     rt: &tokio::runtime::Handle,
 ) {
     let path = reader.path().to_owned();
-    let shared = Shared::new(masked_url(&url), reader.stats().clone());
+    let shared = Shared::new(&url, reader.stats().clone());
     store
         .map
         .lock()

@@ -257,9 +257,9 @@ function Transcode({ path }) {
   </div>`;
 }
 
-/** Merge the listed destinations with the live figures of the stream (matched by masked URL). */
+/** Merge the listed destinations with the live figures of the stream (matched by id). */
 function mergePushes(items, live) {
-  return items.map((p) => ({ ...p, ...((live || []).find((l) => l.url === p.url) || {}) }));
+  return items.map((p) => ({ ...p, ...((live || []).find((l) => l.id === p.id) || {}) }));
 }
 
 function Pushes({ name, live }) {
