@@ -190,12 +190,12 @@ async function manage(browser) {
   // table as saved).
   await page.waitForFunction(() => document.querySelector('[data-testid="path-table-json"]').value.includes("42s"), null, { timeout: 10000 });
   await sleep(500);
+  await shot(page, "config");
   table.grace_period = "soon";
   await area.fill(JSON.stringify(table));
   await page.locator('[data-testid="save-path"]').click();
   await page.locator('[data-testid="config-error"]').waitFor({ timeout: 10000 });
   result.config_error = await page.locator('[data-testid="config-error"]').innerText();
-  await shot(page, "config");
   await axe(page, "config");
 }
 
