@@ -77,6 +77,17 @@ impl Viewers {
         }
     }
 
+    /// Whether a request came within `within` (to the second; at most a minute back).
+    pub fn requested_within(&self, within: Duration) -> bool {
+        let now = Instant::now().saturating_duration_since(self.epoch).as_secs();
+        let window = within.as_secs().clamp(1, 60);
+        self.inner
+            .lock()
+            .buckets
+            .iter()
+            .any(|&(s, n, _)| s != u64::MAX && n > 0 && s + window > now)
+    }
+
     /// The counts over the last minute.
     pub fn counts(&self) -> ViewerCounts {
         self.counts_at(Instant::now())
@@ -104,6 +115,14 @@ impl Viewers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recent_request_is_seen() {
+        let v = Viewers::default();
+        assert!(!v.requested_within(Duration::from_secs(10)));
+        v.record(None, 100);
+        assert!(v.requested_within(Duration::from_secs(10)));
+    }
 
     #[test]
     fn counts_over_the_last_minute() {

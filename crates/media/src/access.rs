@@ -161,6 +161,13 @@ pub trait Policy: Send + Sync + 'static {
     /// The decision when it can be made at once (static rules, a cache), `None` when only
     /// [`check`](Self::check) can tell. Used where waiting is not allowed (libsrt's listen hook).
     fn check_now(&self, req: &AccessRequest) -> Option<Result<(), Denied>>;
+
+    /// Whether `req` is allowed with no credentials at all (those it carries are not looked
+    /// at), decided at once with nothing counted or logged; `false` when only asking elsewhere
+    /// could tell. The dashboard asks it before a login: a client let in anyway needs none.
+    fn open_to(&self, _req: &AccessRequest) -> bool {
+        false
+    }
 }
 
 /// Lets everyone do everything (the default posture; the server warns at startup).
@@ -173,6 +180,9 @@ impl Policy for AllowAll {
     }
     fn check_now(&self, _req: &AccessRequest) -> Option<Result<(), Denied>> {
         Some(Ok(()))
+    }
+    fn open_to(&self, _req: &AccessRequest) -> bool {
+        true
     }
 }
 

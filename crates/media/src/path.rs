@@ -227,6 +227,11 @@ impl Registry {
         r
     }
 
+    /// Whether the policy lets `req` in without credentials (see [`Policy::open_to`]).
+    pub fn is_open_to(&self, req: &AccessRequest) -> bool {
+        self.inner.hooks.read().policy.open_to(req)
+    }
+
     /// The policy's answer when it can be given at once (see [`Policy::check_now`]).
     pub fn authorize_now(&self, req: &AccessRequest) -> Option<Result<(), Denied>> {
         let policy = self.inner.hooks.read().policy.clone();
@@ -379,6 +384,14 @@ impl Registry {
     }
 
     /// Whether a publisher is streaming on `path` now.
+    /// Asks the on-demand hook to start what serves `path` (for a client that will ask for it
+    /// by other means, such as an HTTP player); how long it may take, `None` when nothing
+    /// would start.
+    pub fn demand(&self, path: &str) -> Option<Duration> {
+        let hook = self.inner.hooks.read().on_demand.clone()?;
+        hook.demand(path)
+    }
+
     pub fn is_published(&self, path: &str) -> bool {
         let shared = self.inner.paths.lock().get(path).cloned();
         shared.is_some_and(|p| p.state.lock().publisher.is_some())

@@ -123,15 +123,18 @@ pub struct PlayerLink {
     expires: u64,
 }
 
-/// A short-lived (one hour) reader link for a path, for the dashboard's player and snapshots:
-/// signed with a secret of this process's own, so it works whether or not
-/// `[auth.signed_urls] secret` is set, and with no other credentials of the path.
+/// A short-lived (one hour) reader link for a path, for the dashboard's player and snapshots,
+/// bound to the address that asked: signed with a secret of this process's own, so it works
+/// whether or not `[auth.signed_urls] secret` is set, and with no other credentials of the path.
 #[utoipa::path(post, path = "/v1/player-links", tag = "auth",
     request_body = PlayerFor,
     responses(
         (status = 200, description = "The link", body = PlayerLink),
         (status = 400, description = "Unreadable body or bad path", body = ErrorBody)))]
-async fn player_link(body: Result<Json<PlayerFor>, JsonRejection>) -> Result<Json<PlayerLink>, HttpError> {
+async fn player_link(
+    connect: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    body: Result<Json<PlayerFor>, JsonRejection>,
+) -> Result<Json<PlayerLink>, HttpError> {
     let Json(p) = body.map_err(|e| {
         HttpError::bad_request(format!(
             "the body must be {{\"path\": \"live/cam1\"}}: {}",
@@ -144,8 +147,10 @@ async fn player_link(body: Result<Json<PlayerFor>, JsonRejection>) -> Result<Jso
         .map(|d| d.as_secs())
         .unwrap_or(0)
         + PLAYER_LINK_SECONDS;
+    // Bound to the address that asked: the dashboard's browser.
+    let ip = connect.map(|Extension(c)| crate::auth::canonical(c.0.ip()));
     Ok(Json(PlayerLink {
-        query: crate::auth::signed::sign(crate::auth::signed::player_secret(), &p.path, expires, None),
+        query: crate::auth::signed::sign(crate::auth::signed::player_secret(), &p.path, expires, ip),
         expires,
     }))
 }

@@ -380,6 +380,9 @@ fn unmask_urls(
         _ => Vec::new(),
     };
     let mut out = Vec::new();
+    // Each URL stands for one masked entry, in order: two destinations that mask alike (the
+    // same host, keys with the same first characters) keep their own keys.
+    let mut used = vec![false; old.len()];
     for v in sent {
         let serde_json::Value::String(u) = v else {
             return Err(HttpError::bad_request(format!(
@@ -391,8 +394,15 @@ fn unmask_urls(
             out.push(toml::Value::String(u.clone()));
             continue;
         }
-        match old.iter().find(|o| crate::push::masked_url(o) == *u) {
-            Some(o) => out.push(toml::Value::String((*o).to_owned())),
+        let found = old
+            .iter()
+            .enumerate()
+            .position(|(i, o)| !used[i] && crate::push::masked_url(o) == *u);
+        match found {
+            Some(i) => {
+                used[i] = true;
+                out.push(toml::Value::String(old[i].to_owned()));
+            }
             None => {
                 return Err(HttpError::bad_request(format!(
                     "{}: {u:?} is masked but no URL here has that mask: send the whole URL",
@@ -555,6 +565,18 @@ mod tests {
         let urls = t["push"]["urls"].as_array().unwrap();
         assert_eq!(urls[0].as_str(), Some(key));
         assert_eq!(urls[1].as_str(), Some("rtmp://new/app/k"));
+        // Two destinations that mask alike keep their own keys, in order.
+        let twins: toml::Table =
+            toml::from_str("[push]\nurls = [\"rtmp://h/app/cam1\", \"rtmp://h/app/cam2\"]\n").unwrap();
+        let both =
+            obj(serde_json::json!({"push": {"urls": ["rtmp://h:1935/app/****", "rtmp://h:1935/app/****"]}}));
+        let mut t = twins.clone();
+        merge_patch(&mut t, &both, &mut Vec::new(), None).unwrap();
+        assert_eq!(t, twins);
+        let sent_once = obj(serde_json::json!({"push": {"urls": ["rtmp://h:1935/app/****"]}}));
+        let mut t = twins.clone();
+        merge_patch(&mut t, &sent_once, &mut Vec::new(), None).unwrap();
+        assert_eq!(t["push"]["urls"].as_array().unwrap().len(), 1);
         // A whole table sent back (PUT) into a fresh one: the replaced table's URLs stand.
         let mut fresh = toml::Table::new();
         merge_patch(&mut fresh, &sent, &mut Vec::new(), Some(&current)).unwrap();

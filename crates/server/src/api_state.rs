@@ -194,24 +194,33 @@ fn snapshot(api: &Api, cpu: &mut Option<(Instant, f64)>) -> StateJson {
 async fn state_stream(
     State(api): State<Api>,
     Extension(streams): Extension<EventStreams>,
+    login: Option<Extension<crate::dashboard::LoggedIn>>,
 ) -> Result<impl IntoResponse, HttpError> {
     let guard = streams.admit()?;
+    // Opened with a dashboard login: it ends with the login (logout, expiry, [auth] change).
+    let login = login.map(|Extension(l)| l);
     let stop = streams.stop();
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let body = stream::unfold(
         (api, stop, tick, None, guard),
-        |(api, stop, mut tick, mut cpu, guard)| async move {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return None,
-                _ = tick.tick() => {}
+        move |(api, stop, mut tick, mut cpu, guard)| {
+            let login = login.clone();
+            async move {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return None,
+                    _ = tick.tick() => {}
+                }
+                if login.as_ref().is_some_and(|l| !l.is_valid()) {
+                    return None;
+                }
+                let json = serde_json::to_string(&snapshot(&api, &mut cpu)).unwrap_or_default();
+                Some((
+                    Ok::<_, Infallible>(Event::default().data(json)),
+                    (api, stop, tick, cpu, guard),
+                ))
             }
-            let json = serde_json::to_string(&snapshot(&api, &mut cpu)).unwrap_or_default();
-            Some((
-                Ok::<_, Infallible>(Event::default().data(json)),
-                (api, stop, tick, cpu, guard),
-            ))
         },
     );
     Ok((

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,23 +37,44 @@ const APP_CSS: &[u8] = include_bytes!("../dashboard/dist/assets/app.css");
 pub const COOKIE: &str = "sluice_session";
 /// The header every change made with a login cookie must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// How long a login lasts.
+/// How long a login lasts (users of the configuration).
 const LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long a login lasts under the `jwt` and `http` methods.
+const LOGIN_TTL_EXTERNAL: Duration = Duration::from_secs(15 * 60);
 /// Logins kept at most; the oldest goes first.
 const MAX_LOGINS: usize = 1024;
 
 /// Who a valid login cookie says the request comes from; the API's guard lets such a request
-/// through.
-#[derive(Clone, Debug)]
+/// through. A stream answering it (SSE) ends when the login does ([`LoggedIn::is_valid`]).
+#[derive(Clone)]
 pub struct LoggedIn {
     pub user: String,
     pub csrf: String,
+    token: String,
+    ip: IpAddr,
+    logins: Arc<Logins>,
+    reload: Arc<Reloader>,
+}
+
+impl LoggedIn {
+    /// Whether the login still holds (not logged out, expired, or ended by an `[auth]` change).
+    pub fn is_valid(&self) -> bool {
+        self.logins
+            .check(&self.token, auth_digest(&self.reload), self.ip)
+            .is_some()
+    }
 }
 
 struct Login {
     user: String,
     csrf: String,
     made: Instant,
+    /// How long it lasts: 12 hours for users of the configuration; under the `jwt` and `http`
+    /// methods, whose answers can change without Sluice knowing, 15 minutes.
+    ttl: Duration,
+    /// The client address it was made from: the cookie works from there only, so address
+    /// lists (global, per user) keep applying.
+    ip: IpAddr,
     /// The `[auth]` settings it was made under: any change of them ends every login.
     auth: u64,
 }
@@ -73,10 +94,10 @@ impl Logins {
         }
     }
 
-    fn open(&self, user: String, auth: u64) -> (String, String) {
+    fn open(&self, user: String, ip: IpAddr, ttl: Duration, auth: u64) -> (String, String) {
         let (token, csrf) = (random_hex(), random_hex());
         let mut map = self.map.lock();
-        map.retain(|_, l| l.made.elapsed() < LOGIN_TTL);
+        map.retain(|_, l| l.made.elapsed() < l.ttl);
         if map.len() >= MAX_LOGINS {
             if let Some(oldest) = map.iter().min_by_key(|(_, l)| l.made).map(|(k, _)| k.clone()) {
                 map.remove(&oldest);
@@ -88,23 +109,23 @@ impl Logins {
                 user,
                 csrf: csrf.clone(),
                 made: Instant::now(),
+                ttl,
+                ip,
                 auth,
             },
         );
         (token, csrf)
     }
 
-    fn check(&self, token: &str, auth: u64) -> Option<LoggedIn> {
+    /// The login of `token` for a request from `ip`: (user, csrf), or `None`.
+    fn check(&self, token: &str, auth: u64, ip: IpAddr) -> Option<(String, String)> {
         let mut map = self.map.lock();
         let l = map.get(token)?;
-        if l.made.elapsed() >= LOGIN_TTL || l.auth != auth {
+        if l.made.elapsed() >= l.ttl || l.auth != auth {
             map.remove(token);
             return None;
         }
-        Some(LoggedIn {
-            user: l.user.clone(),
-            csrf: l.csrf.clone(),
-        })
+        (l.ip == ip).then(|| (l.user.clone(), l.csrf.clone()))
     }
 
     fn close(&self, token: &str) {
@@ -217,29 +238,71 @@ async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Respon
 /// `X-Requested-With`) loses `WWW-Authenticate`, so the browser shows the dashboard's login
 /// rather than its own prompt.
 async fn cookies(State(d): State<Dash>, mut req: Request, next: Next) -> Response {
-    let from_script = req.headers().contains_key("x-requested-with");
-    if let Some(token) = cookie_value(req.headers(), COOKIE) {
-        if let Some(login) = d.logins.check(token, auth_digest(&d.reload)) {
-            let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        if let Some(why) = cross_site(req.headers()) {
+            return HttpError::forbidden(why).into_response();
+        }
+    }
+    let headers = req.headers();
+    // The dashboard's own requests, and its event streams (EventSource cannot add headers):
+    // a 401 must not make the browser ask for Basic credentials.
+    let from_dashboard = headers.contains_key("x-requested-with")
+        || cookie_value(headers, COOKIE).is_some()
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+    let ip = peer(&req).ip();
+    if let Some(token) = cookie_value(req.headers(), COOKIE).map(str::to_owned) {
+        if let Some((user, csrf)) = d.logins.check(&token, auth_digest(&d.reload), ip) {
             let csrf_ok = req
                 .headers()
                 .get(CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| crate::auth::secret_eq(v, &login.csrf));
-            if !safe && !csrf_ok && req.uri().path() != "/v1/logout" {
+                .is_some_and(|v| crate::auth::secret_eq(v, &csrf));
+            if !safe && !csrf_ok {
                 return HttpError::forbidden(
                     "a change made with a login cookie needs its X-CSRF-Token header",
                 )
                 .into_response();
             }
-            req.extensions_mut().insert(login);
+            req.extensions_mut().insert(LoggedIn {
+                user,
+                csrf,
+                token,
+                ip,
+                logins: d.logins.clone(),
+                reload: d.reload.clone(),
+            });
         }
     }
     let mut res = next.run(req).await;
-    if from_script && res.status() == StatusCode::UNAUTHORIZED {
+    if from_dashboard && res.status() == StatusCode::UNAUTHORIZED {
         res.headers_mut().remove(header::WWW_AUTHENTICATE);
     }
     res
+}
+
+/// A change asked by a page of another site (the browser says so in `Sec-Fetch-Site`, or an
+/// `Origin` that is not this host): refused whatever credentials come with it, as a browser
+/// sends the ones it holds (Basic, an address the policy trusts) to any page's requests.
+fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    if get("sec-fetch-site") == Some("cross-site") {
+        return Some("a change asked by another site's page is refused");
+    }
+    let origin = get("origin")?;
+    let host = get("host")?;
+    let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
+    (origin_host != host).then_some("a change asked by a page of another origin is refused")
+}
+
+fn peer(req: &Request) -> SocketAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 /// A login's credentials.
@@ -269,7 +332,8 @@ pub struct LoginJson {
         (status = 200, description = "Logged in; the cookie is set", body = LoginJson),
         (status = 400, description = "Unreadable body", body = crate::api::ErrorBody),
         (status = 401, description = "Wrong credentials", body = crate::api::ErrorBody),
-        (status = 403, description = "This user or address may not use the API", body = crate::api::ErrorBody)))]
+        (status = 403, description = "This user or address may not use the API", body = crate::api::ErrorBody),
+        (status = 409, description = "This client needs no login (the API is open to its address)", body = crate::api::ErrorBody)))]
 pub async fn login(
     State(d): State<Dash>,
     connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
@@ -295,13 +359,27 @@ pub async fn login(
     let mut areq = AccessRequest::new(Action::Api, "", "api", Some(remote))
         .with_credentials(Some(c.user.clone()), Some(c.pass));
     areq.forwarded_for = crate::auth::forwarded_for(&headers);
+    // A client the policy lets in anyway (an address allowed without credentials) needs no
+    // login, and its credentials would prove nothing.
+    if d.registry.is_open_to(&areq) {
+        return HttpError::conflict("this client needs no login: the API is open to its address")
+            .into_response();
+    }
     match d.registry.authorize(&areq).await {
         Ok(()) => {
-            let (token, csrf) = d.logins.open(c.user.clone(), auth_digest(&d.reload));
+            let cfg = d.reload.current();
+            let ttl = if cfg.config.auth.method == crate::auth::config::AuthMethod::Internal {
+                LOGIN_TTL
+            } else {
+                LOGIN_TTL_EXTERNAL
+            };
+            let (token, csrf) = d
+                .logins
+                .open(c.user.clone(), remote.ip(), ttl, auth_digest(&d.reload));
             tracing::info!(user = %c.user.escape_debug(), %remote, "dashboard login");
             let mut res = Json(LoginJson { user: c.user, csrf }).into_response();
             res.headers_mut()
-                .insert(header::SET_COOKIE, d.logins.cookie(&token, LOGIN_TTL.as_secs()));
+                .insert(header::SET_COOKIE, d.logins.cookie(&token, ttl.as_secs()));
             res.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
@@ -383,15 +461,47 @@ mod tests {
     #[test]
     fn logins_end_when_the_auth_settings_change() {
         let l = Logins::new(false);
-        let (token, csrf) = l.open("admin".into(), 1);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (token, csrf) = l.open("admin".into(), ip, LOGIN_TTL, 1);
         assert_eq!(token.len(), 64);
         assert_ne!(token, csrf);
-        assert_eq!(l.check(&token, 1).map(|x| x.user), Some("admin".into()));
-        assert!(l.check(&token, 2).is_none());
-        assert!(l.check(&token, 1).is_none(), "gone for good");
-        let (token, _) = l.open("admin".into(), 1);
+        assert_eq!(l.check(&token, 1, ip).map(|x| x.0), Some("admin".into()));
+        assert!(
+            l.check(&token, 1, "127.0.0.2".parse().unwrap()).is_none(),
+            "another address"
+        );
+        assert!(l.check(&token, 1, ip).is_some(), "still there for its own");
+        assert!(l.check(&token, 2, ip).is_none());
+        assert!(l.check(&token, 1, ip).is_none(), "gone for good");
+        let (token, _) = l.open("admin".into(), ip, LOGIN_TTL, 1);
         l.close(&token);
-        assert!(l.check(&token, 1).is_none());
+        assert!(l.check(&token, 1, ip).is_none());
+        let (token, _) = l.open("admin".into(), ip, Duration::ZERO, 1);
+        assert!(l.check(&token, 1, ip).is_none(), "expired");
+    }
+
+    #[test]
+    fn changes_from_other_sites_are_refused() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(cross_site(&h(&[("host", "127.0.0.1:9997")])).is_none(), "curl");
+        assert!(cross_site(&h(&[
+            ("host", "127.0.0.1:9997"),
+            ("origin", "http://127.0.0.1:9997")
+        ]))
+        .is_none());
+        assert!(cross_site(&h(&[
+            ("host", "127.0.0.1:9997"),
+            ("origin", "http://evil.example")
+        ]))
+        .is_some());
+        assert!(cross_site(&h(&[("host", "a:1"), ("sec-fetch-site", "cross-site")])).is_some());
+        assert!(cross_site(&h(&[("host", "a:1"), ("sec-fetch-site", "same-origin")])).is_none());
     }
 
     #[test]

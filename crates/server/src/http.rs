@@ -302,6 +302,7 @@ async fn hls(
         }
         // A path with renditions: its multivariant playlist names them too.
         if file == "index.m3u8" && !sluice_media::is_reserved(path) {
+            wake_renditions(shared, path).await;
             let others = renditions_of(shared, path, "");
             if !others.is_empty() {
                 let text = stream.multivariant_with(&others);
@@ -355,6 +356,32 @@ async fn hls(
 
 /// The packaged renditions of `source` (`[..transcode] renditions`), each with the URI of its
 /// media playlist (`PREFIX~NAME/stream.m3u8`).
+/// A player of a source whose ladder is on demand starts it: its multivariant playlist or MPD
+/// waits (up to the HLS ready timeout) for the renditions, so that it names them all.
+async fn wake_renditions(shared: &Shared, source: &str) {
+    let names: Vec<String> = match shared.live.get().path(source) {
+        Some(p) if p.transcode.on_demand => p.transcode.renditions.iter().map(|r| r.name.clone()).collect(),
+        _ => return,
+    };
+    let ready = || {
+        names.iter().all(|n| {
+            shared
+                .hls
+                .get(&crate::transcode::rendition_path(source, n))
+                .is_some_and(|s| s.is_ready())
+        })
+    };
+    let Some(first) = names.first() else { return };
+    // Asked even when they run: it renews the demand.
+    shared
+        .registry
+        .demand(&crate::transcode::rendition_path(source, first));
+    let deadline = tokio::time::Instant::now() + shared.live.get().hls.ready_timeout;
+    while !ready() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 fn renditions_of(shared: &Shared, source: &str, prefix: &str) -> Vec<(String, Arc<sluice_hls::HlsStream>)> {
     let names: Vec<String> = shared
         .live
@@ -410,6 +437,7 @@ async fn dash(shared: &Shared, path: &str, file: &str, remote: SocketAddr, heade
         {
             Vec::new()
         } else {
+            wake_renditions(shared, path).await;
             renditions_of(shared, path, "")
                 .into_iter()
                 .filter_map(|(uri, s)| {

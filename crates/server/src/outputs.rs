@@ -1,5 +1,5 @@
 //! The server's path outputs: which always-on consumers a path gets from its configuration (the
-//! HLS packager, the health checks, the recorder and the push destinations; the transcoder as it lands), started by the core's
+//! HLS packager, the health checks, the recorder, the push destinations and the transcoder), started by the core's
 //! [`Outputs`] hook when the path's first stream starts.
 //!
 //! To add an output: give it a name and a [`Select`] in [`PathOutputs::wanted`] from the path's
@@ -130,18 +130,23 @@ impl Outputs for PathOutputs {
             .get()
             .path(path)
             .filter(|p| !p.transcode.renditions.is_empty())
-            .map(|p| format!("{:?}", p.transcode));
-        if let (Some(settings), Some(_)) = (transcode, &self.transcode) {
+            .map(|p| p.transcode.clone());
+        if let (Some(t), Some((registry, store))) = (transcode, &self.transcode) {
+            // An on-demand ladder runs while someone watches a rendition (the reconcile starts
+            // it on demand and stops it once nobody does).
+            let run = !t.on_demand || crate::transcode::is_watched(store, registry, &self.hls, path, &t);
             // The name carries the settings: a reload that changes the ladder replaces the
             // running transcoder (the reconcile stops what is no longer wanted).
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            settings.hash(&mut h);
-            v.push(OutputSpec {
-                kind: "transcode",
-                name: format!("transcode-{:08x}", h.finish() as u32),
-                select: Select::TS,
-            });
+            format!("{t:?}").hash(&mut h);
+            if run {
+                v.push(OutputSpec {
+                    kind: "transcode",
+                    name: format!("transcode-{:08x}", h.finish() as u32),
+                    select: Select::TS,
+                });
+            }
         }
         if self.pushes.is_some() {
             if let Some(p) = self.config.get().path(path) {

@@ -95,12 +95,14 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
     .with_pushes(shared.pushes.clone(), shared.registry.events().clone())
     .with_transcode(shared.registry.clone(), shared.transcodes.clone());
     shared.registry.set_outputs(Arc::new(outputs));
-    shared
-        .registry
-        .set_on_demand(Arc::new(crate::pull::OnDemandPulls::new(
+    shared.registry.set_on_demand(Arc::new(Demand {
+        renditions: crate::transcode::RenditionDemand::new(
             live.clone(),
             shared.registry.clone(),
-        )));
+            shared.transcodes.clone(),
+        ),
+        pulls: crate::pull::OnDemandPulls::new(live.clone(), shared.registry.clone()),
+    }));
     let audio = sluice_audio::AudioTransformer::new(tokio::runtime::Handle::current());
     shared.registry.set_transformer(Arc::new(audio));
 
@@ -648,4 +650,17 @@ fn record_patterns(config: &Config) -> Vec<sluice_record::Pattern> {
         }
     }
     v
+}
+
+/// What starts for a viewer of a path nobody publishes: an on-demand ladder's rendition, or an
+/// on-demand source.
+struct Demand {
+    renditions: crate::transcode::RenditionDemand,
+    pulls: crate::pull::OnDemandPulls,
+}
+
+impl sluice_media::OnDemand for Demand {
+    fn demand(&self, path: &str) -> Option<std::time::Duration> {
+        self.renditions.demand(path).or_else(|| self.pulls.demand(path))
+    }
 }

@@ -86,6 +86,7 @@ impl Drop for OpenGuard {
 /// `GET /v1/events`.
 pub async fn events(
     Extension(streams): Extension<EventStreams>,
+    login: Option<Extension<crate::dashboard::LoggedIn>>,
     RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse, HttpError> {
     let types = parse_types(query.as_deref().unwrap_or(""))?;
@@ -94,7 +95,12 @@ pub async fn events(
     // headers reaches it.
     let rx = streams.registry.events().subscribe("sse", QUEUE);
     let hello = stream::once(async { Ok::<_, Infallible>(Event::default().comment("sluice events")) });
-    let body = hello.chain(event_stream(rx, streams.stop.clone(), guard, types));
+    // A stream opened with a dashboard login ends with the login (logout, expiry, [auth]
+    // change): checked before each event goes out.
+    let login = login.map(|Extension(l)| l);
+    let body = hello
+        .chain(event_stream(rx, streams.stop.clone(), guard, types))
+        .take_while(move |_| std::future::ready(login.as_ref().is_none_or(|l| l.is_valid())));
     Ok((
         // Proxies (nginx) must not buffer the stream.
         [(

@@ -56,6 +56,12 @@ pub struct PathTranscode {
     /// An encoder that writes nothing this long while it is fed is restarted.
     #[serde(deserialize_with = "crate::config::de_duration")]
     pub stall_timeout: Duration,
+    /// Encode only while someone watches a rendition (a reader of `P/~NAME` on any protocol,
+    /// or HLS/DASH requests of the path or its renditions); off: always while the path is live.
+    pub on_demand: bool,
+    /// With `on_demand`: how long the encoder runs on after the last rendition viewer left.
+    #[serde(deserialize_with = "crate::config::de_duration")]
+    pub close_after: Duration,
 }
 
 impl Default for PathTranscode {
@@ -70,6 +76,8 @@ impl Default for PathTranscode {
             ffmpeg: "ffmpeg".into(),
             restart_max: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(10),
+            on_demand: false,
+            close_after: Duration::from_secs(10),
         }
     }
 }
@@ -318,15 +326,117 @@ struct Entry {
 #[derive(Default)]
 pub struct TranscodeStore {
     map: parking_lot::Mutex<std::collections::HashMap<String, Arc<Entry>>>,
+    /// On-demand ladders: when each source path's renditions were last wanted.
+    demanded: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl TranscodeStore {
+    /// Someone wants `source`'s renditions now.
+    pub fn demand(&self, source: &str) {
+        let mut d = self.demanded.lock();
+        // Entries of paths that went away are dropped as others come (bounded by live paths).
+        if d.len() > 4096 {
+            d.retain(|_, t| t.elapsed() < Duration::from_secs(3600));
+        }
+        d.insert(source.to_owned(), Instant::now());
+    }
+
+    /// Whether `source`'s on-demand renditions were wanted within `close_after`.
+    pub fn is_demanded(&self, source: &str, close_after: Duration) -> bool {
+        self.demanded
+            .lock()
+            .get(source)
+            .is_some_and(|t| t.elapsed() < close_after)
+    }
+
     /// The status of `path`'s transcoder while one runs.
     pub fn get(&self, path: &str) -> Option<TranscodeStatus> {
         let e = self.map.lock().get(path).cloned()?;
         let mut s = e.status.lock().clone();
         s.frames_out = e.frames.load(Relaxed);
         Some(s)
+    }
+}
+
+/// How long a reader of an on-demand rendition waits for the ladder to start.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether someone watches `source`'s on-demand renditions: wanted within `close_after` (a
+/// reader asked for one), a reader of one now (any protocol), or HLS/DASH requests of the source
+/// or a rendition within `close_after` (HLS viewers are not sessions). Seen watching renews the
+/// demand, so the ladder stops `close_after` after the last viewer (checked by the periodic
+/// reconcile of outputs).
+pub fn is_watched(
+    store: &TranscodeStore,
+    registry: &Registry,
+    hls: &sluice_hls::HlsStore,
+    source: &str,
+    t: &PathTranscode,
+) -> bool {
+    if store.is_demanded(source, t.close_after) {
+        return true;
+    }
+    let renditions: Vec<String> = t
+        .renditions
+        .iter()
+        .map(|r| rendition_path(source, &r.name))
+        .collect();
+    let reader = registry
+        .stats()
+        .sessions()
+        .iter()
+        .any(|s| s.role == sluice_media::stats::Role::Reader && renditions.contains(&s.path));
+    let requested = std::iter::once(source)
+        .chain(renditions.iter().map(String::as_str))
+        .any(|p| {
+            hls.get(p)
+                .is_some_and(|s| s.viewers.requested_within(t.close_after))
+        });
+    if reader || requested {
+        store.demand(source);
+    }
+    reader || requested
+}
+
+/// Starts an on-demand ladder for the first viewer of one of its renditions: a part of the
+/// core's on-demand hook (beside on-demand pulls, `pull.rs`).
+pub struct RenditionDemand {
+    config: crate::reload::LiveConfig,
+    registry: Registry,
+    store: Arc<TranscodeStore>,
+    rt: tokio::runtime::Handle,
+}
+
+impl RenditionDemand {
+    pub fn new(config: crate::reload::LiveConfig, registry: Registry, store: Arc<TranscodeStore>) -> Self {
+        RenditionDemand {
+            config,
+            registry,
+            store,
+            rt: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// For a viewer of `path`: when it is a rendition of a live source whose ladder is on
+    /// demand, the ladder starts (if it does not run) and the viewer may wait [`START_WAIT`] for
+    /// its first frame; `None` otherwise.
+    pub fn demand(&self, path: &str) -> Option<Duration> {
+        let (source, name) = path.rsplit_once("/~")?;
+        let cfg = self.config.get();
+        let t = &cfg.path(source)?.transcode;
+        if !t.on_demand || !t.renditions.iter().any(|r| r.name == name) || !self.registry.is_published(source)
+        {
+            return None;
+        }
+        if !self.store.is_demanded(source, t.close_after) || self.store.get(source).is_none() {
+            tracing::info!(%path, "a viewer asks for a rendition: starting the on-demand ladder");
+        }
+        self.store.demand(source);
+        // Not from here (the caller may hold the path's locks): the reconcile starts the
+        // transcoder output, now wanted.
+        let registry = self.registry.clone();
+        self.rt.spawn(async move { registry.reconcile_outputs() });
+        Some(START_WAIT)
     }
 }
 

@@ -441,10 +441,46 @@ fn logins_cookies_csrf_and_player_links_over_http() {
     assert_eq!(hls("live/secret", &query), 200);
     assert_eq!(hls("live/other", &query), 401);
     assert_eq!(hls("live/secret", &query.replace("expires=", "expires=9")), 401);
-    // Logout ends the login for good.
-    assert_eq!(curl_i(&["-b", jar, "-X", "POST", &url("v1/logout")]).0, 204);
+    // The link and the login work from the address they were made for only.
+    let elsewhere = |u: &str| curl_i(&["--interface", "127.0.0.2", "-b", jar, u]).0;
+    assert_eq!(
+        elsewhere(&server.http_url(&format!("live/secret/index.m3u8?{query}"))),
+        401
+    );
+    assert_eq!(elsewhere(&url("v1/me")), 401);
+    // A change asked by another site's page is refused, cookie, token and all.
+    let csrf_header = format!("X-CSRF-Token: {csrf}");
+    let (status, _) = curl_i(&[
+        "-b",
+        jar,
+        "-H",
+        &csrf_header,
+        "-H",
+        "Origin: http://evil.example",
+        "-X",
+        "POST",
+        &url("v1/config/reload"),
+    ]);
+    assert_eq!(status, 403);
+    // Logout (a change: it needs the token too) ends the login for good.
+    assert_eq!(curl_i(&["-b", jar, "-X", "POST", &url("v1/logout")]).0, 403);
+    assert_eq!(
+        curl_i(&["-b", jar, "-H", &csrf_header, "-X", "POST", &url("v1/logout")]).0,
+        204
+    );
     assert_eq!(curl_i(&["-b", jar, &url("v1/me")]).0, 401);
     let _ = std::fs::remove_file(jar);
+    // Where the API is open to the client's address, there is nothing to log in to.
+    let open = Server::start();
+    let (status, body) = curl_i(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        "{\"user\": \"admin\", \"pass\": \"anything\"}",
+        &open.api_url("v1/login"),
+    ]);
+    assert_eq!(status, 409, "{body}");
+    assert!(!body.to_lowercase().contains("set-cookie"), "{body}");
 }
 
 #[test]

@@ -414,3 +414,56 @@ fn dash_js_switches_between_renditions() {
     );
     assert_eq!(r["http_error_count"].as_u64(), Some(0), "{r}");
 }
+
+/// An on-demand ladder: no encoder while nobody watches a rendition; an RTMP reader of one
+/// starts it (its first frames within seconds), and it stops `close_after` after the last
+/// rendition viewer; an HLS player of the source's multivariant playlist starts it too and finds
+/// every rendition listed.
+#[test]
+fn an_on_demand_ladder_runs_only_while_a_rendition_is_watched() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let config = CONFIG.replace(
+        "preset = \"ultrafast\"",
+        "preset = \"ultrafast\"\non_demand = true\nclose_after = \"2s\"",
+    );
+    let server = Server::start_with(&[], Some(&config));
+    let _p = Publisher::rtmp(&source_flv(), &server.rtmp_url("live/cam"));
+    wait_stream(&server, "live/cam");
+    let transcode = |s: &Server| -> serde_json::Value {
+        let (_, body, _) = curl(&["-s", &s.api_url("v1/paths/live/cam")]);
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()["transcode"].clone()
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        transcode(&server).is_null(),
+        "an encoder runs with nobody watching"
+    );
+    assert!(!server.log().contains("transcoder started"), "{}", server.log());
+
+    // A reader of a rendition: the ladder starts, and the reader gets its picture.
+    let asked = std::time::Instant::now();
+    let p = probe(&server.rtmp_url("live/cam/~180p"), 3);
+    let took = asked.elapsed();
+    assert_eq!((p.video().width, p.video().height), (320, 180), "{}", p.stderr);
+    assert!(p.count(true) >= 60, "{} video packets in 3 s", p.count(true));
+    eprintln!("first rendition reader: probe of 3 s done after {took:?}");
+    assert!(took < Duration::from_secs(9), "the rendition took {took:?}");
+    assert!(server.log().contains("starting the on-demand ladder"));
+    // Nobody watches any more: it stops after close_after (and the next reconcile).
+    wait_until("the ladder stops", Duration::from_secs(15), || {
+        transcode(&server).is_null()
+    });
+
+    // An HLS player of the source: the multivariant playlist waits for the renditions.
+    let (_, text, _) = curl(&["-s", &server.http_url("live/cam/index.m3u8")]);
+    assert!(
+        text.contains("~288p/stream.m3u8") && text.contains("~180p/stream.m3u8"),
+        "{text}"
+    );
+    assert!(!transcode(&server).is_null());
+    wait_until("the ladder stops again", Duration::from_secs(15), || {
+        transcode(&server).is_null()
+    });
+}

@@ -96,6 +96,7 @@ async function request(method, url, body, { auth = true } = {}) {
 // Sign-in
 export const getMe = () => request("GET", "/v1/me", undefined, { auth: false });
 export const login = (user, pass) => request("POST", "/v1/login", { user, pass }, { auth: false });
+// Like every non-GET request, the sign-out sends the X-CSRF-Token header (the server needs it).
 export const logout = () => request("POST", "/v1/logout");
 
 // Live state (the polling fallback of the state stream) and events

@@ -75,17 +75,28 @@ function Page() {
 
 function Shell() {
   const main = useRef(null);
+  const shown = useRef(null); // the route shown before (null: none yet, the first load)
   const r = route.value;
   useEffect(() => {
     stream.start();
     return stream.stop;
   }, []);
-  // After navigating, put the keyboard focus at the top of the new page.
+  // After navigating (not on the first load), put the keyboard focus on the new page's h1 (or
+  // on <main>), since the link that was followed is often gone. Choosing another table of the
+  // config page keeps the focus where it is when that element is still there.
   useEffect(() => {
-    const h1 = main.current && main.current.querySelector("h1");
-    if (h1 && document.activeElement && document.activeElement.closest("nav")) {
+    const before = shown.current;
+    shown.current = r;
+    if (!before || !main.current) return;
+    const active = document.activeElement;
+    const kept = active && active !== document.body && active.isConnected && main.current.contains(active);
+    if (before.page === r.page && r.page === "config" && kept) return;
+    const h1 = main.current.querySelector("h1");
+    if (h1) {
       h1.setAttribute("tabindex", "-1");
       h1.focus();
+    } else {
+      main.current.focus();
     }
   }, [r.page, r.name]);
   return html`<a class="skip" href="#main" onClick=${(e) => {

@@ -1,11 +1,17 @@
 // The hash router: `route` is the current page and its parameter, from location.hash
-// (#/, #/paths/NAME, #/sessions, #/recordings, #/recordings/NAME, #/config, #/config/NAME, #/server).
+// (#/, #/paths/NAME, #/sessions, #/recordings, #/recordings/NAME, #/config, #/config/NAME, #/server);
+// an unknown page or a malformed one is "notfound".
 import { signal } from "@preact/signals";
 
 function parse(hash) {
   const raw = hash.replace(/^#\/?/, "");
   const [first, ...rest] = raw.split("/");
-  const arg = rest.length ? rest.map(decodeURIComponent).join("/") : "";
+  let arg = "";
+  try {
+    arg = rest.map(decodeURIComponent).join("/");
+  } catch {
+    return { page: "notfound" }; // a malformed escape (#/paths/%E0%A4%A)
+  }
   switch (first) {
     case "":
       return { page: "paths" };

@@ -13,7 +13,8 @@ export function listener(server, name, plain = "http", secure = "https") {
 
 const segs = (name) => name.split("/").map(encodeURIComponent);
 const esc = (name) => segs(name).join("/");
-const withQuery = (url, q) => (q ? `${url}${url.includes("?") ? "&" : "?"}${q}` : url);
+/** `url` with the query `q` (a player link, without "?") added; `url` when `q` is empty. */
+export const withQuery = (url, q) => (q ? `${url}${url.includes("?") ? "&" : "?"}${q}` : url);
 
 /** Base URLs of the listeners the dashboard's own features use (null when absent). */
 export function bases(server) {

@@ -380,6 +380,15 @@ impl Policy for Auth {
     fn check_now(&self, req: &AccessRequest) -> Option<Result<(), Denied>> {
         self.decide_now(req)
     }
+
+    fn open_to(&self, req: &AccessRequest) -> bool {
+        let mut bare = source_request(req).into_owned();
+        (bare.user, bare.password, bare.token) = (None, None, None);
+        bare.query.clear();
+        let cfg = self.config.get();
+        let ip = Self::client_ip(&cfg, &bare);
+        matches!(self.fast(&cfg, &bare, ip), Ok(None)) && exists(&cfg, &bare).is_ok()
+    }
 }
 
 /// A rendition (`PATH/~NAME`) is decided as its source path: the same credentials, address
@@ -473,7 +482,7 @@ fn fail_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,

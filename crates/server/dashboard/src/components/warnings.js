@@ -30,7 +30,7 @@ export function Warnings({ path }) {
   if (!list.length) return null;
   return html`<ul class="warnings" aria-label="Warnings">
     ${list.map(
-      (w) => html`<li><span class="badge bad warning" role="status" data-testid="warning" data-warning=${w.key}>
+      (w) => html`<li><span class="badge bad warning" data-testid="warning" data-warning=${w.key}>
         ${w.text}</span></li>`,
     )}
   </ul>`;

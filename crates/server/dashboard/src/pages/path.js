@@ -8,6 +8,7 @@ import { state, history } from "../stream.js";
 import { href } from "../router.js";
 import * as fmt from "../format.js";
 import { playerUrls, streamUrls } from "../urls.js";
+import { usePlayerQuery } from "../playerlink.js";
 import { Chart } from "../components/chart.js";
 import { Player } from "../components/player.js";
 import { Alert, Badge, CopyField, Empty, Facts, TableWrap } from "../components/ui.js";
@@ -29,31 +30,20 @@ const LOSS_WEBRTC = [{ label: "Lost", color: "--chart-2" }];
 const ms = (v) => `${fmt.number(v, 1)} ms`;
 const perSecond = (v) => `${fmt.number(v, 1)}/s`;
 
-/** The player-link query for the path ("" when the server needs none or has no such endpoint). */
-function usePlayerQuery(name) {
-  const [q, setQ] = useState(null);
-  const [error, setError] = useState("");
-  useEffect(() => {
-    api.playerLink(name).then(
-      (r) => setQ((r && r.query) || ""),
-      (e) => {
-        if (e.status !== 404) setError(`Player link: ${e.message}`);
-        setQ("");
-      },
-    );
-  }, [name]);
-  return [q, error];
-}
-
 function Media({ name, server }) {
   const [q, error] = usePlayerQuery(name);
   const [tick, setTick] = useState(0);
-  const urls = useMemo(() => (q === null || !server ? null : playerUrls(server, name, q)), [q, server && server.version, name]);
+  // The player gets the URLs without the link (it adds the current one when it connects); the
+  // snapshot is loaded again with each new link.
+  const ready = q !== null && !!server;
+  const version = server && server.version;
+  const bare = useMemo(() => (ready ? playerUrls(server, name, "") : null), [ready, version, name]);
+  const urls = useMemo(() => (ready ? playerUrls(server, name, q) : null), [ready, version, name, q]);
   return html`<section class="media" aria-labelledby="media-h">
     <h2 id="media-h" class="visually-hidden">Picture</h2>
     <${Alert} error=${error} />
     <div class="media-grid">
-      <${Player} urls=${urls} />
+      <${Player} urls=${bare} query=${q} />
       ${urls && urls.snapshot
         ? html`<figure class="snapshot">
             <img data-testid="snapshot" src=${`${urls.snapshot}&t=${tick}`} width="640" height="360"

@@ -1,13 +1,15 @@
 // The recordings of one path (#/recordings/NAME): a timeline of its segments (click to play from
 // that moment), a player of the playback server's /get, a range form with a download link, the
-// segment table with Delete, and the recorder's status.
+// segment table with Delete, and the recorder's status. A new player link (one lasts an hour)
+// goes into the player's URL at the moment it plays, so seeking keeps working.
 import { html } from "htm/preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import * as api from "../api.js";
 import { state } from "../stream.js";
 import { href } from "../router.js";
 import * as fmt from "../format.js";
 import { playbackUrl } from "../urls.js";
+import { usePlayerQuery } from "../playerlink.js";
 import { Alert, Badge, Empty, Facts, TableWrap } from "../components/ui.js";
 
 const MAX_PLAY_S = 86400;
@@ -99,7 +101,7 @@ export function RecordingPage({ name }) {
   const [rec, setRec] = useState(null);
   const [error, setError] = useState("");
   const [notFound, setNotFound] = useState(false);
-  const [query, setQuery] = useState(null); // the player-link query, "" when none
+  const [query] = usePlayerQuery(name); // the player-link query, "" when none, null while not known
   const [play, setPlay] = useState(null); // {from: ms, seconds, chosen: by the user}
   const [position, setPosition] = useState(null);
   const [busy, setBusy] = useState(false);
@@ -120,9 +122,6 @@ export function RecordingPage({ name }) {
   useEffect(() => {
     load();
   }, [name, changed]);
-  useEffect(() => {
-    api.playerLink(name).then((r) => setQuery((r && r.query) || ""), () => setQuery(""));
-  }, [name]);
 
   const list = rec ? spans(rec.segments) : [];
   const last = list.length ? list[list.length - 1].end : 0;
@@ -146,7 +145,38 @@ export function RecordingPage({ name }) {
       setBusy(false);
     }
   };
-  const src = play && server && query !== null && playbackUrl(server, name, new Date(play.from).toISOString(), play.seconds, { query });
+  const src = (play && server && query !== null && playbackUrl(server, name, new Date(play.from).toISOString(), play.seconds, { query })) || null;
+  // The <video>'s src is set here rather than rendered, to keep the position (and pause) when
+  // only the link changed.
+  const [video, setVideo] = useState(null);
+  const shown = useRef({ video: null, play: null });
+  useEffect(() => {
+    if (!video) return;
+    const same = shown.current.video === video && shown.current.play === play;
+    shown.current = { video, play };
+    if (!src) {
+      if (video.hasAttribute("src")) {
+        video.removeAttribute("src");
+        video.load();
+      }
+      return;
+    }
+    if (video.getAttribute("src") === src) return;
+    const time = video.currentTime;
+    const paused = video.paused;
+    video.src = src;
+    if (same && time > 0) {
+      video.addEventListener(
+        "loadedmetadata",
+        () => {
+          video.currentTime = time;
+          if (paused) video.pause();
+          else video.play().catch(() => {});
+        },
+        { once: true },
+      );
+    }
+  }, [video, src]);
 
   return html`<section>
     <div class="page-head">
@@ -167,7 +197,7 @@ export function RecordingPage({ name }) {
         ${server && !server.listeners.playback
           ? html`<p class="alert" role="alert">The playback server is off (<code>[playback]</code>): recordings cannot be played here.</p>`
           : html`<figure class="player">
-              <video data-testid="recording-player" controls playsinline autoplay=${!!(play && play.chosen)} src=${src || undefined}
+              <video ref=${setVideo} data-testid="recording-player" controls playsinline autoplay=${!!(play && play.chosen)}
                 aria-label=${`Recording of ${name}`}
                 onTimeUpdate=${(e) => play && setPosition(wallClock(list, play.from, e.currentTarget.currentTime))}></video>
               <figcaption aria-live="polite">

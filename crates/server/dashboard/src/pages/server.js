@@ -31,31 +31,46 @@ function useEvents() {
   const [events, setEvents] = useState([]);
   const [error, setError] = useState("");
   useEffect(() => {
-    const seen = new Set();
-    const add = (list) => {
-      const fresh = list.filter((e) => {
-        const k = JSON.stringify(e);
-        if (seen.has(k)) return false;
-        seen.add(k);
-        return true;
-      });
-      if (fresh.length) setEvents((old) => [...fresh.reverse(), ...old].slice(0, MAX_EVENTS));
-    };
+    // The recent events and the first live ones may overlap: `early` holds the keys of the live
+    // events received before the recent ones (dropped then), `recent` those of the recent events
+    // (a live event among them came already; at most the server's few hundred recent events).
+    const key = (e) => JSON.stringify(e);
+    let early = new Set();
+    const recent = new Set();
+    const show = (list, older) =>
+      list.length && setEvents((old) => (older ? [...old, ...list.reverse()] : [...list.reverse(), ...old]).slice(0, MAX_EVENTS));
     const es = new EventSource(api.EVENTS_URL);
     es.onmessage = (m) => {
+      let e;
       try {
-        add([JSON.parse(m.data)]);
-        setError("");
+        e = JSON.parse(m.data);
       } catch {
-        /* not an event */
+        return; /* not an event */
       }
+      setError("");
+      const k = key(e);
+      if (early) early.add(k);
+      else if (recent.delete(k)) return;
+      show([e], false);
     };
     es.onerror = () => {
       if (es.readyState === EventSource.CLOSED) setError("The live event stream is not available.");
     };
     api.getRecentEvents().then(
-      (r) => add(r.items || []),
-      (e) => e.status !== 404 && setError(e.message),
+      (r) => {
+        const fresh = (r.items || []).filter((e) => {
+          const k = key(e);
+          if (early && early.has(k)) return false;
+          recent.add(k);
+          return true;
+        });
+        early = null;
+        show(fresh, true); // older than the live events shown
+      },
+      (e) => {
+        early = null;
+        if (e.status !== 404) setError(e.message);
+      },
     );
     return () => es.close();
   }, []);

@@ -30,7 +30,7 @@ export function SessionsPage() {
   return html`<section>
     <div class="page-head">
       <h1>Sessions</h1>
-      <p class="muted" aria-live="polite">
+      <p class="muted">
         ${rows.length} shown of ${total}${total > snap.sessions.length ? ` (the first ${snap.sessions.length} are listed)` : ""}
       </p>
     </div>
