@@ -314,12 +314,72 @@ pub struct TranscodeStatus {
     pub pid: Option<u32>,
     /// Frames the encoders wrote, every rendition and track counted.
     pub frames_out: u64,
+    /// Media time the encoder makes per second of wall time over the last seconds, its
+    /// slowest rendition's (1.0: real time; below: it falls behind); null until measured.
+    pub speed: Option<f64>,
+    /// Each rendition's output over the last seconds, in ladder order.
+    pub outputs: Vec<RenditionOutput>,
+}
+
+/// What one rendition's encoder makes, over the last seconds.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RenditionOutput {
+    /// The rendition's path.
+    pub path: String,
+    /// Video frames per second.
+    pub fps: Option<f64>,
+    /// Bits per second (video and audio).
+    pub bitrate: Option<u64>,
+    /// Media time per second of wall time.
+    pub speed: Option<f64>,
+}
+
+/// One rendition's output counters, sampled about once a second.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Instant,
+    dts: i64,
+    frames: u64,
+    bytes: u64,
+}
+
+/// The samples of the last seconds, per rendition (ladder order).
+type Meters = Arc<parking_lot::Mutex<Vec<std::collections::VecDeque<Sample>>>>;
+/// The window the figures are measured over.
+const METER_WINDOW: Duration = Duration::from_secs(5);
+
+fn measure(
+    path: &str,
+    meters: &[std::collections::VecDeque<Sample>],
+    names: &[Rendition],
+) -> Vec<RenditionOutput> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let w = meters.get(i).and_then(|q| {
+                let (a, b) = (q.front()?, q.back()?);
+                let secs = b.at.duration_since(a.at).as_secs_f64();
+                // Stale: the encoder stopped writing.
+                (secs >= 1.0 && b.at.elapsed() < Duration::from_secs(3)).then_some((a, b, secs))
+            });
+            let round = |x: f64| (x * 100.0).round() / 100.0;
+            RenditionOutput {
+                path: rendition_path(path, &r.name),
+                fps: w.map(|(a, b, s)| round((b.frames - a.frames) as f64 / s)),
+                bitrate: w.map(|(a, b, s)| ((b.bytes - a.bytes) as f64 * 8.0 / s) as u64),
+                speed: w.map(|(a, b, s)| round((b.dts - a.dts) as f64 / sluice_media::CLOCK_RATE as f64 / s)),
+            }
+        })
+        .collect()
 }
 
 /// One path's entry in the store.
 struct Entry {
     status: parking_lot::Mutex<TranscodeStatus>,
     frames: Arc<AtomicU64>,
+    meters: Meters,
+    ladder: Vec<Rendition>,
 }
 
 /// The running transcoders' status, by source path.
@@ -354,6 +414,13 @@ impl TranscodeStore {
         let e = self.map.lock().get(path).cloned()?;
         let mut s = e.status.lock().clone();
         s.frames_out = e.frames.load(Relaxed);
+        s.outputs = measure(path, &e.meters.lock(), &e.ladder);
+        s.speed = s
+            .outputs
+            .iter()
+            .map(|o| o.speed)
+            .collect::<Option<Vec<f64>>>()
+            .and_then(|v| v.into_iter().reduce(f64::min));
         Some(s)
     }
 }
@@ -463,8 +530,12 @@ pub fn spawn(
                 last_error: None,
                 pid: None,
                 frames_out: 0,
+                speed: None,
+                outputs: Vec::new(),
             }),
             frames: Arc::default(),
+            meters: Arc::default(),
+            ladder: settings.renditions.clone(),
         });
         store.map.lock().insert(path.clone(), entry.clone());
         run(reader, settings, registry, &entry).await;
@@ -625,6 +696,7 @@ async fn encode_once(
         path.to_owned(),
         last_out.clone(),
         entry.frames.clone(),
+        entry.meters.clone(),
     ));
     let mut out_task = std::pin::pin!(out_task);
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -715,8 +787,12 @@ async fn read_output(
     path: String,
     last_out: Arc<AtomicU64>,
     frames: Arc<AtomicU64>,
+    meters: Meters,
 ) -> Vec<Option<Publisher>> {
     let since = Instant::now();
+    // Per rendition: video frames and bytes out, sampled into `meters` about once a second.
+    let mut counts: Vec<(u64, u64)> = vec![(0, 0); settings.renditions.len()];
+    meters.lock().clear();
     let mut demux = TsDemuxer::new();
     let mut events = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -739,6 +815,13 @@ async fn read_output(
                     last_out.store((since.elapsed().as_millis() as u64).max(1), Relaxed);
                     frames.fetch_add(1, Relaxed);
                     for r in routes.iter().filter(|r| r.tracks.contains(&f.track)) {
+                        if let Some(c) = counts.get_mut(r.index) {
+                            c.1 += f.data.len() as u64;
+                            if r.tracks.first() == Some(&f.track) {
+                                c.0 += 1;
+                                sample(&meters, r.index, f.dts, *c);
+                            }
+                        }
                         if let Some(slot) = renditions.get_mut(r.index) {
                             // A rendition kicked through the API is gone; the others go on.
                             if slot.as_ref().is_some_and(|p| p.is_cancelled()) {
@@ -759,6 +842,31 @@ async fn read_output(
 struct Route {
     index: usize,
     tracks: Vec<sluice_media::TrackId>,
+}
+
+/// Adds a sample of rendition `i` when its last is a second old, keeping the last
+/// [`METER_WINDOW`].
+fn sample(meters: &Meters, i: usize, dts: i64, (frames, bytes): (u64, u64)) {
+    let now = Instant::now();
+    let mut m = meters.lock();
+    if m.len() <= i {
+        m.resize_with(i + 1, Default::default);
+    }
+    let q = &mut m[i];
+    if q.back()
+        .is_some_and(|b| now.duration_since(b.at) < Duration::from_secs(1))
+    {
+        return;
+    }
+    q.push_back(Sample {
+        at: now,
+        dts,
+        frames,
+        bytes,
+    });
+    while q.front().is_some_and(|a| now.duration_since(a.at) > METER_WINDOW) {
+        q.pop_front();
+    }
 }
 
 /// Publishes (or starts again) each rendition with its video track and the audio track of the

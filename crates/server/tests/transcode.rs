@@ -75,6 +75,23 @@ fn renditions_read_over_rtmp_and_hls_with_the_source_keyframes() {
         );
     }
 
+    // The encoder's figures: real time (once it has caught up with the burst it starts with:
+    // the source's latest GOP at once), the source's frame rate, each rendition's bitrate.
+    let ladder = || {
+        let (_, body, _) = curl(&["-s", &server.api_url("v1/paths/live/cam")]);
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()["transcode"].clone()
+    };
+    wait_until("the encoder runs at real time", Duration::from_secs(20), || {
+        ladder()["speed"]
+            .as_f64()
+            .is_some_and(|s| (0.85..1.15).contains(&s))
+    });
+    let t = ladder();
+    for o in t["outputs"].as_array().unwrap() {
+        let fps = o["fps"].as_f64().unwrap_or_default();
+        assert!((24.0..36.0).contains(&fps), "{o}");
+        assert!(o["bitrate"].as_u64().unwrap_or_default() > 50_000, "{o}");
+    }
     // Keyframes at the source's: the same instants over HLS (timestamps are the source's).
     let src = probe(&server.http_url("live/cam/index.m3u8"), 6);
     let r = probe(&server.http_url("live/cam/~180p/index.m3u8"), 6);

@@ -887,3 +887,30 @@ fn whip_opus_is_recorded_as_published() {
     assert!(p.count(false) >= 50, "{} Opus packets", p.count(false));
     // (The AAC the HLS packager takes is derived beside it; the file has the original Opus.)
 }
+
+/// A WebRTC viewer is given a rendition by reading its path: WHEP of `PATH/~NAME` in Chromium
+/// plays the rendition's size, here from an on-demand ladder its reader starts.
+#[test]
+fn whep_plays_a_rendition() {
+    if !in_netns("whep_plays_a_rendition") || !have_browser() || !require("ffmpeg") {
+        return;
+    }
+    let server = Server::start_with(
+        &[],
+        Some(
+            "[paths.\"live/*\".transcode]\npreset = \"ultrafast\"\non_demand = true\n\
+             renditions = [{ name = \"180p\", height = 180, video_bitrate = \"250k\" }]\n",
+        ),
+    );
+    let _publisher = publish_rtmp(&server, "live/cam1");
+    let r = browser(
+        &["watch", &server.webrtc_url("live/cam1/~180p/"), "6"],
+        Duration::from_secs(60),
+    );
+    eprintln!("{r}");
+    assert_eq!(r["state"], "connected", "{r}\n{}", server.log());
+    assert_eq!(num(&r, &["video", "width"]) as u32, 320, "{r}");
+    assert_eq!(num(&r, &["video", "height"]) as u32, 180, "{r}");
+    assert!(num(&r, &["video", "framesDecoded"]) >= 60.0, "{r}");
+    assert!(num(&r, &["audio", "totalAudioEnergy"]) > 0.0, "silent: {r}");
+}
