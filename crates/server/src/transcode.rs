@@ -779,6 +779,7 @@ async fn encode_once(
 
 /// Reads the encoder's MPEG-TS until it ends: publishes each rendition's frames and stamps
 /// `last_out` (milliseconds since the task started) at each; gives the publishers back.
+#[allow(clippy::too_many_arguments)]
 async fn read_output(
     mut stdout: tokio::process::ChildStdout,
     mut renditions: Vec<Option<Publisher>>,
