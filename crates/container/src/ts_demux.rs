@@ -401,6 +401,12 @@ impl TsDemuxer {
         }
     }
 
+    /// The timestamp subtracted from every frame's (the stream's first decode timestamp, in
+    /// [`CLOCK_RATE`] ticks), once known: a frame's time in the stream is its own plus this.
+    pub fn base(&self) -> Option<i64> {
+        self.base
+    }
+
     fn pending_audio_patience(&self) -> bool {
         // Wait up to ~1 s of stream time for the other streams to show their parameters.
         self.last_ts

@@ -332,6 +332,9 @@ pub struct RenditionOutput {
     pub bitrate: Option<u64>,
     /// Media time per second of wall time.
     pub speed: Option<f64>,
+    /// The delay the ladder adds: from a source frame's arrival in the server to the same
+    /// frame of this rendition (same timestamp) coming out of the encoder, mean, in ms.
+    pub added_latency_ms: Option<f64>,
 }
 
 /// One rendition's output counters, sampled about once a second.
@@ -341,7 +344,16 @@ struct Sample {
     dts: i64,
     frames: u64,
     bytes: u64,
+    /// Sum and count of the added latencies measured (ms).
+    latency_ms: f64,
+    latencies: u64,
 }
+
+/// When the source's video frames came in, by presentation time (a rendition's frame has its
+/// source frame's, decode times differ where the source has B-frames), for the added latency.
+type FedAt = Arc<parking_lot::Mutex<std::collections::VecDeque<(i64, Instant)>>>;
+/// Source frames remembered (about 30 s of 30 fps video).
+const FED_AT: usize = 1024;
 
 /// The samples of the last seconds, per rendition (ladder order).
 type Meters = Arc<parking_lot::Mutex<Vec<std::collections::VecDeque<Sample>>>>;
@@ -369,6 +381,9 @@ fn measure(
                 fps: w.map(|(a, b, s)| round((b.frames - a.frames) as f64 / s)),
                 bitrate: w.map(|(a, b, s)| ((b.bytes - a.bytes) as f64 * 8.0 / s) as u64),
                 speed: w.map(|(a, b, s)| round((b.dts - a.dts) as f64 / sluice_media::CLOCK_RATE as f64 / s)),
+                added_latency_ms: w.filter(|(a, b, _)| b.latencies > a.latencies).map(|(a, b, _)| {
+                    ((b.latency_ms - a.latency_ms) / (b.latencies - a.latencies) as f64).round()
+                }),
             }
         })
         .collect()
@@ -687,6 +702,7 @@ async fn encode_once(
     // The encoder's output is read by its own task, never held up by feeding its input (a
     // pipe each way: waiting on one while the other fills would deadlock).
     let last_out = Arc::new(AtomicU64::new(0));
+    let fed_at = FedAt::default();
     let since = Instant::now();
     let out_task = tokio::spawn(read_output(
         stdout,
@@ -697,6 +713,7 @@ async fn encode_once(
         last_out.clone(),
         entry.frames.clone(),
         entry.meters.clone(),
+        fed_at.clone(),
     ));
     let mut out_task = std::pin::pin!(out_task);
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -715,8 +732,16 @@ async fn encode_once(
                     }
                 }
                 Ok(Event::Frame(f)) => {
-                    if f.keyframe && tracks.iter().any(|t| t.id == f.track && t.kind() == MediaKind::Video) {
+                    let video = tracks.iter().any(|t| t.id == f.track && t.kind() == MediaKind::Video);
+                    if f.keyframe && video {
                         mux.write_tables(&mut out);
+                    }
+                    if video {
+                        let mut fa = fed_at.lock();
+                        if fa.len() == FED_AT {
+                            fa.pop_front();
+                        }
+                        fa.push_back((f.pts, f.arrived));
                     }
                     if mux.write_frame(&f, &mut out).is_ok() && !out.is_empty() {
                         fed.get_or_insert_with(Instant::now);
@@ -789,10 +814,12 @@ async fn read_output(
     last_out: Arc<AtomicU64>,
     frames: Arc<AtomicU64>,
     meters: Meters,
+    fed_at: FedAt,
 ) -> Vec<Option<Publisher>> {
     let since = Instant::now();
-    // Per rendition: video frames and bytes out, sampled into `meters` about once a second.
-    let mut counts: Vec<(u64, u64)> = vec![(0, 0); settings.renditions.len()];
+    // Per rendition: video frames, bytes and added latency, sampled into `meters` about once
+    // a second.
+    let mut counts: Vec<Counts> = vec![Counts::default(); settings.renditions.len()];
     meters.lock().clear();
     let mut demux = TsDemuxer::new();
     let mut events = Vec::new();
@@ -817,10 +844,18 @@ async fn read_output(
                     frames.fetch_add(1, Relaxed);
                     for r in routes.iter().filter(|r| r.tracks.contains(&f.track)) {
                         if let Some(c) = counts.get_mut(r.index) {
-                            c.1 += f.data.len() as u64;
+                            c.bytes += f.data.len() as u64;
                             if r.tracks.first() == Some(&f.track) {
-                                c.0 += 1;
-                                sample(&meters, r.index, f.dts, *c);
+                                c.frames += 1;
+                                // The encoder keeps the source's timestamps (-copyts); the demuxer counts from
+                                // its first.
+                                let pts = f.pts + demux.base().unwrap_or(0);
+                                let came = fed_at.lock().iter().rev().find(|(p, _)| *p == pts).map(|x| x.1);
+                                if let Some(came) = came {
+                                    c.latency_ms += came.elapsed().as_secs_f64() * 1000.0;
+                                    c.latencies += 1;
+                                }
+                                sample(&meters, r.index, f.dts, c);
                             }
                         }
                         if let Some(slot) = renditions.get_mut(r.index) {
@@ -845,9 +880,18 @@ struct Route {
     tracks: Vec<sluice_media::TrackId>,
 }
 
+/// One rendition's running counts.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    frames: u64,
+    bytes: u64,
+    latency_ms: f64,
+    latencies: u64,
+}
+
 /// Adds a sample of rendition `i` when its last is a second old, keeping the last
 /// [`METER_WINDOW`].
-fn sample(meters: &Meters, i: usize, dts: i64, (frames, bytes): (u64, u64)) {
+fn sample(meters: &Meters, i: usize, dts: i64, c: &Counts) {
     let now = Instant::now();
     let mut m = meters.lock();
     if m.len() <= i {
@@ -862,8 +906,10 @@ fn sample(meters: &Meters, i: usize, dts: i64, (frames, bytes): (u64, u64)) {
     q.push_back(Sample {
         at: now,
         dts,
-        frames,
-        bytes,
+        frames: c.frames,
+        bytes: c.bytes,
+        latency_ms: c.latency_ms,
+        latencies: c.latencies,
     });
     while q.front().is_some_and(|a| now.duration_since(a.at) > METER_WINDOW) {
         q.pop_front();

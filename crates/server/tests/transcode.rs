@@ -91,6 +91,10 @@ fn renditions_read_over_rtmp_and_hls_with_the_source_keyframes() {
         let fps = o["fps"].as_f64().unwrap_or_default();
         assert!((24.0..36.0).contains(&fps), "{o}");
         assert!(o["bitrate"].as_u64().unwrap_or_default() > 50_000, "{o}");
+        let added = o["added_latency_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no latency: {o}"));
+        assert!((1.0..2000.0).contains(&added), "{o}");
     }
     // Keyframes at the source's: the same instants over HLS (timestamps are the source's).
     let src = probe(&server.http_url("live/cam/index.m3u8"), 6);
