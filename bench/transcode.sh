@@ -60,9 +60,17 @@ ffmpeg -nostdin -hide_banner -loglevel error -re -stream_loop -1 -i "$SRC" -c co
 pub=$!
 sleep 5
 enc=$(pgrep -P $server ffmpeg | head -1)
-t1=$(ticks $server $enc); sleep "$SECS"; t2=$(ticks $server $enc)
+t1=$(ticks $server $enc); s1=$(ticks $server); sleep "$SECS"; t2=$(ticks $server $enc); s2=$(ticks $server)
 SL=$(echo "scale=3; ($t2 - $t1) * 100 / $HZ / $SECS" | bc)
-echo "Sluice ladder (server + encoder): $SL % of a core"
+SV=$(echo "scale=3; ($s2 - $s1) * 100 / $HZ / $SECS" | bc)
+echo "Sluice ladder (server + encoder): $SL % of a core (the server alone: $SV %)"
+echo "  speed and added latency per rendition (GET /v1/paths/live/cam, transcode.outputs):"
+curl -s http://127.0.0.1:19997/v1/paths/live/cam | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["transcode"]
+for o in t["outputs"]:
+    print("  %s: %s fps, %s b/s, speed %s, added latency %s ms" % (o["path"], o["fps"], o["bitrate"], o["speed"], o.get("added_latency_ms")))
+'
 for r in 720p 480p 360p; do
   n1=$(curl -s "http://127.0.0.1:19997/v1/paths/live/cam/~$r" | grep -o '"frames_in":[0-9]*' | cut -d: -f2)
   sleep 1
