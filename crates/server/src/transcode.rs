@@ -352,7 +352,16 @@ struct Sample {
 
 /// When the source's video frames came in, by presentation time (a rendition's frame has its
 /// source frame's, decode times differ where the source has B-frames), for the added latency.
-type FedAt = Arc<parking_lot::Mutex<std::collections::VecDeque<(i64, Instant)>>>;
+type FedAt = Arc<parking_lot::Mutex<Fed>>;
+
+/// The source's video frames fed to the encoder: (pts, arrival) of the last [`FED_AT`], and the
+/// pts of each keyframe with its number since the encoder started.
+#[derive(Default)]
+struct Fed {
+    frames: std::collections::VecDeque<(i64, Instant)>,
+    keys: std::collections::VecDeque<(u64, i64)>,
+    key_count: u64,
+}
 /// Source frames remembered (about 30 s of 30 fps video).
 const FED_AT: usize = 1024;
 
@@ -739,10 +748,18 @@ async fn encode_once(
                     }
                     if video {
                         let mut fa = fed_at.lock();
-                        if fa.len() == FED_AT {
-                            fa.pop_front();
+                        if fa.frames.len() == FED_AT {
+                            fa.frames.pop_front();
                         }
-                        fa.push_back((f.pts, f.arrived));
+                        fa.frames.push_back((f.pts, f.arrived));
+                        if f.keyframe {
+                            let n = fa.key_count;
+                            fa.key_count += 1;
+                            if fa.keys.len() == 64 {
+                                fa.keys.pop_front();
+                            }
+                            fa.keys.push_back((n, f.pts));
+                        }
                     }
                     if mux.write_frame(&f, &mut out) && !out.is_empty() {
                         fed.get_or_insert_with(Instant::now);
@@ -848,16 +865,29 @@ async fn read_output(
                             c.bytes += f.data.len() as u64;
                             if r.tracks.first() == Some(&f.track) {
                                 c.frames += 1;
-                                // The encoder keeps the source's timestamps (-copyts); the demuxer counts from
-                                // its first.
-                                let pts = f.pts + demux.base().unwrap_or(0);
-                                // (FLV carries milliseconds: a millisecond's slack.)
-                                let came = fed_at
-                                    .lock()
+                                // The encoder keeps the source's timestamps (-copyts), and the demuxer
+                                // counts from its first; but ffmpeg shifts them after a jump in the
+                                // source's. Its keyframes are the source's (forced), one for one:
+                                // each re-anchors the rendition's offset to the source's timeline.
+                                let mut pts = f.pts + demux.base().unwrap_or(0);
+                                let fed = fed_at.lock();
+                                if f.keyframe {
+                                    let n = c.keys;
+                                    c.keys += 1;
+                                    if let Some(&(_, src)) = fed.keys.iter().find(|(k, _)| *k == n) {
+                                        c.offset = src - pts;
+                                    }
+                                }
+                                pts += c.offset;
+                                // (FLV carries milliseconds, decode time and offset each rounded: 5 ms of
+                                // slack; frames are tens of ms apart.)
+                                let came = fed
+                                    .frames
                                     .iter()
                                     .rev()
-                                    .find(|(p, _)| (p - pts).abs() <= 90)
+                                    .find(|(p, _)| (p - pts).abs() <= 450)
                                     .map(|x| x.1);
+                                drop(fed);
                                 if let Some(came) = came {
                                     c.latency_ms += came.elapsed().as_secs_f64() * 1000.0;
                                     c.latencies += 1;
@@ -894,6 +924,9 @@ struct Counts {
     bytes: u64,
     latency_ms: f64,
     latencies: u64,
+    /// Keyframes out, and the offset from this rendition's timestamps to the source's.
+    keys: u64,
+    offset: i64,
 }
 
 /// Adds a sample of rendition `i` when its last is a second old, keeping the last
