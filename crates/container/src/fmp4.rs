@@ -32,6 +32,10 @@ struct Trak {
 pub struct Fmp4Writer {
     traks: Vec<Trak>,
     sequence: u32,
+    /// The buffer fragments are written into and split off from: once a fragment's `Bytes` is
+    /// dropped (a recorder wrote it), the next one reuses its memory rather than growing a new
+    /// buffer from nothing (fresh pages cost page faults and zeroing, per fragment, per path).
+    buf: BytesMut,
 }
 
 /// The samples of one fragment, collected per track before [`Fmp4Writer::fragment`].
@@ -126,7 +130,11 @@ impl Fmp4Writer {
                 codecs.join(", ")
             )));
         }
-        Ok(Fmp4Writer { traks, sequence: 0 })
+        Ok(Fmp4Writer {
+            traks,
+            sequence: 0,
+            buf: BytesMut::new(),
+        })
     }
 
     /// Whether a core track goes into this writer.
@@ -230,9 +238,12 @@ impl Fmp4Writer {
         next_dts: &dyn Fn(TrackId) -> Option<i64>,
         origin: i64,
     ) -> Bytes {
-        let mut out = BytesMut::new();
+        let mut out = std::mem::take(&mut self.buf);
+        out.reserve(frag.bytes() + 512);
         self.write_fragment(&mut out, frag, next_dts, origin, None, None);
-        out.freeze()
+        let bytes = out.split().freeze();
+        self.buf = out;
+        bytes
     }
 
     /// The same samples as one fragment per track (`moof` + `mdat` each, in MP4 track order), as
@@ -247,7 +258,8 @@ impl Fmp4Writer {
         next_dts: &dyn Fn(TrackId) -> Option<i64>,
         prft: Option<SystemTime>,
     ) -> (Bytes, Vec<Piece>) {
-        let mut out = BytesMut::with_capacity(frag.bytes() + 512);
+        let mut out = std::mem::take(&mut self.buf);
+        out.reserve(frag.bytes() + 512);
         let mut pieces = Vec::new();
         let sources: Vec<TrackId> = self.traks.iter().map(|t| t.source).collect();
         for source in sources {
@@ -259,7 +271,9 @@ impl Fmp4Writer {
                 });
             }
         }
-        (out.freeze(), pieces)
+        let bytes = out.split().freeze();
+        self.buf = out;
+        (bytes, pieces)
     }
 
     /// Appends one fragment of `frag`'s samples (of track `only`, or all) to `out`; false, with
