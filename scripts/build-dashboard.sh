@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the web dashboard (crates/server/dashboard) into crates/server/dashboard/dist/
-# (index.html, assets/app.js, assets/app.css), which the server embeds. Needs node >= 20.19
+# (index.html, assets/app.js, assets/app.css), which the server embeds. Needs node >= 18
 # and npm; installs the locked dependencies (npm ci) when node_modules is missing. Downloads
 # nothing but npm packages (no browser).
 #
