@@ -55,6 +55,15 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# playwright-core needs Node.js 20 or later; Debian 12's own nodejs is 18. Where the machine's
+# node is older, the official Node.js 20 binary comes from the npm registry (the `node` package)
+# into target/node20; scripts/test.sh puts it first on PATH.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+node20="$(dirname "$0")/../target/node20"
+if [ "$node_major" -lt 20 ] && [ ! -x "$node20/node_modules/node/bin/node" ]; then
+  npm install --prefix "$node20" --no-audit --no-fund --loglevel=error node@20
+fi
+
 # playwright-core drives Debian's chromium (never `playwright install`: no browser downloads).
 browser_dir="$(dirname "$0")/../crates/server/tests/browser"
 if [ ! -d "$browser_dir/node_modules/playwright-core" ]; then

@@ -4,6 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-test-deps.sh
+# Node.js 20 where the machine's is older (install-test-deps.sh fetched it): the browser tests'
+# playwright-core needs it.
+if [ -x target/node20/node_modules/node/bin/node ]; then
+  export PATH="$PWD/target/node20/node_modules/node/bin:$PATH"
+fi
 # The dashboard's built files (embedded in the binary) must be the build of its sources.
 bash scripts/build-dashboard.sh --check
 

@@ -383,7 +383,6 @@ impl Registry {
         })
     }
 
-    /// Whether a publisher is streaming on `path` now.
     /// Asks the on-demand hook to start what serves `path` (for a client that will ask for it
     /// by other means, such as an HTTP player); how long it may take, `None` when nothing
     /// would start.
@@ -392,6 +391,7 @@ impl Registry {
         hook.demand(path)
     }
 
+    /// Whether a publisher is streaming on `path` now.
     pub fn is_published(&self, path: &str) -> bool {
         let shared = self.inner.paths.lock().get(path).cloned();
         shared.is_some_and(|p| p.state.lock().publisher.is_some())

@@ -23,6 +23,7 @@ use crate::range::{byte_range, RangeAsk};
 use crate::server::Shared;
 
 const PLAYLIST_CACHE: &str = "max-age=1";
+const SEGMENT_CACHE: &str = "public, max-age=3600, immutable";
 const M3U8: &str = "application/vnd.apple.mpegurl";
 
 /// A playlist or MPD: counted for the stream's viewers, cacheable for a second.
@@ -43,7 +44,6 @@ fn manifest(
     )
         .into_response()
 }
-const SEGMENT_CACHE: &str = "public, max-age=3600, immutable";
 
 /// `Access-Control-Allow-Origin` from `[http] cors_origin`, for every HTTP listener.
 pub fn cors_origin(origin: &str) -> AllowOrigin {
@@ -354,8 +354,6 @@ async fn hls(
     }
 }
 
-/// The packaged renditions of `source` (`[..transcode] renditions`), each with the URI of its
-/// media playlist (`PREFIX~NAME/stream.m3u8`).
 /// A player of a source whose ladder is on demand starts it: its multivariant playlist or MPD
 /// waits (up to the HLS ready timeout) for the renditions, so that it names them all.
 async fn wake_renditions(shared: &Shared, source: &str) {
@@ -382,6 +380,8 @@ async fn wake_renditions(shared: &Shared, source: &str) {
     }
 }
 
+/// The packaged renditions of `source` (`[..transcode] renditions`), each with the URI of its
+/// media playlist (`PREFIX~NAME/stream.m3u8`).
 fn renditions_of(shared: &Shared, source: &str, prefix: &str) -> Vec<(String, Arc<sluice_hls::HlsStream>)> {
     let names: Vec<String> = shared
         .live

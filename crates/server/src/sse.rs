@@ -53,9 +53,7 @@ impl EventStreams {
             open: Arc::default(),
         }
     }
-}
 
-impl EventStreams {
     /// Counts a new stream in, or refuses it when [`MAX_STREAMS`] are open.
     pub fn admit(&self) -> Result<OpenGuard, HttpError> {
         if self.open.fetch_add(1, Relaxed) >= MAX_STREAMS {

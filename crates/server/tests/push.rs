@@ -786,20 +786,9 @@ fn nginx_tls_proxy(dir: &std::path::Path, port: u16, to: std::net::SocketAddr) -
          server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server.key;\n\
          location / {{ proxy_pass http://{to}; proxy_http_version 1.1; }} }} }}\n"
     );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-p")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx");
+    let child = spawn_nginx(dir, &conf);
     let n = Nginx { child, port };
-    wait_until("nginx listens", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    wait_listening("nginx listens", port);
     n
 }
 

@@ -1331,20 +1331,9 @@ impl NginxCache {
              }}\n",
             d = dir.display()
         );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx");
+        let child = spawn_nginx(&dir, &conf);
         let n = NginxCache { child, port, dir };
-        wait_until("nginx listens", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_listening("nginx listens", port);
         n
     }
 
@@ -1398,20 +1387,9 @@ impl Nginx {
              application live {{ live on; }} }} }}\n",
             d = dir.display()
         );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx");
+        let child = spawn_nginx(&dir, &conf);
         let n = Nginx { child, port };
-        wait_until("nginx listens", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_listening("nginx listens", port);
         n
     }
 
@@ -1438,4 +1416,25 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// nginx in the foreground with `conf` written to `dir/nginx.conf`, `dir` its prefix.
+pub fn spawn_nginx(dir: &Path, conf: &str) -> Child {
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx")
+}
+
+/// Waits (10 s at most) until 127.0.0.1:`port` accepts.
+pub fn wait_listening(what: &str, port: u16) {
+    wait_until(what, Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
 }
