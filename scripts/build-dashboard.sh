@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the web dashboard (crates/server/dashboard) into crates/server/dashboard/dist/
 # (index.html, assets/app.js, assets/app.css), which the server embeds. Needs node >= 18
-# and npm; installs the locked dependencies (npm ci) when node_modules is missing. Downloads
+# and npm; installs the locked dependencies (npm ci) when they are missing or stale. Downloads
 # nothing but npm packages (no browser).
 #
 #   scripts/build-dashboard.sh           build into dist/ (commit the result)
@@ -9,8 +9,11 @@
 #                                        run this: the committed files are the sources' build)
 set -eu
 cd "$(dirname "$0")/../crates/server/dashboard"
-if [ ! -d node_modules ]; then
+# Installed from the lock file when missing or installed from another lock (a checkout that
+# changed the dependencies).
+if ! cmp -s package-lock.json node_modules/.sluice-lock 2>/dev/null; then
   npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json node_modules/.sluice-lock
 fi
 if [ "${1:-}" = "--check" ]; then
   out="$(mktemp -d)"
