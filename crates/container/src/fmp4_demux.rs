@@ -260,6 +260,109 @@ impl Fmp4Demuxer {
     }
 }
 
+/// Largest box [`Fmp4StreamDemuxer`] waits for (an `mdat` of one frame of a few Mb/s video is
+/// tens of KB; a 4K keyframe a few MB).
+pub const MAX_STREAM_BOX: usize = 32 << 20;
+
+/// Reads a fragmented MP4 written as one byte stream, as ffmpeg writes it on a pipe (`-f mp4
+/// -movflags empty_moov+delay_moov+default_base_moof`): `ftyp` + `moov` give the tracks, then each `moof`
+/// with the `mdat` after it is a media segment for [`Fmp4Demuxer`]; `styp`, `sidx`, `free`,
+/// `mfra` ... are skipped. Bytes are pushed as they come; a box is kept until it is whole, and a
+/// box larger than [`MAX_STREAM_BOX`] ends the stream with an error.
+#[derive(Debug, Default)]
+pub struct Fmp4StreamDemuxer {
+    demux: Fmp4Demuxer,
+    buf: BytesMut,
+    /// The `ftyp` seen before the `moov`.
+    ftyp: Option<Bytes>,
+}
+
+impl Fmp4StreamDemuxer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The timestamp subtracted from every frame's (the stream's first decode time, in core
+    /// ticks), once known: a frame's time in the stream is its own plus this.
+    pub fn base(&self) -> Option<i64> {
+        self.demux.origin
+    }
+
+    /// Reads `data`, the next bytes of the stream, appending what it completes to `out`.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<DemuxEvent>) -> Result<(), Error> {
+        self.buf.extend_from_slice(data);
+        loop {
+            let Some((kind, size)) = box_header(&self.buf)? else {
+                return Ok(());
+            };
+            // A media segment is a moof and the mdat after it, taken whole (its samples are
+            // slices of it).
+            let take = if kind == *b"moof" {
+                let Some((next, mdat)) = box_header(self.buf.get(size..).unwrap_or(&[]))? else {
+                    return Ok(());
+                };
+                if next != *b"mdat" {
+                    return Err(err(format!(
+                        "a moof followed by {} instead of its mdat",
+                        String::from_utf8_lossy(&next).escape_debug()
+                    )));
+                }
+                size + mdat
+            } else {
+                size
+            };
+            if take > MAX_STREAM_BOX {
+                return Err(err(format!("a media segment of {take} bytes")));
+            }
+            if self.buf.len() < take {
+                self.buf.reserve(take - self.buf.len());
+                return Ok(());
+            }
+            let b = self.buf.split_to(take).freeze();
+            match &kind {
+                b"ftyp" => self.ftyp = Some(b),
+                b"moov" => {
+                    let mut init = self.ftyp.take().map(|f| f.to_vec()).unwrap_or_default();
+                    init.extend_from_slice(&b);
+                    self.demux.handle_init(&init, out)?;
+                }
+                b"moof" => self.demux.handle_segment(&b, out)?,
+                b"mdat" => return Err(err("an mdat without its moof")),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The type and whole size of the box `buf` starts with, once its header is there.
+fn box_header(buf: &[u8]) -> Result<Option<([u8; 4], usize)>, Error> {
+    if buf.len() < 8 {
+        return Ok(None);
+    }
+    let size32 = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as u64;
+    let kind = [buf[4], buf[5], buf[6], buf[7]];
+    let (header, total) = match size32 {
+        0 => return Err(err("a box that runs to the end of a stream")),
+        1 => {
+            let Some(large) = buf.get(8..16) else {
+                return Ok(None);
+            };
+            (16, u64::from_be_bytes(large.try_into().unwrap_or([0; 8])))
+        }
+        s => (8, s),
+    };
+    if total < header {
+        return Err(err(format!("a box of {total} bytes, less than its header")));
+    }
+    if total > MAX_STREAM_BOX as u64 {
+        return Err(err(format!(
+            "a {} box of {total} bytes",
+            String::from_utf8_lossy(&kind).escape_debug()
+        )));
+    }
+    Ok(Some((kind, total as usize)))
+}
+
 fn err(msg: impl Into<String>) -> Error {
     Error::Fmp4(msg.into())
 }
@@ -756,6 +859,86 @@ mod tests {
         }
     }
 
+    /// ffmpeg 5.1 writing fragmented MP4 on a pipe (`-f mp4 -movflags
+    /// empty_moov+delay_moov+default_base_moof -frag_duration 1`), as the transcoder reads its VP9 and AV1
+    /// renditions; ffprobe counts 30 video packets (2 keyframes) and 48 AAC packets in the VP9
+    /// file, 30 packets in the AV1 one.
+    #[test]
+    fn ffmpeg_fmp4_on_a_pipe_vp9_and_av1() {
+        for (file, codec, audio) in [
+            (
+                &include_bytes!("../testdata/ffmpeg_pipe_fmp4_vp9_aac.mp4")[..],
+                CodecId::Vp9,
+                48,
+            ),
+            (
+                &include_bytes!("../testdata/ffmpeg_pipe_fmp4_av1.mp4")[..],
+                CodecId::Av1,
+                0,
+            ),
+        ] {
+            // Whatever the size of the reads, the same frames.
+            let mut results = Vec::new();
+            for chunk in [1, 7, 4096, file.len()] {
+                let mut d = Fmp4StreamDemuxer::new();
+                let mut ev = Vec::new();
+                for c in file.chunks(chunk) {
+                    d.push(c, &mut ev).unwrap();
+                }
+                let (tracks, frames) = split(ev);
+                assert_eq!(tracks.len(), 1);
+                let t = &tracks[0];
+                assert_eq!((t[0].codec, t[0].width, t[0].height), (codec, 96, 64));
+                assert!(!t[0].config.is_empty());
+                let video: Vec<&Frame> = frames.iter().filter(|f| f.track == 0).collect();
+                assert_eq!(video.len(), 30, "{codec:?}");
+                assert_eq!(video.iter().filter(|f| f.keyframe).count(), 2, "{codec:?}");
+                assert_eq!(frames[0].dts, 0);
+                assert_eq!(
+                    video[15].dts - video[0].dts,
+                    45_000,
+                    "{codec:?}: half a second in"
+                );
+                assert_eq!(frames.len() - video.len(), audio, "{codec:?}");
+                assert!(d.buf.is_empty());
+                results.push(
+                    frames
+                        .iter()
+                        .map(|f| (f.track, f.dts, f.data.clone()))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            assert!(results.windows(2).all(|w| w[0] == w[1]));
+        }
+    }
+
+    #[test]
+    fn a_bad_stream_is_refused() {
+        let file = include_bytes!("../testdata/ffmpeg_pipe_fmp4_vp9_aac.mp4");
+        let mut ev = Vec::new();
+        // An mdat with no moof before it.
+        let mut d = Fmp4StreamDemuxer::new();
+        assert!(d.push(b"\0\0\0\x10mdat01234567", &mut ev).is_err());
+        // A box that runs to the end of the stream, one smaller than its header, a huge one.
+        assert!(Fmp4StreamDemuxer::new().push(b"\0\0\0\0moov", &mut ev).is_err());
+        assert!(Fmp4StreamDemuxer::new().push(b"\0\0\0\x04moov", &mut ev).is_err());
+        let e = Fmp4StreamDemuxer::new()
+            .push(b"\0\0\0\x01mdat\0\0\0\x10\0\0\0\0", &mut ev)
+            .unwrap_err();
+        assert!(e.to_string().contains("bytes"), "{e}");
+        // MPEG-TS where fMP4 was expected: not a box stream.
+        assert!(Fmp4StreamDemuxer::new().push(&[0x47; 188 * 2], &mut ev).is_err());
+        // A moof followed by something else than its mdat.
+        let moof = file.windows(4).position(|w| w == b"moof").unwrap() - 4;
+        let mut d = Fmp4StreamDemuxer::new();
+        d.push(&file[..moof], &mut ev).unwrap();
+        let size = u32::from_be_bytes(file[moof..moof + 4].try_into().unwrap()) as usize;
+        let mut bad = file[moof..moof + size].to_vec();
+        bad.extend_from_slice(b"\0\0\0\x08free");
+        let e = d.push(&bad, &mut ev).unwrap_err();
+        assert!(e.to_string().contains("instead of its mdat"), "{e}");
+    }
+
     proptest! {
         #[test]
         fn any_frames_read_back(
@@ -777,6 +960,17 @@ mod tests {
                 frames.push(Frame::new(1, t, t, true, Bytes::from(vec![j as u8; sizes[j % sizes.len()]])));
             }
             roundtrip(&[avc_track(), aac_track()], &frames);
+        }
+
+        #[test]
+        fn any_stream_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600), chunk in 1usize..64) {
+            let mut d = Fmp4StreamDemuxer::new();
+            let mut ev = Vec::new();
+            for c in data.chunks(chunk) {
+                if d.push(c, &mut ev).is_err() {
+                    break;
+                }
+            }
         }
 
         #[test]

@@ -1,11 +1,13 @@
 //! The `transcode` output: a path's ABR renditions (`[..transcode] renditions`), made by one
 //! supervised ffmpeg per path and published back into the core as the reserved paths
-//! `PATH/~NAME`, which every protocol reads like any other path.
+//! `PATH/~NAME`, which every protocol reads like any other path. Codecs: H.264 and H.265
+//! (x264/x265 or a hardware encoder), VP9 (libvpx) and AV1 (libaom), real-time settings.
 //!
 //! **Isolation.** The encoder is a child process, never code in our address space: it gets the
-//! path's stream as MPEG-TS on its stdin (from the output's reader, which the core bounds like
-//! any reader's queue), and writes every rendition in one MPEG-TS on its stdout, which
-//! [`TsDemuxer`] reads with its bad-input rules. The source decodes once (one `split` filter);
+//! path's stream as FLV or MPEG-TS on its stdin (from the output's reader, which the core bounds
+//! like any reader's queue), and writes every rendition in one MPEG-TS on its stdout (one
+//! fragmented MP4 for VP9 and AV1, which ffmpeg 5.1 cannot put in MPEG-TS), which [`TsDemuxer`]
+//! or [`Fmp4StreamDemuxer`] reads with its bad-input rules. The source decodes once (one `split` filter);
 //! each rendition encodes once however many read it. An encoder that exits, fails, or writes
 //! nothing for `stall_timeout` while its input flows is killed and started again with backoff
 //! (1 s doubling to `restart_max`); the source path, its readers and the other outputs never
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use serde::Deserialize;
+use sluice_container::fmp4_demux::Fmp4StreamDemuxer;
 use sluice_container::ts::TsMuxer;
 use sluice_container::ts_demux::{DemuxEvent, TsDemuxer};
 use sluice_media::{Event, MediaKind, Publisher, ReadError, Reader, Registry, SessionInfo, Track};
@@ -108,6 +111,35 @@ pub struct Rendition {
 pub enum VideoCodec {
     H264,
     H265,
+    Vp9,
+    Av1,
+}
+
+impl VideoCodec {
+    /// Whether the encoder's output comes back as fragmented MP4 (ffmpeg 5.1 cannot put VP9 or
+    /// AV1 in MPEG-TS) rather than MPEG-TS.
+    fn fmp4_out(self) -> bool {
+        matches!(self, VideoCodec::Vp9 | VideoCodec::Av1)
+    }
+}
+
+/// libvpx's and libaom's `-cpu-used` (0 slowest, 8 fastest in real-time mode) for a preset: a
+/// number as is, or the x264 name of the same trade-off.
+fn cpu_used(preset: &str) -> Option<u8> {
+    if let Ok(n) = preset.parse::<u8>() {
+        return (n <= 8).then_some(n);
+    }
+    Some(match preset {
+        "ultrafast" | "superfast" => 8,
+        "veryfast" => 7,
+        "faster" => 6,
+        "fast" => 5,
+        "medium" => 4,
+        "slow" => 3,
+        "slower" => 2,
+        "veryslow" | "placebo" => 1,
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -154,6 +186,21 @@ fn de_bitrate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error
 impl PathTranscode {
     /// The rules across keys: distinct names, a size for each rung.
     pub fn validate(&self, table: &str) -> anyhow::Result<()> {
+        if self.video_codec == VideoCodec::Vp9 && self.hwaccel == HwAccel::Nvenc {
+            anyhow::bail!(
+                "{table}.transcode: NVENC has no VP9 encoder (vaapi or qsv do, or h264, h265, av1)"
+            );
+        }
+        if self.video_codec.fmp4_out() && self.hwaccel == HwAccel::None {
+            for p in std::iter::once(&self.preset).chain(self.renditions.iter().map(|r| &r.preset)) {
+                if !p.is_empty() && cpu_used(p).is_none() {
+                    anyhow::bail!(
+                        "{table}.transcode: preset {p:?} for {:?}: a speed from 0 (slowest) to 8 (fastest), or an x264 preset name",
+                        self.video_codec
+                    );
+                }
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for r in &self.renditions {
             if !names.insert(&r.name) {
@@ -185,8 +232,8 @@ pub fn rendition_path(path: &str, name: &str) -> String {
 }
 
 /// The ffmpeg command line (without the executable): `input` (`flv` or `mpegts`) in on stdin,
-/// every rendition's video (in ladder order) then the audio (copied, or AAC) out as one
-/// MPEG-TS on stdout.
+/// every rendition's video (in ladder order) then the audio (copied, or AAC) out on stdout as
+/// one MPEG-TS (H.264, H.265) or one fragmented MP4 cut at every frame (VP9, AV1).
 pub fn ffmpeg_args(t: &PathTranscode, input: &str, has_audio: bool) -> Vec<String> {
     let mut a: Vec<String> = ["-hide_banner", "-nostats", "-loglevel", "warning"]
         .iter()
@@ -237,14 +284,29 @@ pub fn ffmpeg_args(t: &PathTranscode, input: &str, has_audio: bool) -> Vec<Strin
         (VideoCodec::H265, HwAccel::Nvenc) => "hevc_nvenc",
         (VideoCodec::H264, HwAccel::Qsv) => "h264_qsv",
         (VideoCodec::H265, HwAccel::Qsv) => "hevc_qsv",
+        (VideoCodec::Vp9, HwAccel::None) => "libvpx-vp9",
+        (VideoCodec::Vp9, HwAccel::Vaapi) => "vp9_vaapi",
+        // Refused by `validate`: NVENC has no VP9 encoder.
+        (VideoCodec::Vp9, HwAccel::Nvenc) => "vp9_nvenc",
+        (VideoCodec::Vp9, HwAccel::Qsv) => "vp9_qsv",
+        // libaom, not SVT-AV1: ffmpeg 5.1's SVT-AV1 wrapper ignores forced keyframes, which the
+        // renditions' alignment needs.
+        (VideoCodec::Av1, HwAccel::None) => "libaom-av1",
+        (VideoCodec::Av1, HwAccel::Vaapi) => "av1_vaapi",
+        (VideoCodec::Av1, HwAccel::Nvenc) => "av1_nvenc",
+        (VideoCodec::Av1, HwAccel::Qsv) => "av1_qsv",
     };
+    let libvpx_or_aom = t.video_codec.fmp4_out() && t.hwaccel == HwAccel::None;
     a.extend(["-c:v".into(), encoder.into()]);
     for (i, r) in t.renditions.iter().enumerate() {
         let preset = if r.preset.is_empty() { &t.preset } else { &r.preset };
         a.extend([format!("-b:v:{i}"), r.video_bitrate.clone()]);
         a.extend([format!("-maxrate:v:{i}"), r.video_bitrate.clone()]);
         a.extend([format!("-bufsize:v:{i}"), double(&r.video_bitrate)]);
-        if !preset.is_empty() && t.hwaccel != HwAccel::Vaapi {
+        if libvpx_or_aom {
+            let speed = cpu_used(preset).unwrap_or(8);
+            a.extend([format!("-cpu-used:v:{i}"), speed.to_string()]);
+        } else if !preset.is_empty() && t.hwaccel != HwAccel::Vaapi {
             a.extend([format!("-preset:v:{i}"), preset.clone()]);
         }
         if !r.profile.is_empty() {
@@ -266,6 +328,24 @@ pub fn ffmpeg_args(t: &PathTranscode, input: &str, has_audio: bool) -> Vec<Strin
     if t.hwaccel == HwAccel::None && t.video_codec == VideoCodec::H264 {
         a.extend(["-bf:v", "0"].map(String::from));
     }
+    // Live, not file encoding: no look-ahead (it would add as many frames of latency).
+    match (t.video_codec, t.hwaccel) {
+        (VideoCodec::Vp9, HwAccel::None) => a.extend(
+            [
+                "-deadline:v",
+                "realtime",
+                "-lag-in-frames:v",
+                "0",
+                "-row-mt:v",
+                "1",
+            ]
+            .map(String::from),
+        ),
+        (VideoCodec::Av1, HwAccel::None) => {
+            a.extend(["-usage:v", "realtime", "-lag-in-frames:v", "0", "-row-mt:v", "1"].map(String::from))
+        }
+        _ => {}
+    }
     match (has_audio, t.audio) {
         (false, _) => {}
         (true, AudioMode::Copy) => a.extend(["-c:a", "copy"].map(String::from)),
@@ -276,21 +356,26 @@ pub fn ffmpeg_args(t: &PathTranscode, input: &str, has_audio: bool) -> Vec<Strin
             t.audio_bitrate.clone(),
         ]),
     }
-    a.extend(
-        [
-            "-copyts",
-            "-muxdelay",
-            "0",
-            "-muxpreload",
-            "0",
-            "-flush_packets",
-            "1",
-            "-f",
-            "mpegts",
-            "pipe:1",
-        ]
-        .map(String::from),
-    );
+    a.extend(["-copyts", "-flush_packets", "1"].map(String::from));
+    if t.video_codec.fmp4_out() {
+        // A fragment per frame (`-frag_duration` of 1 µs): no frame waits for the next keyframe.
+        // The moov waits for the first frame (`delay_moov`): libaom gives its sequence header,
+        // which av1C carries, only with its first frame.
+        a.extend(
+            [
+                "-f",
+                "mp4",
+                "-movflags",
+                "empty_moov+delay_moov+default_base_moof",
+                "-frag_duration",
+                "1",
+                "pipe:1",
+            ]
+            .map(String::from),
+        );
+    } else {
+        a.extend(["-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", "pipe:1"].map(String::from));
+    }
     a
 }
 
@@ -839,7 +924,11 @@ async fn read_output(
     // a second.
     let mut counts: Vec<Counts> = vec![Counts::default(); settings.renditions.len()];
     meters.lock().clear();
-    let mut demux = TsDemuxer::new();
+    let mut demux = if settings.video_codec.fmp4_out() {
+        OutputDemux::Fmp4(Fmp4StreamDemuxer::new())
+    } else {
+        OutputDemux::Ts(TsDemuxer::new())
+    };
     let mut events = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut routes: Vec<Route> = Vec::new();
@@ -907,6 +996,29 @@ async fn read_output(
                     }
                 }
             }
+        }
+    }
+}
+
+/// The reader of the encoder's output: MPEG-TS, or fragmented MP4 for VP9 and AV1.
+enum OutputDemux {
+    Ts(TsDemuxer),
+    Fmp4(Fmp4StreamDemuxer),
+}
+
+impl OutputDemux {
+    fn push(&mut self, data: &[u8], out: &mut Vec<DemuxEvent>) -> Result<(), sluice_container::Error> {
+        match self {
+            OutputDemux::Ts(d) => d.push(data, out),
+            OutputDemux::Fmp4(d) => d.push(data, out),
+        }
+    }
+
+    /// What the demuxer subtracted from the stream's timestamps.
+    fn base(&self) -> Option<i64> {
+        match self {
+            OutputDemux::Ts(d) => d.base(),
+            OutputDemux::Fmp4(d) => d.base(),
         }
     }
 }
@@ -1119,7 +1231,7 @@ mod tests {
         assert!(a.contains("-profile:v:1 main"), "{a}");
         assert!(a.contains("-force_key_frames:v source"), "{a}");
         assert!(
-            a.ends_with("-copyts -muxdelay 0 -muxpreload 0 -flush_packets 1 -f mpegts pipe:1"),
+            a.ends_with("-copyts -flush_packets 1 -muxdelay 0 -muxpreload 0 -f mpegts pipe:1"),
             "{a}"
         );
         assert!(a.contains("-c:a copy"), "{a}");
@@ -1139,6 +1251,27 @@ mod tests {
         assert!(ffmpeg_args(&hw, "flv", true)
             .join(" ")
             .contains("-c:v h264_nvenc"));
+        // VP9 and AV1: real-time libvpx / libaom, their speed from the preset, fMP4 out.
+        for (codec, encoder, mode) in [
+            (VideoCodec::Vp9, "libvpx-vp9", "-deadline:v realtime"),
+            (VideoCodec::Av1, "libaom-av1", "-usage:v realtime"),
+        ] {
+            let v = PathTranscode {
+                video_codec: codec,
+                ..t.clone()
+            };
+            let a = ffmpeg_args(&v, "flv", true).join(" ");
+            assert!(a.contains(&format!("-c:v {encoder}")), "{a}");
+            assert!(a.contains("-cpu-used:v:0 7") && !a.contains("-preset"), "{a}");
+            assert!(a.contains(&format!("{mode} -lag-in-frames:v 0")), "{a}");
+            assert!(a.contains("-force_key_frames:v source"), "{a}");
+            assert!(
+                a.ends_with(
+                    "-f mp4 -movflags empty_moov+delay_moov+default_base_moof -frag_duration 1 pipe:1"
+                ),
+                "{a}"
+            );
+        }
     }
 
     #[test]
@@ -1155,6 +1288,9 @@ mod tests {
             "renditions = [{ name = \"a\", video_bitrate = \"1k\" }]",
             "renditions = [{ name = \"a\", height = 481, video_bitrate = \"1k\" }]",
             "renditions = [{ name = \"a\", height = 480, video_bitrate = \"1k\" }, { name = \"a\", height = 360, video_bitrate = \"1k\" }]",
+            "video_codec = \"vp9\"\nhwaccel = \"nvenc\"",
+            "video_codec = \"av1\"\npreset = \"12\"",
+            "video_codec = \"vp9\"\nrenditions = [{ name = \"a\", height = 480, video_bitrate = \"1k\", preset = \"turbo\" }]",
         ] {
             let text = format!("[paths.\"live/*\".transcode]\n{bad}\n");
             assert!(crate::config::Config::parse(&text, Vec::new()).is_err(), "{bad}");

@@ -1,5 +1,5 @@
-//! Transcoding with a real encoder (ffmpeg, the software x264 path): a 640x360 source published
-//! over RTMP gets 288p and 180p renditions, read over RTMP and HLS by ffprobe at their sizes,
+//! Transcoding with a real encoder (ffmpeg, the software x264 path; libvpx and libaom for VP9
+//! and AV1): a 640x360 source published over RTMP gets 288p and 180p renditions, read over RTMP and HLS by ffprobe at their sizes,
 //! with keyframes where the source has them; killing the encoder leaves the source's readers
 //! untouched and the renditions come back.
 
@@ -96,26 +96,7 @@ fn renditions_read_over_rtmp_and_hls_with_the_source_keyframes() {
             .unwrap_or_else(|| panic!("no latency: {o}"));
         assert!((1.0..2000.0).contains(&added), "{o}");
     }
-    // Keyframes at the source's: the same instants over HLS (timestamps are the source's).
-    let src = probe(&server.http_url("live/cam/index.m3u8"), 6);
-    let r = probe(&server.http_url("live/cam/~180p/index.m3u8"), 6);
-    let (ks, kr) = (keyframes(&src), keyframes(&r));
-    let lo = ks[0].max(kr[0]);
-    let hi = ks[ks.len() - 1].min(kr[kr.len() - 1]);
-    let common_src: Vec<f64> = ks.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
-    let common_r: Vec<f64> = kr.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
-    assert!(common_src.len() >= 2, "source keyframes {ks:?}, rendition {kr:?}");
-    assert_eq!(
-        common_src.len(),
-        common_r.len(),
-        "source {ks:?}\nrendition {kr:?}"
-    );
-    for (a, b) in common_src.iter().zip(&common_r) {
-        assert!(
-            (a - b).abs() < 0.05,
-            "keyframe at {a} in the source, {b} in the rendition"
-        );
-    }
+    assert_same_keyframes(&server, "live/cam", "live/cam/~180p");
 
     // The API shows the transcoder: running, its renditions, frames written.
     let (st, _, body) = http_get(server.api, "/v1/paths/live/cam", &[]);
@@ -138,6 +119,87 @@ fn renditions_read_over_rtmp_and_hls_with_the_source_keyframes() {
         .unwrap();
     let pids = String::from_utf8_lossy(&encoders.stdout);
     assert_eq!(pids.lines().count(), 1, "encoders: {pids:?}");
+}
+
+/// Keyframes of `rendition` at the source's: the same instants over HLS (timestamps are the
+/// source's).
+fn assert_same_keyframes(server: &Server, source: &str, rendition: &str) {
+    let src = probe(&server.http_url(&format!("{source}/index.m3u8")), 6);
+    let r = probe(&server.http_url(&format!("{rendition}/index.m3u8")), 6);
+    let (ks, kr) = (keyframes(&src), keyframes(&r));
+    assert!(
+        !ks.is_empty() && !kr.is_empty(),
+        "source {ks:?}, rendition {kr:?}: {}",
+        r.stderr
+    );
+    let lo = ks[0].max(kr[0]);
+    let hi = ks[ks.len() - 1].min(kr[kr.len() - 1]);
+    let common_src: Vec<f64> = ks.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
+    let common_r: Vec<f64> = kr.iter().copied().filter(|t| (lo..=hi).contains(t)).collect();
+    assert!(common_src.len() >= 2, "source keyframes {ks:?}, rendition {kr:?}");
+    assert_eq!(
+        common_src.len(),
+        common_r.len(),
+        "source {ks:?}\nrendition {kr:?}"
+    );
+    for (a, b) in common_src.iter().zip(&common_r) {
+        assert!(
+            (a - b).abs() < 0.05,
+            "keyframe at {a} in the source, {b} in the rendition"
+        );
+    }
+}
+
+/// VP9 (libvpx) and AV1 (libaom) ladders: the encoder's output comes back as fragmented MP4.
+const VP9_AV1: &str = r#"
+[paths."vp9/*".transcode]
+video_codec = "vp9"
+preset = "ultrafast"
+renditions = [{ name = "180p", height = 180, video_bitrate = "250k" }]
+
+[paths."av1/*".transcode]
+video_codec = "av1"
+preset = "ultrafast"
+renditions = [{ name = "180p", height = 180, video_bitrate = "250k" }]
+"#;
+
+#[test]
+fn vp9_and_av1_renditions_read_over_hls_with_the_source_keyframes() {
+    if !require("ffmpeg") {
+        return;
+    }
+    let server = Server::start_with(&[], Some(VP9_AV1));
+    // One at a time: two encoders at once would not keep real time on two cores.
+    for (path, codec, tag) in [("vp9/cam", "vp9", "vp09."), ("av1/cam", "av1", "av01.")] {
+        let publisher = Publisher::rtmp(&source_flv(), &server.rtmp_url(path));
+        wait_stream(&server, path);
+        let rendition = format!("{path}/~180p");
+        wait_stream(&server, &rendition);
+        let p = probe(&server.http_url(&format!("{rendition}/index.m3u8")), 4);
+        assert_eq!(p.video().codec_name, codec, "{rendition} over HLS: {}", p.stderr);
+        assert_eq!((p.video().width, p.video().height), (320, 180), "{rendition}");
+        assert_eq!(p.audio().codec_name, "aac", "{rendition}");
+        assert!(
+            p.count(true) >= 60,
+            "{rendition}: {} video packets in 4 s",
+            p.count(true)
+        );
+        p.assert_av_sync(0.3);
+        // The multivariant playlist names the rendition's codec, for players to choose.
+        let (_, _, body) = http_get(server.http, &format!("/{path}/index.m3u8"), &[]);
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("~180p/stream.m3u8") && text.contains(&format!("CODECS=\"{tag}")),
+            "{text}"
+        );
+        assert_same_keyframes(&server, path, &rendition);
+        // Real time, at the source's frame rate.
+        let (_, body, _) = curl(&["-s", &server.api_url(&format!("v1/paths/{path}"))]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let fps = v["transcode"]["outputs"][0]["fps"].as_f64().unwrap_or_default();
+        assert!((24.0..36.0).contains(&fps), "{v}");
+        drop(publisher);
+    }
 }
 
 #[test]
