@@ -6,7 +6,7 @@
 //! dropped and retried: the publisher, the viewers and the other destinations never wait on it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,7 +20,6 @@ use sluice_rtmp::chunk::{ChunkEncoder, Limits};
 use sluice_rtmp::client::{self, ClientSession, Mode, RtmpUrl};
 use sluice_rtmp::control::{self, CSID_AUDIO, CSID_VIDEO};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use crate::config::PathPush;
 
@@ -32,8 +31,8 @@ const QUEUE_DELAY: Duration = Duration::from_secs(2);
 /// Our outgoing chunk size to destinations.
 const CHUNK_SIZE: u32 = 4096;
 /// How long frames are gathered into one write to a destination (a push's latency matters less
-/// than its cost per destination: this takes the writes from one per frame to about 25 a second).
-const COALESCE: Duration = Duration::from_millis(40);
+/// than its cost per destination: this takes the writes from one per frame to ten a second).
+const COALESCE: Duration = Duration::from_millis(100);
 /// A destination live this long has its backoff reset.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
@@ -577,6 +576,10 @@ impl Push {
     }
 
     /// Pushes until the destination fails (retry) or the path ends (done).
+    ///
+    /// One task does it all: frames are taken from the path at most every [`COALESCE`] (on
+    /// ticks shared by every push of the server, so many destinations cost one wakeup), added to
+    /// this destination's own bounded queue, and written as the destination takes them.
     async fn live(
         &mut self,
         reader: &mut Reader,
@@ -584,36 +587,31 @@ impl Push {
         mut session: ClientSession,
         mut inbuf: BytesMut,
     ) -> End {
-        let (mut rd, wr) = tokio::io::split(io);
-        let (tx, rx) = mpsc::channel::<(Instant, Vec<Bytes>)>(256);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let epoch = Instant::now();
-        // When the batch being written was queued (µs since `epoch`; 0: nothing waits).
-        let oldest = Arc::new(AtomicU64::new(0));
-        let mut writer = tokio::spawn(write_loop(
-            wr,
-            rx,
-            queued.clone(),
-            (epoch, oldest.clone()),
-            self.shared.clone(),
-            self.settings.stall_timeout,
-        ));
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let stall = self.settings.stall_timeout;
         let enc = session.encoder();
         let sid = session.stream_id();
         let mut need_key = true;
         let mut dropping = false;
         let mut batch: Vec<Bytes> = Vec::new();
+        // Bytes waiting for the destination; when the oldest of them was queued; when the
+        // destination last took some (or the queue last filled from empty).
+        let mut pending = BytesMut::new();
+        let mut queued_at: Option<Instant> = None;
+        let mut progress = tokio::time::Instant::now();
+        // Written to a TLS session but maybe not yet to the socket.
+        let mut unflushed = false;
+        // Frames are gathered until `tick` once some came.
+        let mut tick: Option<tokio::time::Instant> = None;
         if let Some(info) = self.info.clone() {
             self.headers(&info, &enc, sid, &mut batch);
         }
-        let end = loop {
+        loop {
             if !batch.is_empty() {
                 let size: usize = batch.iter().map(Bytes::len).sum();
-                let waiting = oldest.load(Relaxed);
-                let late = waiting > 0
-                    && epoch.elapsed().as_micros() as u64 > waiting + QUEUE_DELAY.as_micros() as u64;
-                if queued.load(Relaxed) + size > QUEUE_BYTES || late {
-                    // Too slow: drop what waits to be queued up to the next keyframe.
+                let late = queued_at.is_some_and(|t| t.elapsed() > QUEUE_DELAY);
+                if pending.len() + size > QUEUE_BYTES || late {
+                    // Too slow: drop what comes up to the next keyframe.
                     if !dropping {
                         tracing::info!(path = %self.path, dest = %self.dest.masked(),
                             "destination reads too slowly: dropping to the next keyframe");
@@ -623,27 +621,59 @@ impl Push {
                     self.shared.dropped.fetch_add(batch.len() as u64, Relaxed);
                     batch.clear();
                 } else {
-                    queued.fetch_add(size, Relaxed);
-                    if tx.try_send((Instant::now(), std::mem::take(&mut batch))).is_err() {
-                        break End::Retry("the destination's writer stopped".into());
+                    if pending.is_empty() {
+                        queued_at = Some(Instant::now());
+                        progress = tokio::time::Instant::now();
                     }
-                    // What comes meanwhile waits in the path's queue and goes out in the next
-                    // batch: a few writes a second instead of one per frame.
-                    tokio::time::sleep(COALESCE).await;
+                    for b in batch.drain(..) {
+                        pending.extend_from_slice(&b);
+                    }
                 }
             }
             tokio::select! {
-                ev = reader.recv() => {
+                // What waits goes out as the destination takes it, then is flushed (a TLS
+                // session's records); polled afresh each time, so nothing is lost to a
+                // branch that did not complete.
+                w = std::future::poll_fn(|cx| {
+                    let wr = std::pin::Pin::new(&mut wr);
+                    if pending.is_empty() {
+                        wr.poll_flush(cx).map_ok(|()| None)
+                    } else {
+                        wr.poll_write(cx, &pending).map_ok(Some)
+                    }
+                }), if !pending.is_empty() || unflushed => match w {
+                    Ok(Some(0)) => return End::Retry("the destination closed the connection".into()),
+                    Ok(Some(n)) => {
+                        let _ = pending.split_to(n);
+                        self.shared.bytes.fetch_add(n as u64, Relaxed);
+                        progress = tokio::time::Instant::now();
+                        unflushed = true;
+                        if pending.is_empty() {
+                            queued_at = None;
+                        }
+                    }
+                    Ok(None) => unflushed = false,
+                    Err(e) => return End::Retry(format!("writing to the destination: {e}")),
+                },
+                _ = tokio::time::sleep_until(progress + stall), if !pending.is_empty() => {
+                    return End::Retry(format!(
+                        "the destination took nothing for {} s (stalled)",
+                        stall.as_secs()
+                    ));
+                }
+                _ = tokio::time::sleep_until(tick.unwrap_or_else(tokio::time::Instant::now)), if tick.is_some() => {
+                    tick = None;
+                }
+                ev = reader.recv(), if tick.is_none() => {
+                    tick = Some(next_tick());
                     let mut ev = Some(ev);
-                    // Everything ready now goes out in one batch.
+                    // Everything ready now goes in one batch.
                     while let Some(e) = ev.take() {
                         match e {
                             Ok(Event::Start(info)) => {
                                 self.info = Some(info.clone());
                                 if let Some(why) = self.refusal() {
                                     self.set_state("refused", Some(why.clone()));
-                                    drop(tx);
-                                    writer.abort();
                                     return End::Retry(why);
                                 }
                                 // A new stream: new headers, timestamps continue from the next keyframe.
@@ -658,9 +688,16 @@ impl Push {
                                 }
                             }
                             Err(e) => {
-                                drop(tx);
                                 // What is queued is sent before the connection closes.
-                                let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+                                for b in batch.drain(..) {
+                                    pending.extend_from_slice(&b);
+                                }
+                                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                                    wr.write_all(&pending).await?;
+                                    wr.flush().await?;
+                                    wr.shutdown().await
+                                })
+                                .await;
                                 return End::Done(read_end(e));
                             }
                         }
@@ -669,12 +706,12 @@ impl Push {
                 }
                 n = rd.read_buf(&mut inbuf) => {
                     match n {
-                        Ok(0) => break End::Retry("the destination closed the connection".into()),
-                        Err(e) => break End::Retry(format!("reading from the destination: {e}")),
+                        Ok(0) => return End::Retry("the destination closed the connection".into()),
+                        Err(e) => return End::Retry(format!("reading from the destination: {e}")),
                         Ok(_) => {
                             let mut out = Vec::new();
                             if let Err(e) = session.receive(&mut inbuf, &mut out) {
-                                break End::Retry(e.to_string());
+                                return End::Retry(e.to_string());
                             }
                             batch.extend(out);
                             // Destinations send little (acks, pings): a small buffer.
@@ -684,16 +721,8 @@ impl Push {
                         }
                     }
                 }
-                r = &mut writer => {
-                    break End::Retry(match r {
-                        Ok(Err(e)) => e,
-                        _ => "the destination's writer stopped".into(),
-                    });
-                }
             }
-        };
-        writer.abort();
-        end
+        }
     }
 
     /// `@setDataFrame onMetaData` and the sequence headers of a stream.
@@ -747,41 +776,14 @@ fn read_end(e: ReadError) -> String {
     }
 }
 
-/// Writes the batches to the destination; an error (or no progress for `stall`) ends it.
-async fn write_loop(
-    mut wr: tokio::io::WriteHalf<Box<dyn Io>>,
-    mut rx: mpsc::Receiver<(Instant, Vec<Bytes>)>,
-    queued: Arc<AtomicUsize>,
-    (epoch, oldest): (Instant, Arc<AtomicU64>),
-    shared: Arc<Shared>,
-    stall: Duration,
-) -> Result<(), String> {
-    let mut buf = BytesMut::new();
-    while let Some((at, batch)) = rx.recv().await {
-        oldest.store(at.duration_since(epoch).as_micros().max(1) as u64, Relaxed);
-        let size: usize = batch.iter().map(Bytes::len).sum();
-        // One write per batch.
-        buf.clear();
-        for b in &batch {
-            buf.extend_from_slice(b);
-        }
-        match tokio::time::timeout(stall, wr.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("writing to the destination: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "the destination took nothing for {} s (stalled)",
-                    stall.as_secs()
-                ))
-            }
-        }
-        queued.fetch_sub(size, Relaxed);
-        oldest.store(0, Relaxed);
-        shared.bytes.fetch_add(size as u64, Relaxed);
-    }
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
-    Ok(())
+/// The next tick at which pushes take frames: multiples of [`COALESCE`] from one instant for
+/// the whole process, so every push wakes at the same moments.
+fn next_tick() -> tokio::time::Instant {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
+    let period = COALESCE.as_nanos();
+    let n = epoch.elapsed().as_nanos() / period + 1;
+    epoch + Duration::from_nanos((n * period) as u64)
 }
 
 /// `d` give or take 20 %.

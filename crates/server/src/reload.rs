@@ -949,6 +949,13 @@ impl Reloader {
         if dirs.is_empty() {
             return;
         }
+        // Only the configuration and state files matter: a log or a recording written beside
+        // them must not wake the reloader at every write.
+        let names: Vec<std::ffi::OsString> = [&self.sources.file, &self.sources.state]
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.file_name().map(|n| n.to_os_string()))
+            .collect();
         let wake = Arc::new(tokio::sync::Notify::new());
         let w = wake.clone();
         let handler = move |ev: notify::Result<notify::Event>| {
@@ -961,7 +968,8 @@ impl Reloader {
                     EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => true,
                     _ => false,
                 };
-                if !noise {
+                // (No path: the watcher lost events, so anything may have changed.)
+                if !noise && concerns(&ev.paths, &names) {
                     w.notify_one();
                 }
             }
@@ -998,6 +1006,16 @@ impl Reloader {
             }
         });
     }
+}
+
+/// Whether a change of `paths` in a watched directory may change the configuration: one of
+/// them is named as a configuration or state file (`names`), or none is given (the watcher lost
+/// events).
+fn concerns(paths: &[PathBuf], names: &[std::ffi::OsString]) -> bool {
+    paths.is_empty()
+        || paths
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
 }
 
 /// The state file's text for a state document.
@@ -1045,6 +1063,27 @@ mod tests {
 
     fn table(text: &str) -> toml::Table {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn only_the_configuration_files_wake_the_reloader() {
+        let names = ["sluice.toml".into(), "sluice.state.toml".into()];
+        let p = |s: &str| vec![PathBuf::from(s)];
+        assert!(concerns(&p("/etc/sluice/sluice.toml"), &names));
+        assert!(concerns(&p("./sluice.state.toml"), &names));
+        // An editor's temporary file renamed over the configuration: both paths in one event.
+        assert!(concerns(
+            &[
+                PathBuf::from("/etc/.sluice.toml.swp"),
+                PathBuf::from("/etc/sluice.toml")
+            ],
+            &names
+        ));
+        assert!(concerns(&[], &names));
+        // A log or a recording written beside the configuration.
+        assert!(!concerns(&p("/srv/sluice.log"), &names));
+        assert!(!concerns(&p("/srv/.sluice.toml.swp"), &names));
+        assert!(!concerns(&p("/srv"), &names));
     }
 
     #[test]
