@@ -240,10 +240,27 @@ impl Fmp4Writer {
     ) -> Bytes {
         let mut out = std::mem::take(&mut self.buf);
         out.reserve(frag.bytes() + 512);
-        self.write_fragment(&mut out, frag, next_dts, origin, None, None);
+        self.write_fragment(&mut out, frag, next_dts, origin, None, None, None);
         let bytes = out.split().freeze();
         self.buf = out;
         bytes
+    }
+
+    /// The same fragment without copying its samples: the `moof` and the `mdat` header, then
+    /// each sample's data in `mdat` order (shared with the frames). The fragment is the header
+    /// followed by the samples; for a writer that gathers them itself (the recorder).
+    pub fn fragment_gathered(
+        &mut self,
+        frag: &Fragment,
+        next_dts: &dyn Fn(TrackId) -> Option<i64>,
+        origin: i64,
+    ) -> (Bytes, Vec<Bytes>) {
+        let mut out = std::mem::take(&mut self.buf);
+        let mut media = Vec::new();
+        self.write_fragment(&mut out, frag, next_dts, origin, None, None, Some(&mut media));
+        let bytes = out.split().freeze();
+        self.buf = out;
+        (bytes, media)
     }
 
     /// The same samples as one fragment per track (`moof` + `mdat` each, in MP4 track order), as
@@ -264,7 +281,7 @@ impl Fmp4Writer {
         let sources: Vec<TrackId> = self.traks.iter().map(|t| t.source).collect();
         for source in sources {
             let start = out.len();
-            if self.write_fragment(&mut out, frag, next_dts, 0, Some(source), prft) {
+            if self.write_fragment(&mut out, frag, next_dts, 0, Some(source), prft, None) {
                 pieces.push(Piece {
                     track: source,
                     range: start..out.len(),
@@ -276,8 +293,9 @@ impl Fmp4Writer {
         (bytes, pieces)
     }
 
-    /// Appends one fragment of `frag`'s samples (of track `only`, or all) to `out`; false, with
-    /// nothing written, when there is no sample.
+    /// Appends one fragment of `frag`'s samples (of track `only`, or all) to `out`, the samples'
+    /// data into `media` instead when given; false, with nothing written, when there is no sample.
+    #[allow(clippy::too_many_arguments)]
     fn write_fragment(
         &mut self,
         out: &mut BytesMut,
@@ -286,6 +304,7 @@ impl Fmp4Writer {
         origin: i64,
         only: Option<TrackId>,
         prft: Option<SystemTime>,
+        mut media: Option<&mut Vec<Bytes>>,
     ) -> bool {
         struct Run<'a> {
             trak: &'a Trak,
@@ -362,7 +381,8 @@ impl Fmp4Writer {
             .flat_map(|r| r.samples.iter())
             .map(|s| s.data.len())
             .sum();
-        out.reserve(mdat_len + 256 + order.len() * 16 + chunks.len() * 20);
+        let inline = if media.is_some() { 0 } else { mdat_len };
+        out.reserve(inline + 256 + order.len() * 16 + chunks.len() * 20);
         // The data offsets depend on the moof size, which is fixed by the sample counts: write
         // the moof once with placeholders, then patch them.
         let mut slots = vec![0usize; chunks.len()];
@@ -412,7 +432,10 @@ impl Fmp4Writer {
         out.put_slice(b"mdat");
         for &(r, first, n) in &chunks {
             for s in &runs[r].samples[first..first + n] {
-                out.put_slice(&s.data);
+                match media.as_deref_mut() {
+                    Some(m) => m.push(s.data.clone()),
+                    None => out.put_slice(&s.data),
+                }
             }
         }
         true

@@ -83,6 +83,11 @@ pub struct SegmenterConfig {
     /// The HLS packager turns it on so that DASH representations (one track each) are served
     /// from the same bytes as HLS.
     pub per_track: bool,
+    /// fMP4 without `per_track`: a part's samples are not copied into its bytes; `bytes` holds
+    /// the `moof` and the `mdat` header, and the samples' data follow in [`Chunk::media`]. For a
+    /// consumer that gathers them itself (the recorder copies them once, into its aligned
+    /// direct-I/O blocks).
+    pub gather: bool,
 }
 
 impl SegmenterConfig {
@@ -98,6 +103,7 @@ impl SegmenterConfig {
             segment_bytes: true,
             zero_based: false,
             per_track: false,
+            gather: false,
         }
     }
 
@@ -158,6 +164,19 @@ pub struct Chunk {
     /// With [`SegmenterConfig::per_track`]: where each track's fragments lie in `bytes`, in order
     /// (one per track for a part; one per track and part for a segment).
     pub pieces: Vec<Piece>,
+    /// With [`SegmenterConfig::gather`]: the samples' data, which follow `bytes` in this order.
+    pub media: Vec<Bytes>,
+}
+
+impl Chunk {
+    /// Its length in bytes, `media` included.
+    pub fn len(&self) -> usize {
+        self.bytes.len() + self.media.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl std::fmt::Debug for Chunk {
@@ -172,7 +191,7 @@ impl std::fmt::Debug for Chunk {
             .field("discontinuity", &self.discontinuity)
             .field("init", &self.init)
             .field("video_frames", &self.video_frames)
-            .field("len", &self.bytes.len())
+            .field("len", &self.len())
             .field("pieces", &self.pieces.len())
             .finish()
     }
@@ -640,6 +659,7 @@ impl Segmenter {
             pdt = pdt.max(end);
         }
         let mut pieces = Vec::new();
+        let mut media = Vec::new();
         let bytes = match (&mut self.mux, c.ts) {
             (_, Some(ts)) => ts,
             (Mux::Fmp4(writer), None) => {
@@ -663,7 +683,13 @@ impl Segmenter {
                     } else {
                         0
                     };
-                    writer.fragment_from(&p.frag, &lookup, origin)
+                    if self.config.gather {
+                        let (bytes, m) = writer.fragment_gathered(&p.frag, &lookup, origin);
+                        media = m;
+                        bytes
+                    } else {
+                        writer.fragment_from(&p.frag, &lookup, origin)
+                    }
                 }
             }
             _ => Bytes::new(),
@@ -681,6 +707,7 @@ impl Segmenter {
             video_frames: p.video_frames,
             bytes,
             pieces,
+            media,
         };
         self.last_pdt_end = Some(chunk.end_time());
         if self.part_target.is_some() {
@@ -694,21 +721,23 @@ impl Segmenter {
                 a.chunk.part += 1;
                 if keep_bytes {
                     let at = a.len;
+                    a.len += chunk.len();
                     a.chunk.pieces.extend(chunk.pieces.into_iter().map(|mut pc| {
                         pc.range = pc.range.start + at..pc.range.end + at;
                         pc
                     }));
-                    a.len += chunk.bytes.len();
                     a.parts.push(chunk.bytes);
+                    a.parts.extend(chunk.media);
                 }
             }
             _ => {
                 let mut chunk = chunk;
                 chunk.part = 1;
+                let len = chunk.len();
                 let first = std::mem::take(&mut chunk.bytes);
-                let len = first.len();
+                let media = std::mem::take(&mut chunk.media);
                 let parts = if keep_bytes {
-                    vec![first]
+                    std::iter::once(first).chain(media).collect()
                 } else {
                     chunk.pieces.clear();
                     Vec::new()
@@ -966,6 +995,48 @@ mod tests {
         let first_seg = order.iter().position(|o| *o == ('s', 0)).unwrap();
         assert_eq!(first_seg, 5);
         assert_eq!(order[6], ('p', 1));
+    }
+
+    #[test]
+    fn gathered_parts_are_the_same_bytes_without_the_copy() {
+        let run = |gather: bool, zero_based: bool| {
+            let mut cfg = fmp4(1000).with_parts(DEFAULT_PART_DURATION);
+            cfg.gather = gather;
+            cfg.zero_based = zero_based;
+            let mut seg = Segmenter::new(cfg);
+            seg.start(&[video(), audio()]).unwrap();
+            Feed::new(0, 30, true, t0()).video(&mut seg, 90);
+            seg.finish();
+            drain(&mut seg)
+        };
+        for zero_based in [false, true] {
+            let (plain, gathered) = (run(false, zero_based), run(true, zero_based));
+            let (plain, gathered) = (parts(&plain), parts(&gathered));
+            assert_eq!(plain.len(), 15);
+            assert_eq!(plain.len(), gathered.len());
+            for (a, b) in plain.iter().zip(&gathered) {
+                assert!(a.media.is_empty());
+                // The samples: a video frame and the audio up to the next one, each by itself.
+                assert!(b.media.len() >= 6, "{} samples", b.media.len());
+                let joined: Vec<u8> = std::iter::once(&b.bytes)
+                    .chain(&b.media)
+                    .flat_map(|p| p.iter().copied())
+                    .collect();
+                assert_eq!(&a.bytes[..], &joined[..], "the same fragment");
+                assert_eq!(a.len(), b.len());
+                assert!(b.bytes.ends_with(b"mdat"), "header only");
+            }
+            // Whole segments still carry their bytes, joined.
+            let segs = segments(&run(true, zero_based))
+                .iter()
+                .map(|c| c.bytes.clone())
+                .collect::<Vec<_>>();
+            let plain_segs = segments(&run(false, zero_based))
+                .iter()
+                .map(|c| c.bytes.clone())
+                .collect::<Vec<_>>();
+            assert_eq!(segs, plain_segs);
+        }
     }
 
     /// 30 fps with RTMP's millisecond timestamps (0, 33, 67, 100... ms): every part but the

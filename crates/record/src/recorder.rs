@@ -45,8 +45,9 @@ enum Op {
         init: Option<(Bytes, usize)>,
         format: Format,
     },
+    /// A fragment: these bytes one after the other.
     Write {
-        bytes: Bytes,
+        pieces: Vec<Bytes>,
         duration: Duration,
     },
     Close,
@@ -67,6 +68,7 @@ pub fn spawn(recordings: &Arc<Recordings>, reader: Reader, rt: &tokio::runtime::
         status: status.clone(),
         failed: failed.clone(),
         open: None,
+        gathered: Vec::new(),
     };
     let count = recordings.clone();
     count.writers.fetch_add(1, Ordering::AcqRel);
@@ -159,6 +161,8 @@ fn segmenter_config(cfg: &RecordConfig) -> SegmenterConfig {
     // Segments are written part by part: their size needs no cap; a stream without keyframes
     // still gets a new file every ten segment durations.
     sc.max_bytes = usize::MAX;
+    // The writer copies the samples once, into its direct-I/O blocks: none before.
+    sc.gather = true;
     sc
 }
 
@@ -256,10 +260,10 @@ impl Task {
                         continue;
                     }
                     let duration = Duration::from_secs_f64(p.duration().max(0.0));
-                    if !self.send(Op::Write {
-                        bytes: p.bytes,
-                        duration,
-                    }) {
+                    let mut pieces = Vec::with_capacity(1 + p.media.len());
+                    pieces.push(p.bytes);
+                    pieces.extend(p.media);
+                    if !self.send(Op::Write { pieces, duration }) {
                         self.open = false;
                     }
                 }
@@ -367,30 +371,36 @@ impl Direct {
         None
     }
 
-    /// Appends `bytes`: the blocks it completes with direct I/O, the rest through `buffered`.
-    fn append(&mut self, buffered: &File, bytes: &[u8]) -> io::Result<()> {
-        let total = self.tail.len() + bytes.len();
+    /// Appends `pieces` (`len` bytes in all): the blocks they complete with direct I/O, the
+    /// rest through `buffered`. The one copy of the data: into the aligned blocks.
+    fn append(&mut self, buffered: &File, pieces: &[Bytes], len: usize) -> io::Result<()> {
+        let total = self.tail.len() + len;
         let whole = total / BLOCK * BLOCK;
-        if whole > 0 {
-            if self.scratch.len() < whole + BLOCK {
-                self.scratch.resize(whole + BLOCK, 0);
+        if whole == 0 {
+            let from = self.tail.len();
+            for p in pieces {
+                self.tail.extend_from_slice(p);
             }
-            let off = self.scratch.as_ptr().align_offset(BLOCK);
-            let buf = &mut self.scratch[off..off + whole];
-            let from_bytes = whole - self.tail.len();
-            buf[..self.tail.len()].copy_from_slice(&self.tail);
-            buf[self.tail.len()..].copy_from_slice(&bytes[..from_bytes]);
-            self.f.write_all_at(buf, self.tail_at)?;
-            self.tail_at += whole as u64;
-            self.tail.clear();
-            self.tail.extend_from_slice(&bytes[from_bytes..]);
-            if !self.tail.is_empty() {
-                buffered.write_all_at(&self.tail, self.tail_at)?;
-            }
-        } else {
-            let at = self.tail_at + self.tail.len() as u64;
-            buffered.write_all_at(bytes, at)?;
-            self.tail.extend_from_slice(bytes);
+            return buffered.write_all_at(&self.tail[from..], self.tail_at + from as u64);
+        }
+        let room = total.next_multiple_of(BLOCK) + BLOCK;
+        if self.scratch.len() < room {
+            self.scratch.resize(room, 0);
+        }
+        let off = self.scratch.as_ptr().align_offset(BLOCK);
+        let buf = &mut self.scratch[off..off + total];
+        let mut at = self.tail.len();
+        buf[..at].copy_from_slice(&self.tail);
+        for p in pieces {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        self.f.write_all_at(&buf[..whole], self.tail_at)?;
+        self.tail_at += whole as u64;
+        self.tail.clear();
+        self.tail.extend_from_slice(&buf[whole..]);
+        if !self.tail.is_empty() {
+            buffered.write_all_at(&self.tail, self.tail_at)?;
         }
         Ok(())
     }
@@ -414,6 +424,8 @@ struct Writer {
     status: Arc<Mutex<RecorderStatus>>,
     failed: Arc<AtomicBool>,
     open: Option<OpenFile>,
+    /// Reused to join a fragment's pieces for buffered writes.
+    gathered: Vec<u8>,
 }
 
 impl Writer {
@@ -435,11 +447,11 @@ impl Writer {
                         skipping = true;
                     }
                 }
-                Op::Write { bytes, duration } => {
+                Op::Write { pieces, duration } => {
                     if skipping {
                         continue;
                     }
-                    if let Err(e) = self.write(&bytes, duration) {
+                    if let Err(e) = self.write(&pieces, duration) {
                         let name = self.open.as_ref().map(|o| o.name.clone()).unwrap_or_default();
                         self.abandon();
                         self.fail(&name, e);
@@ -544,13 +556,25 @@ impl Writer {
         Ok(())
     }
 
-    fn write(&mut self, bytes: &[u8], duration: Duration) -> io::Result<()> {
+    fn write(&mut self, pieces: &[Bytes], duration: Duration) -> io::Result<()> {
         let Some(of) = &mut self.open else {
             return Ok(());
         };
+        let len: usize = pieces.iter().map(Bytes::len).sum();
+        let gathered = &mut self.gathered;
+        let mut buffered = |f: &File, at: u64| -> io::Result<()> {
+            if let [one] = pieces {
+                return f.write_all_at(one, at);
+            }
+            gathered.clear();
+            for p in pieces {
+                gathered.extend_from_slice(p);
+            }
+            f.write_all_at(gathered, at)
+        };
         let direct = match &mut of.direct {
-            Some(d) => d.append(&of.f, bytes),
-            None => of.f.write_all_at(bytes, of.len),
+            Some(d) => d.append(&of.f, pieces, len),
+            None => buffered(&of.f, of.len),
         };
         if let Err(e) = direct {
             if of.direct.take().is_none() {
@@ -560,16 +584,16 @@ impl Writer {
             // filesystem that opens with O_DIRECT but will not write so, a full disk): the whole
             // fragment again through the page cache, from now on. A full disk fails there too.
             tracing::debug!(path = %self.path, "direct I/O failed ({e}); buffered writes");
-            of.f.write_all_at(bytes, of.len)?;
+            buffered(&of.f, of.len)?;
         }
-        of.len += bytes.len() as u64;
+        of.len += len as u64;
         of.duration += duration;
-        let (len, dur, start) = (of.len, of.duration, of.start);
+        let (file_len, dur, start) = (of.len, of.duration, of.start);
         self.recordings.catalog.update(&self.path, start, |e| {
-            e.bytes = len;
+            e.bytes = file_len;
             e.duration = dur;
         });
-        self.status.lock().bytes_written += bytes.len() as u64;
+        self.status.lock().bytes_written += len as u64;
         Ok(())
     }
 
@@ -695,7 +719,17 @@ mod tests {
                 _ => (seed % 70_000) as usize,
             };
             let chunk: Vec<u8> = (0..n).map(|k| (k as u32 ^ seed) as u8).collect();
-            d.append(&f, &chunk).unwrap();
+            // In pieces, as a gathered fragment comes: a header, then samples of any size
+            // (empty ones too).
+            let mut pieces = Vec::new();
+            let mut rest = Bytes::from(chunk.clone());
+            let mut cut = seed;
+            while !rest.is_empty() {
+                cut = cut.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let take = ((cut >> 8) as usize % 9_000).min(rest.len());
+                pieces.push(rest.split_to(take));
+            }
+            d.append(&f, &pieces, n).unwrap();
             expect.extend_from_slice(&chunk);
             let got = std::fs::read(&name).unwrap();
             assert_eq!(got.len(), expect.len(), "after append {i}");

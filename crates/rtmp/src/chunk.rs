@@ -113,7 +113,7 @@ impl ChunkDecoder {
     /// Drops a partial message (the peer's Abort message).
     pub fn abort(&mut self, csid: u32) {
         if let Some(s) = self.streams.get_mut(&csid) {
-            self.partial_bytes -= s.partial.len();
+            self.partial_bytes -= s.partial.capacity();
             s.partial = BytesMut::new();
         }
     }
@@ -223,7 +223,7 @@ impl ChunkDecoder {
         // The whole chunk is present: commit the header.
         if fmt < 3 && !st.partial.is_empty() {
             // A new header in the middle of a message: the sender gave up on the old one.
-            self.partial_bytes -= st.partial.len();
+            self.partial_bytes -= st.partial.capacity();
             st.partial = BytesMut::new();
         }
         if let Some(l) = length {
@@ -267,14 +267,19 @@ impl ChunkDecoder {
                 payload,
             }));
         }
-        if self.partial_bytes + take > self.limits.max_partial_bytes {
-            return Err(Error::Chunk("too many bytes held in partial messages".into()));
+        if st.partial.is_empty() {
+            // The first chunk of a message in several: room for all of it at once (no regrowth,
+            // no copy as it arrives), counted against the limit from now on.
+            if self.partial_bytes + st.length > self.limits.max_partial_bytes {
+                return Err(Error::Chunk("too many bytes held in partial messages".into()));
+            }
+            st.partial = BytesMut::with_capacity(st.length);
+            self.partial_bytes += st.partial.capacity();
         }
         st.partial.extend_from_slice(&buf[..take]);
         buf.advance(take);
-        self.partial_bytes += take;
         if st.partial.len() == st.length {
-            self.partial_bytes -= st.length;
+            self.partial_bytes -= st.partial.capacity();
             let payload = std::mem::take(&mut st.partial).freeze();
             return Ok(Step::Message(Message {
                 csid,

@@ -12,6 +12,32 @@ use sluice_server::{auth, config, logging, reload, server};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its `mi_option_e` in mimalloc.h, v3).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+#[allow(unsafe_code)]
+extern "C" {
+    fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// Memory freed stays with the process for 10 s before it goes back to the kernel (mimalloc's
+/// default is 1 s). Media buffers turn over continuously (a path's frames live a few seconds in
+/// its queue): given back after 1 s, the same memory was faulted in again moments later, each
+/// fault zeroing a fresh (huge) page. With 20 RTMP paths at 5 Mb/s that was a quarter of the
+/// server's CPU (`clear_page_erms` under `perf`); 10 s cuts the ingest's CPU by 30 % for about
+/// 45 MB more resident memory at that load.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: plain calls into the linked mimalloc; the option is checked to be the one meant
+    // (its documented default) before it is changed.
+    unsafe {
+        if mi_option_get(MI_OPTION_PURGE_DELAY) == 1000 {
+            mi_option_set(MI_OPTION_PURGE_DELAY, 10_000);
+        }
+    }
+}
+
 /// Sluice: a live video streaming server.
 ///
 /// With no arguments, runs every protocol on its default port from the built-in configuration.
@@ -66,6 +92,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     if cli.print_config {
         print!("{}", config::DEFAULT_TOML);

@@ -539,6 +539,15 @@ fn recording_switched_on_and_off_live() {
         server.log()
     );
     std::thread::sleep(Duration::from_secs(4));
+    // The API's bytes written: the file's size (up to what was written since it answered).
+    let written = get_json(&server.api_url("v1/paths/live/sw"))["recording"]["bytes_written"]
+        .as_u64()
+        .unwrap();
+    let size: u64 = files(&dir).iter().map(|f| f.metadata().unwrap().len()).sum();
+    assert!(
+        written > 0 && written <= size && size - written < 1 << 20,
+        "API says {written} bytes written, the file has {size}"
+    );
     patch(false);
     assert!(
         server.wait_log("recording segment completed", Duration::from_secs(10)),
