@@ -10,7 +10,13 @@
 # The server runs pinned to core 0; the publisher (bench/loadgen rtmp-publish, every path from
 # one process) to core 1. Recordings go to a directory on the disk under target/ (not tmpfs).
 #
-# Usage: bench/record.sh [PATHS] [WINDOW_SECONDS] [ROUNDS]    defaults: 20 20 2
+# CPU is the server's threads' run time (schedstat) over a window that starts after WARM seconds
+# (the server's memory at its steady size: freed memory is kept 10 s before it goes back to the
+# kernel, and pages faulted in the first seconds would count as recording cost). Bytes written
+# and recorded are taken over the whole run, from the server's start to its files completed
+# after the publisher left (over a window they would depend on where fragments fall).
+#
+# Usage: bench/record.sh [PATHS] [WINDOW_SECONDS] [ROUNDS] [WARM]    defaults: 20 20 2 25
 # Needs ffmpeg, curl, python3. Writes bench/results/record-<date>.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +24,7 @@ cd "$(dirname "$0")/.."
 PATHS_N=${1:-20}
 WINDOW=${2:-20}
 ROUNDS=${3:-2}
+WARM=${4:-25}
 SERVER_CORE=0
 LOAD_CORE=1
 WORK=$(mktemp -d "$PWD/target/sluice-record-bench.XXXXXX")
@@ -77,29 +84,40 @@ CFG
 bytes_in() { # media bytes received on every path, from the API
     curl -sf "http://$API/v1/paths?limit=1000" | python3 -c 'import json,sys; print(sum(p["bytes_in"] for p in json.load(sys.stdin)["items"]))'
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
+cpu_ns() { cat /proc/"$SERVER"/task/*/schedstat | awk '{s += $1} END {print s}'; }
 wchar() { awk '/^wchar/ {print $2}' "/proc/$SERVER/io"; }
 now() { date +%s.%N; }
 
-phase() { # RECORD -> "record seconds ticks bytes_in wchar disk_bytes"
+phase() { # RECORD -> "record seconds cpu_ns bytes_in wchar disk_bytes"
     local dir="$WORK/rec-$1-$RANDOM"
     mkdir -p "$dir"
     start_server "$1" "$dir"
-    taskset -c $LOAD_CORE "$PUBLISH" "rtmp://$RTMP/live/p" "$PATHS_N" $((WINDOW + 15)) "$SRC" >"$WORK/pub.json" 2>>"$WORK/pub.err" &
+    taskset -c $LOAD_CORE "$PUBLISH" "rtmp://$RTMP/live/p" "$PATHS_N" $((WARM + WINDOW + 5)) "$SRC" >"$WORK/pub.json" 2>>"$WORK/pub.err" &
     local pub=$!
     PIDS+=("$pub")
-    sleep 6 # every path live, recorders started, first files created
-    local t0 c0 b0 w0 d0 t1 c1 b1 w1 d1
-    t0=$(now); c0=$(cpu_ticks); b0=$(bytes_in); w0=$(wchar); d0=$(du -sb "$dir" | cut -f1)
+    sleep "$WARM"
+    local t0 c0 t1 c1 b w d
+    t0=$(now); c0=$(cpu_ns)
     sleep "$WINDOW"
-    t1=$(now); c1=$(cpu_ticks); b1=$(bytes_in); w1=$(wchar); d1=$(du -sb "$dir" | cut -f1)
+    t1=$(now); c1=$(cpu_ns)
+    # Totals: the media received up to the publisher's end (read just before it is stopped),
+    # what the server wrote once its recordings are complete, and what is on disk.
+    b=$(bytes_in)
     kill "$pub" 2>/dev/null || true
     wait "$pub" 2>/dev/null || true
+    for _ in $(seq 100); do
+        [ "$(curl -sf "http://$API/v1/paths" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')" = 0 ] && break
+        sleep 0.1
+    done
+    sleep 1
+    w=$(wchar)
     kill "$SERVER"
     wait "$SERVER" 2>/dev/null || true
+    d=$(find "$dir" -type f -printf "%s\n" | awk "{s += \$1} END {print s + 0}")
+    [ "$1" = true ] || d=0
     rm -rf "$dir"
-    awk -v r="$1" -v a="$t0" -v b="$t1" -v x="$c0" -v y="$c1" -v p="$b0" -v q="$b1" -v u="$w0" -v v="$w1" -v m="$d0" -v n="$d1" \
-        'BEGIN {printf "%s %.3f %d %d %d %d\n", r, b - a, y - x, q - p, v - u, n - m}'
+    awk -v r="$1" -v a="$t0" -v b="$t1" -v x="$c0" -v y="$c1" -v p="$b" -v u="$w" -v n="$d" \
+        'BEGIN {printf "%s %.3f %d %d %d %d\n", r, b - a, y - x, p, u, n}'
 }
 
 : >"$WORK/phases.txt"
@@ -150,19 +168,19 @@ kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
 mkdir -p bench/results
 OUT="bench/results/record-$(date -u +%Y%m%d-%H%M).md"
-python3 - "$WORK" "$HZ" "$PATHS_N" "$WINDOW" "$FILES" "$STARTED" "$READY" "$SPANS" "$(nproc)" >"$OUT" <<'EOF'
+python3 - "$WORK" "$HZ" "$PATHS_N" "$WINDOW" "$FILES" "$STARTED" "$READY" "$SPANS" "$(nproc)" "$WARM" >"$OUT" <<'EOF'
 import sys
-work, hz, paths, window, files, started, ready, spans, nproc = sys.argv[1:]
+work, hz, paths, window, files, started, ready, spans, nproc, warm = sys.argv[1:]
 hz = float(hz)
 rows = [l.split() for l in open(f"{work}/phases.txt") if l.strip()]
 def agg(rec):
     r = [x for x in rows if x[0] == rec]
     secs = sum(float(x[1]) for x in r)
-    ticks = sum(int(x[2]) for x in r)
+    ns = sum(int(x[2]) for x in r)
     bin_ = sum(int(x[3]) for x in r)
     wch = sum(int(x[4]) for x in r)
     disk = sum(int(x[5]) for x in r)
-    return secs, ticks / hz / secs * 100, bin_ * 8 / secs / 1e6, wch, bin_, disk
+    return secs, ns / 1e9 / secs * 100, bin_, wch, disk
 off = agg("false")
 on = agg("true")
 def pct(v, p):
@@ -176,15 +194,15 @@ def lat(name):
 la = lat("list_all")
 ld = lat("list_day")
 print(f"# Recording cost — {paths} paths at ~5 Mb/s, {window} s windows\n")
-print(f"Machine: {nproc} cores; server pinned to core 0, publisher (rtmp-publish) to core 1; recordings on disk (under target/), fMP4, 1 min segments, 1 s fragments.\n")
+print(f"Machine: {nproc} cores; server pinned to core 0, publisher (rtmp-publish) to core 1; recordings on disk (under target/), fMP4, 1 min segments, 1 s fragments. CPU over {window} s windows after {warm} s of warm-up; bytes over each whole run.\n")
 print("| | recording off | recording on | ratio on/off |")
 print("|---|---|---|---|")
-print(f"| server CPU (% of a core) | {off[1]:.1f} | {on[1]:.1f} | {on[1]/off[1]:.3f} |")
-print(f"| media received (Mb/s, all paths) | {off[2]:.1f} | {on[2]:.1f} | |")
+print(f"| server CPU (% of a core) | {off[1]:.2f} | {on[1]:.2f} | {on[1]/off[1]:.3f} |")
+print(f"| media received (bytes, all paths, all runs) | {off[2]} | {on[2]} | |")
 print(f"| bytes written by the server (write syscalls) | {off[3]} | {on[3]} | |")
-print(f"| write amplification (written / received) | — | {on[3]/on[4]:.4f} | |")
-print(f"| growth of the recording directory / received | — | {on[5]/on[4]:.4f} | |")
-print(f"\nPhases (record, seconds, CPU ticks, bytes in, wchar, disk growth):\n")
+print(f"| write amplification (written / received) | — | {on[3]/on[2]:.4f} | |")
+print(f"| recorded files / received | — | {on[4]/on[2]:.4f} | |")
+print(f"\nPhases (record, window seconds, CPU ns in the window, media bytes received, bytes written, bytes on disk):\n")
 for r in rows:
     print(f"    {' '.join(r)}")
 print(f"\n## /list over 30 days of 1-minute segments\n")

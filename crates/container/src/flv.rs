@@ -249,6 +249,14 @@ impl FrameForm for FlvBody {
     type Value = Bytes;
 }
 
+/// A frame's whole FLV tag followed by its previous-tag-size (what an FLV stream carries of it;
+/// its time is the frame's own, the same for every reader).
+struct FlvTag;
+
+impl FrameForm for FlvTag {
+    type Value = Bytes;
+}
+
 /// The tag body of one frame. Built once per frame via [`Frame::form`] and shared by all readers.
 pub fn frame_body(track: &Track, frame: &Frame) -> Bytes {
     frame.form_infallible::<FlvBody>(|f| build_frame_body(track, f))
@@ -385,22 +393,22 @@ impl FlvWriter {
         vec![b.freeze()]
     }
 
-    /// Appends one frame as [tag header, shared body, previous tag size].
+    /// Appends one frame: its whole tag and the previous-tag-size after it, one buffer built
+    /// once per frame and shared by every writer (no allocation per viewer, one piece to write).
     pub fn frame(&mut self, info: &StreamInfo, frame: &Frame, out: &mut Vec<Bytes>) {
         let Some(track) = info.track(frame.track).filter(|t| supports(t.codec)) else {
             return;
         };
-        let body = frame_body(track, frame);
         let ms = ticks_to_ms(frame.dts).max(0) as u32;
         self.last_ms = ms;
-        out.push(Bytes::copy_from_slice(&tag_header(
-            tag_type(track),
-            body.len(),
-            ms,
-        )));
-        let size = (11 + body.len() as u32).to_be_bytes();
-        out.push(body);
-        out.push(Bytes::copy_from_slice(&size));
+        out.push(frame.form_infallible::<FlvTag>(|f| {
+            let body = frame_body(track, f);
+            let mut b = BytesMut::with_capacity(11 + body.len() + 4);
+            b.put_slice(&tag_header(tag_type(track), body.len(), ms));
+            b.put_slice(&body);
+            b.put_u32(11 + body.len() as u32);
+            b.freeze()
+        }));
     }
 }
 

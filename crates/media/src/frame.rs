@@ -18,7 +18,7 @@ pub trait FrameForm: 'static {
 }
 
 /// How many forms one frame caches; a form asked for beyond that is built but not kept.
-const FORM_SLOTS: usize = 6;
+const FORM_SLOTS: usize = 8;
 
 type Slot = OnceLock<(TypeId, Box<dyn Any + Send + Sync>)>;
 
@@ -102,7 +102,7 @@ impl Frame {
             }
         }
         // Every slot holds another form: this one is rebuilt by each reader. Today's consumers
-        // use at most five forms of one frame; say so once if that ever changes.
+        // use at most six forms of one frame; say so once if that ever changes.
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!(

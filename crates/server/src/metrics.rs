@@ -948,6 +948,15 @@ fn encode_process(enc: &mut DescriptorEncoder) -> fmt::Result {
     if let Some(v) = p.threads {
         gauge(enc, "sluice_process_threads", "Threads of the process.", v)?;
     }
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        // Every session, output and timer is a task: a number that only grows is a leak.
+        gauge(
+            enc,
+            "sluice_runtime_alive_tasks",
+            "Tasks alive in the server's async runtime.",
+            rt.metrics().num_alive_tasks() as u64,
+        )?;
+    }
     let start = p.start_time_seconds.unwrap_or_else(|| {
         // Off Linux: when this module first ran, close enough to the start.
         static START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();

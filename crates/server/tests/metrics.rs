@@ -313,6 +313,7 @@ fn metrics_parsed_by_prometheus_client_match_the_api() {
     assert!(one(&s, "sluice_process_resident_memory_bytes", &[]) > 1e6);
     assert!(one(&s, "sluice_process_open_fds", &[]) >= 5.0);
     assert!(one(&s, "sluice_process_threads", &[]) >= 2.0);
+    assert!(one(&s, "sluice_runtime_alive_tasks", &[]) >= 1.0);
     assert!(one(&s, "sluice_process_cpu_seconds_total", &[]) > 0.0);
     assert_eq!(one(&s, "sluice_session_series_omitted", &[]), 0.0);
 
