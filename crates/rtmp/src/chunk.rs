@@ -360,6 +360,54 @@ impl ChunkEncoder {
         }
     }
 
+    /// The chunks of one message as pieces to write one after the other, without copying the
+    /// payload: each chunk's header (all of them in one buffer, sliced), then its stretch of
+    /// `payload` (a slice of the same buffer). The same bytes as [`encode`](Self::encode).
+    pub fn encode_pieces(
+        &self,
+        csid: u32,
+        timestamp: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: &Bytes,
+        out: &mut Vec<Bytes>,
+    ) {
+        let ext = timestamp >= 0xff_ffff;
+        let n_chunks = payload.len().div_ceil(self.chunk_size).max(1);
+        let mut h = BytesMut::with_capacity(16 + (n_chunks - 1) * 7);
+        Self::basic_header(&mut h, 0, csid);
+        let ts = if ext { 0xff_ffff } else { timestamp };
+        h.put_slice(&ts.to_be_bytes()[1..]);
+        h.put_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        h.put_u8(type_id);
+        h.put_u32_le(stream_id);
+        if ext {
+            h.put_u32(timestamp);
+        }
+        // Where each chunk's header ends in `h`.
+        let mut ends = Vec::with_capacity(n_chunks);
+        ends.push(h.len());
+        for _ in 1..n_chunks {
+            Self::basic_header(&mut h, 3, csid);
+            if ext {
+                h.put_u32(timestamp);
+            }
+            ends.push(h.len());
+        }
+        let h = h.freeze();
+        out.reserve(n_chunks * 2);
+        let mut from = 0;
+        for (i, end) in ends.into_iter().enumerate() {
+            out.push(h.slice(from..end));
+            from = end;
+            let at = i * self.chunk_size;
+            let to = (at + self.chunk_size).min(payload.len());
+            if to > at {
+                out.push(payload.slice(at..to));
+            }
+        }
+    }
+
     pub fn encode_to_bytes(
         &self,
         csid: u32,
@@ -446,6 +494,39 @@ mod tests {
             decode_all(&mut dec, &[0xc5, 1, 2, 3], 10).is_err(),
             "type 3 without a header"
         );
+    }
+
+    #[test]
+    fn pieces_are_the_encoded_bytes() {
+        for chunk_size in [128usize, 4096] {
+            let enc = ChunkEncoder::new(chunk_size);
+            for (len, ts, csid) in [
+                (0usize, 5u32, 4u32),
+                (1, 0, 6),
+                (128, 0x12_3456, 3),
+                (129, 0xff_ffff, 4),
+                (10_000, 0x0100_0000, 70),
+                (8192, 7, 400),
+            ] {
+                let payload = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<u8>>());
+                let mut whole = BytesMut::new();
+                enc.encode(csid, ts, 9, 1, &payload, &mut whole);
+                let mut pieces = Vec::new();
+                enc.encode_pieces(csid, ts, 9, 1, &payload, &mut pieces);
+                let joined: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+                assert_eq!(
+                    &joined[..],
+                    &whole[..],
+                    "chunk size {chunk_size}, {len} bytes, ts {ts:#x}"
+                );
+                // And it decodes back to the message.
+                let mut dec = ChunkDecoder::default();
+                dec.set_chunk_size(chunk_size as u32).unwrap();
+                let mut buf = BytesMut::from(&joined[..]);
+                let m = dec.decode(&mut buf).unwrap().expect("a message");
+                assert_eq!((m.timestamp, m.payload.len()), (ts, len));
+            }
+        }
     }
 
     #[test]
