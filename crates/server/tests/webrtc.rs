@@ -364,11 +364,13 @@ fn whip_from_gstreamer_webrtcbin() {
 
     let server = Server::start();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gst/whip_publish.py");
+    // 26 s: past the ~15 s after which a pair whose peer sends no more connectivity checks
+    // (libnice keeps it alive with indications) lapses on our ICE-lite side.
     let publisher = Command::new("timeout")
-        .args(["40", "/usr/bin/python3"])
+        .args(["60", "/usr/bin/python3"])
         .arg(script)
         .arg(server.webrtc_url("live/gst/whip"))
-        .arg("14")
+        .arg("26")
         .arg(&pem)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -385,7 +387,17 @@ fn whip_from_gstreamer_webrtcbin() {
     assert_eq!(p.audio().codec_name, "aac");
     assert!(p.count(true) >= 60, "{} video frames in 4 s", p.count(true));
     assert!(p.count(false) >= 100, "{} audio frames in 4 s", p.count(false));
+    // Still publishing 20 s in.
+    std::thread::sleep(Duration::from_secs(12));
+    let p = probe(&server.rtmp_url("live/gst"), 3);
+    assert!(
+        p.count(true) >= 45,
+        "{} video frames in 3 s, 20 s in\n{}",
+        p.count(true),
+        server.log()
+    );
     let out = publisher.wait_with_output().unwrap();
+    assert!(!server.log().contains("ICE disconnected"), "{}", server.log());
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.contains("whip 201") && out.contains("done completed"),

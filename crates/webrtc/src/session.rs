@@ -377,7 +377,19 @@ impl Session {
             Event::IceConnectionStateChange(s) => {
                 tracing::debug!(session = %self.id, "ICE state {s:?}");
                 if s == IceConnectionState::Disconnected {
-                    return Err(SessionError::IceDisconnected);
+                    // Our side is ICE-lite: the peer's connectivity checks keep the pair alive.
+                    // Some agents stop sending them once connected and keep the path alive with
+                    // binding indications only (libnice, as GStreamer's webrtcbin runs it): the
+                    // pair lapses after about 15 s while media still flows. A publisher is only
+                    // received from, so it goes on while its datagrams arrive (the ICE timeout
+                    // on the last datagram ends it when they stop); a viewer has no path left
+                    // to send on, so it ends.
+                    if !matches!(role, Role::Whip(_)) {
+                        return Err(SessionError::IceDisconnected);
+                    }
+                    tracing::info!(path = %self.path, session = %self.id,
+                        "the publisher's ICE agent stopped its connectivity checks; the session goes on while its media arrives");
+                    return Ok(());
                 }
                 if self.link.link.state != "connected" {
                     self.link.set_state(match s {
