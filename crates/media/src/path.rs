@@ -977,14 +977,31 @@ impl Drop for Publisher {
         let shared = self.shared.clone();
         let generation = self.generation;
         let shutting_down = self.registry.stats().is_shutting_down();
+        if grace.is_zero() || shutting_down {
+            registry.end_path(&shared, generation);
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) if !grace.is_zero() && !shutting_down => {
+            Ok(rt) => {
                 rt.spawn(async move {
                     tokio::time::sleep(grace).await;
                     registry.end_path(&shared, generation);
                 });
             }
-            _ => registry.end_path(&shared, generation),
+            // Dropped off the runtime (an SRT session's own thread): the grace period all the
+            // same, on a thread of its own (ending the path at once cut the readers off).
+            Err(_) => {
+                let ended = std::thread::Builder::new().name("grace".into()).spawn({
+                    let (registry, shared) = (registry.clone(), shared.clone());
+                    move || {
+                        std::thread::sleep(grace);
+                        registry.end_path(&shared, generation);
+                    }
+                });
+                if ended.is_err() {
+                    registry.end_path(&shared, generation);
+                }
+            }
         }
     }
 }

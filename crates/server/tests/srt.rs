@@ -44,6 +44,45 @@ fn srt_h264_publish_reads_on_every_protocol() {
     assert!(server.log().contains("SRT publisher started"), "{}", server.log());
 }
 
+/// An SRT publisher that leaves gets the path's grace period like any other: RTMP and HTTP-FLV
+/// readers stay and go on with the next publisher (the session ends on its own thread, off the
+/// async runtime: the grace period used to be skipped there, ending every reader at once).
+#[test]
+fn srt_publisher_restart_keeps_readers() {
+    if !require_srt() {
+        return;
+    }
+    let server = Server::start_with(&[("SLUICE_PATH_DEFAULTS_GRACE_PERIOD", "10s")], None);
+    let src = source_flv();
+    let mut first = Publisher::srt(&src, &server.srt_url("publish:live/srt"));
+    wait_stream(&server, "live/srt");
+    let url_rtmp = server.rtmp_url("live/srt");
+    let url_flv = server.http_url("live/srt.flv");
+    let rtmp_reader = thread::spawn(move || probe(&url_rtmp, 10));
+    let flv_reader = thread::spawn(move || probe(&url_flv, 10));
+    thread::sleep(Duration::from_secs(3));
+    first.terminate();
+    assert!(
+        server.wait_log("publisher left", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    thread::sleep(Duration::from_secs(1));
+    let _second = Publisher::srt(&src, &server.srt_url("publish:live/srt"));
+    for (what, h) in [("RTMP", rtmp_reader), ("HTTP-FLV", flv_reader)] {
+        let p = h.join().unwrap();
+        p.assert_monotonic();
+        // 10 s of media minus the gap while no one published.
+        let v = p.count(true);
+        assert!(
+            v >= 180,
+            "{what} reader got {v} video frames across the restart\n{}",
+            server.log()
+        );
+    }
+    assert!(!server.log().contains("reader ended"), "{}", server.log());
+}
+
 /// SRT in with H.265 + AAC; read back over SRT and both HLS variants (ffprobe 5.1 cannot read
 /// HEVC in FLV, which needs enhanced RTMP).
 #[test]

@@ -432,6 +432,12 @@ impl Publisher {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Ends it as a user would (SIGTERM: ffmpeg closes its connection cleanly).
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Publisher {
