@@ -25,6 +25,9 @@ use crate::config::PathPush;
 
 /// Bytes a destination may have waiting to be sent before frames are dropped to a keyframe.
 const QUEUE_BYTES: usize = 8 << 20;
+
+/// Unsent bytes a push socket holds before it stops taking more (`TCP_NOTSENT_LOWAT`).
+const NOTSENT_LOWAT: u32 = 128 << 10;
 /// How long the batch being written may wait to be taken before frames are dropped to a
 /// keyframe (a destination that reads slower than the stream comes).
 const QUEUE_DELAY: Duration = Duration::from_secs(2);
@@ -556,6 +559,11 @@ impl Push {
             .map_err(|_| format!("connecting to {addr} timed out"))?
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let _ = tcp.set_nodelay(true);
+        // What the kernel holds unsent for the destination stays small: a destination that stops
+        // reading then shows in our own queue within seconds (slow: dropped to a keyframe;
+        // nothing taken for `stall_timeout`: retried) instead of after megabytes of socket
+        // buffer, minutes at a low bitrate. Bytes in flight are not limited by it.
+        let _ = socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT);
         let mut io: Box<dyn Io> = if self.dest.tls {
             let ca =
                 (!self.settings.ca_file.is_empty()).then(|| std::path::Path::new(&self.settings.ca_file));
