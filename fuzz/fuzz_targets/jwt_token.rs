@@ -12,6 +12,11 @@ mod auth_config;
 #[path = "../../crates/server/src/auth/jwt.rs"]
 mod jwt;
 
+/// What `jwt.rs` logs a JWKS address with (`crate::auth::masked_url` in the server; only logged).
+fn masked_url(url: &str) -> String {
+    url.to_owned()
+}
+
 /// What `jwt.rs` finds as `super::config`, and what `auth/config.rs` uses of the server's
 /// `crate::config`.
 mod config {
