@@ -384,26 +384,25 @@ impl ChunkEncoder {
         if ext {
             h.put_u32(timestamp);
         }
-        // Where each chunk's header ends in `h`.
-        let mut ends = Vec::with_capacity(n_chunks);
-        ends.push(h.len());
+        let first = h.len();
         for _ in 1..n_chunks {
             Self::basic_header(&mut h, 3, csid);
             if ext {
                 h.put_u32(timestamp);
             }
-            ends.push(h.len());
         }
+        // Every continuation header has the same length.
+        let next = (h.len() - first) / n_chunks.saturating_sub(1).max(1);
         let h = h.freeze();
         out.reserve(n_chunks * 2);
-        let mut from = 0;
-        for (i, end) in ends.into_iter().enumerate() {
-            out.push(h.slice(from..end));
-            from = end;
+        for i in 0..n_chunks {
+            let from = if i == 0 { 0 } else { first + (i - 1) * next };
+            let to = if i == 0 { first } else { from + next };
+            out.push(h.slice(from..to));
             let at = i * self.chunk_size;
-            let to = (at + self.chunk_size).min(payload.len());
-            if to > at {
-                out.push(payload.slice(at..to));
+            let end = (at + self.chunk_size).min(payload.len());
+            if end > at {
+                out.push(payload.slice(at..end));
             }
         }
     }
