@@ -163,8 +163,8 @@ pub fn sps_dimensions(nal: &[u8]) -> Result<(u32, u32), Error> {
             r.ue().ok_or(t.clone())?,
             r.ue().ok_or(t)?,
         );
-        w = w.saturating_sub(sw * (l.saturating_add(rt)));
-        h = h.saturating_sub(sh * (tp.saturating_add(b)));
+        w = w.saturating_sub(l.saturating_add(rt).saturating_mul(sw));
+        h = h.saturating_sub(tp.saturating_add(b).saturating_mul(sh));
     }
     if w == 0 || h == 0 || w > 16384 || h > 16384 {
         return Err(e("implausible picture size"));
@@ -175,6 +175,17 @@ pub fn sps_dimensions(nal: &[u8]) -> Result<(u32, u32), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (cargo fuzz, codec_config): huge conformance-window offsets overflowed the
+    /// crop's multiplication (a panic in debug builds).
+    #[test]
+    fn huge_crop_offsets_are_an_error_not_a_panic() {
+        let data = [
+            0x12, 0x00, 0x80, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x07, 0x00, 0x27, 0x00, 0x14, 0xaf,
+            0x00, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x07, 0x27,
+        ];
+        assert!(sps_dimensions(&data).is_err());
+    }
 
     const X265_640X360: &[u8] = include_bytes!("../testdata/ffmpeg_x265_640x360.hvcc");
 

@@ -165,8 +165,10 @@ impl Fmp4Demuxer {
         }
         let origin = self.origin.unwrap_or(0);
         for mut f in frames {
-            f.dts -= origin;
-            f.pts -= origin;
+            let (Some(dts), Some(pts)) = (f.dts.checked_sub(origin), f.pts.checked_sub(origin)) else {
+                return Err(err("a sample time out of range"));
+            };
+            (f.dts, f.pts) = (dts, pts);
             out.push(DemuxEvent::Frame(f));
         }
         Ok(())
@@ -219,6 +221,7 @@ impl Fmp4Demuxer {
         let default_size = tfhd.default_sample_size.unwrap_or(t.default_size);
         let default_flags = tfhd.default_sample_flags.unwrap_or(t.default_flags);
         let mut at = base;
+        let mut walked = 0usize;
         for (i, trun) in traf.trun.iter().enumerate() {
             if let Some(off) = trun.data_offset {
                 at = base
@@ -228,7 +231,10 @@ impl Fmp4Demuxer {
                 at = base;
             }
             for s in trun.samples.iter() {
-                if frames.len() >= MAX_SAMPLES {
+                // Every sample counts, empty ones too: a run without per-sample fields is a
+                // bare count (up to four billion), not data.
+                walked += 1;
+                if frames.len() >= MAX_SAMPLES || walked > MAX_SAMPLES {
                     return Err(err(format!("more than {MAX_SAMPLES} samples in one segment")));
                 }
                 let size = s.size.unwrap_or(default_size) as u64;
@@ -602,6 +608,71 @@ fn opus_head(d: &mp4_atom::Dops) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (cargo fuzz, fmp4_demux and fmp4_stream): sample times far apart made
+    /// the shift to the stream's origin overflow (a panic in debug builds). The input is the
+    /// fuzz target's: two bytes saying where the init ends, then segments cut at `SEG!`.
+    #[test]
+    fn extreme_sample_times_are_an_error_not_a_panic() {
+        let data = include_bytes!("../testdata/fuzz-demux-time-overflow.bin");
+        let (head, rest) = data.split_at(2);
+        let split = (u16::from_be_bytes([head[0], head[1]]) as usize).min(rest.len());
+        let (init, media) = rest.split_at(split);
+        let mut d = Fmp4Demuxer::new();
+        let mut out = Vec::new();
+        d.handle_init(init, &mut out).expect("the init is well formed");
+        let media = Bytes::copy_from_slice(media);
+        let mut from = 0;
+        while from <= media.len() {
+            let end = media[from..]
+                .windows(4)
+                .position(|w| w == b"SEG!")
+                .map_or(media.len(), |p| from + p);
+            let _ = d.handle_segment(&media.slice(from..end), &mut out);
+            from = end + 4;
+        }
+    }
+
+    /// A run without per-sample fields is a bare count: four billion empty samples are
+    /// refused at the segment's sample limit, not walked one by one (an HLS pull of a hostile
+    /// origin). Made from a real segment whose first run says so.
+    #[test]
+    fn a_huge_sample_count_is_refused_quickly() {
+        use mp4_atom::{Decode, Encode};
+        let init = include_bytes!("../testdata/ffmpeg_hls_fmp4_h264_aac_init.mp4");
+        let seg0 = include_bytes!("../testdata/ffmpeg_hls_fmp4_h264_aac_seg0.m4s");
+        let mut buf = &seg0[..];
+        let mut boxes = Vec::new();
+        while !buf.is_empty() {
+            boxes.push(mp4_atom::Any::decode(&mut buf).unwrap());
+        }
+        for b in &mut boxes {
+            if let mp4_atom::Any::Moof(m) = b {
+                let t = &mut m.traf[0];
+                t.tfhd.default_sample_size = Some(0);
+                t.trun.truncate(1);
+                t.trun[0].samples = mp4_atom::TrunSamples::Inherited {
+                    count: u32::MAX,
+                    first_flags: None,
+                };
+            }
+        }
+        let mut seg = Vec::new();
+        for b in &boxes {
+            b.encode(&mut seg).unwrap();
+        }
+        let mut d = Fmp4Demuxer::new();
+        let mut ev = Vec::new();
+        d.handle_init(init, &mut ev).unwrap();
+        let start = std::time::Instant::now();
+        let r = d.handle_segment(&Bytes::from(seg), &mut ev);
+        assert!(r.is_err(), "{:?}", ev.len());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
     use crate::fmp4::{Fmp4Writer, Fragment};
     use proptest::prelude::*;
 

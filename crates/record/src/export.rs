@@ -315,6 +315,8 @@ fn samples_of(traf: &mp4_atom::Traf, trex: &[Trex]) -> Vec<Vec<SampleAt>> {
         .map(|run| {
             run.samples
                 .iter()
+                // What `probe` accepts (a fragment it walked); a bound, whatever the count says.
+                .take(sluice_container::fmp4_demux::MAX_SAMPLES)
                 .map(|e| {
                     let s = SampleAt {
                         dts,

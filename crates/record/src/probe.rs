@@ -9,7 +9,8 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::time::Duration;
 
-use mp4_atom::{Header, Moof, Moov, ReadAtom, ReadFrom};
+use mp4_atom::{Header, Moof, Moov, ReadAtom, ReadFrom, TrunSamples};
+use sluice_container::fmp4_demux::MAX_SAMPLES;
 
 use crate::Format;
 
@@ -213,6 +214,7 @@ fn probe_fmp4(file: &mut File, walk: bool) -> Result<FileInfo, ProbeError> {
         let mut start = None;
         let mut dur_ref = 0f64;
         let mut independent = true;
+        let mut samples = 0usize;
         for traf in &moof.traf {
             let id = traf.tfhd.track_id;
             let scale = info
@@ -230,14 +232,29 @@ fn probe_fmp4(file: &mut File, walk: bool) -> Result<FileInfo, ProbeError> {
             let mut ticks = 0u64;
             let mut first_flags = None;
             for run in &traf.trun {
-                for e in run.samples.iter() {
-                    if first_flags.is_none() {
-                        first_flags = Some(e.flags.unwrap_or(def_flags));
+                samples += run.samples.len();
+                match &run.samples {
+                    // No per-sample fields: a count, not walked (it may say four billion).
+                    TrunSamples::Inherited {
+                        count,
+                        first_flags: f,
+                    } => {
+                        if *count > 0 && first_flags.is_none() {
+                            first_flags = Some(f.unwrap_or(def_flags));
+                        }
+                        ticks = ticks.saturating_add(u64::from(*count) * u64::from(def_dur));
                     }
-                    ticks += e.duration.unwrap_or(def_dur) as u64;
+                    TrunSamples::Explicit(entries) => {
+                        for e in entries {
+                            if first_flags.is_none() {
+                                first_flags = Some(e.flags.unwrap_or(def_flags));
+                            }
+                            ticks = ticks.saturating_add(u64::from(e.duration.unwrap_or(def_dur)));
+                        }
+                    }
                 }
             }
-            let t_end = (base + ticks) as f64 / scale;
+            let t_end = base.saturating_add(ticks) as f64 / scale;
             if id == ref_id {
                 let f = *first.get_or_insert(base);
                 start = Some(base.saturating_sub(f) as f64 / ref_scale as f64);
@@ -246,6 +263,10 @@ fn probe_fmp4(file: &mut File, walk: bool) -> Result<FileInfo, ProbeError> {
             }
             let f = first.map_or(0.0, |f| f as f64 / ref_scale as f64);
             end_max = end_max.max(t_end - f);
+        }
+        if samples > MAX_SAMPLES {
+            // Not a fragment we wrote (nor one a reader would take): the good data ends here.
+            break;
         }
         let start = start.unwrap_or_else(|| info.fragments.last().map_or(0.0, |f| f.start + f.duration));
         info.fragments.push(FragmentInfo {
@@ -386,6 +407,22 @@ pub(crate) mod tests {
     use sluice_media::{CodecId, Frame, Track, CLOCK_RATE};
     use std::io::Write;
     use std::time::SystemTime;
+
+    /// Regression (cargo fuzz, record_probe): a file that made `probe` spin past libFuzzer's
+    /// 25 s timeout. Whatever is on disk, probing ends at once.
+    #[test]
+    fn a_hostile_file_is_probed_in_bounded_time() {
+        let data = include_bytes!("../testdata/fuzz-probe-timeout.mp4");
+        let path = std::env::temp_dir().join(format!("sluice-probe-timeout-{}", std::process::id()));
+        std::fs::write(&path, data).unwrap();
+        let start = std::time::Instant::now();
+        for format in [Format::Fmp4, Format::MpegTs] {
+            let mut f = File::open(&path).unwrap();
+            let _ = probe(&mut f, format, true);
+        }
+        let _ = std::fs::remove_file(&path);
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    }
 
     /// A recording of `seconds` of Opus (20 ms frames) in 1 s fragments, as the recorder
     /// writes it: file init, then the parts. Returns the bytes and the init's mehd offset.
