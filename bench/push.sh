@@ -45,7 +45,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 NPROC=$(nproc --all)
-cargo build --release -q -p sluice -p sluice-loadgen
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p sluice -p sluice-loadgen
 SLUICE=target/release/sluice
 # From here on the script and everything it starts without taskset stay on the load core.
 taskset -cp $LOAD_CORE $$ >/dev/null

@@ -24,8 +24,8 @@ WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-cargo build --release -q -p sluice -p sluice-loadgen
-SLUICE=target/release/sluice
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p sluice -p sluice-loadgen
+SLUICE=${SERVER_BIN:-target/release/sluice}
 LOADGEN=target/release/sluice-loadgen
 
 # Sources: 30 s, 2 s GOP, x264 + AAC, at about 232 kb/s and 2.5 Mb/s in total.

@@ -38,8 +38,8 @@ WORK=$(mktemp -d /tmp/sluice-whep-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-cargo build --release -q -p sluice -p sluice-loadgen
-SLUICE=target/release/sluice
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p sluice -p sluice-loadgen
+SLUICE=${SERVER_BIN:-target/release/sluice}
 LOADGEN=target/release/whep-bench
 
 # Source: 30 s of 1280x720 30 fps, 2 s GOP, x264 without B-frames at ~2.4 Mb/s, AAC 128 kb/s.

@@ -262,10 +262,35 @@ pub fn frame_body(track: &Track, frame: &Frame) -> Bytes {
     frame.form_infallible::<FlvBody>(|f| build_frame_body(track, f))
 }
 
+/// Keeps an ingest's FLV tag body as the frame's [`FlvBody`] when it is byte for byte what
+/// [`frame_body`] would build (the frame's data is the end of `body`, and the header before it
+/// is the one written here): RTMP and HTTP-FLV outputs then send the publisher's own buffer, and
+/// no reader copies the frame into a new one.
+pub fn keep_body(track: &Track, frame: &Frame, body: &Bytes) {
+    let Some(head) = body.len().checked_sub(frame.data.len()) else {
+        return;
+    };
+    if body[head..].as_ptr() != frame.data.as_ptr() || head > 16 {
+        return;
+    }
+    let mut h = BytesMut::with_capacity(16);
+    body_header(track, frame, &mut h);
+    if h[..] == body[..head] {
+        frame.set_form::<FlvBody>(body.clone());
+    }
+}
+
 fn build_frame_body(track: &Track, f: &Frame) -> Bytes {
+    let mut b = BytesMut::with_capacity(f.data.len() + 8);
+    body_header(track, f, &mut b);
+    b.put_slice(&f.data);
+    b.freeze()
+}
+
+/// The bytes of a frame's tag body before its data.
+fn body_header(track: &Track, f: &Frame, b: &mut BytesMut) {
     let cts = ticks_to_ms(f.cts()).clamp(-0x80_0000, 0x7f_ffff) as i32;
     let cts = [(cts >> 16) as u8, (cts >> 8) as u8, cts as u8];
-    let mut b = BytesMut::with_capacity(f.data.len() + 8);
     let ft = if f.keyframe { 1u8 } else { 2 };
     match track.codec {
         CodecId::H264 => {
@@ -292,8 +317,6 @@ fn build_frame_body(track: &Track, f: &Frame) -> Bytes {
         }
         _ => {}
     }
-    b.put_slice(&f.data);
-    b.freeze()
 }
 
 /// The FLV/RTMP message type of a track.
@@ -416,6 +439,50 @@ impl FlvWriter {
 mod tests {
     use super::*;
     use sluice_media::CLOCK_RATE;
+
+    #[test]
+    fn an_ingested_body_is_kept_only_when_it_is_what_would_be_built() {
+        let frame_of =
+            |body: &Bytes, track: &Track| match parse_video(body).or_else(|_| parse_audio(body)).unwrap() {
+                Tag::Frame {
+                    keyframe,
+                    cts_ms,
+                    data,
+                    ..
+                } => {
+                    let dts = 9000;
+                    let pts = dts + i64::from(cts_ms) * (CLOCK_RATE / 1000);
+                    Frame::new(track.id, dts, pts, keyframe, data)
+                }
+                t => panic!("{t:?}"),
+            };
+        let avc = Track::video(0, CodecId::H264, Bytes::from_static(b"\x01"), 640, 360);
+        let body = Bytes::from_static(&[0x17, 1, 0, 0, 0x21, 0, 0, 0, 1, 0x65]);
+        let f = frame_of(&body, &avc);
+        keep_body(&avc, &f, &body);
+        let kept = frame_body(&avc, &f);
+        assert_eq!(kept, body);
+        assert_eq!(
+            kept.as_ptr(),
+            body.as_ptr(),
+            "the publisher's own buffer, not a copy"
+        );
+
+        // AAC flagged mono (0xae): what we build says 0xaf, so the body is built, not kept.
+        let aac = Track::audio(1, CodecId::Aac, Bytes::from_static(&[0x12, 0x10]), 48000, 1);
+        let body = Bytes::from_static(&[0xae, 1, 0x21, 0x10]);
+        let f = frame_of(&body, &aac);
+        keep_body(&aac, &f, &body);
+        let built = frame_body(&aac, &f);
+        assert_eq!(&built[..], &[0xaf, 1, 0x21, 0x10]);
+        assert_ne!(built.as_ptr(), body.as_ptr());
+
+        // A frame whose data is not the end of the body (an ingest that changed it) is not kept.
+        let f = Frame::new(0, 0, 0, true, Bytes::from_static(&[0, 0, 0, 1, 0x65]));
+        let body = Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
+        keep_body(&avc, &f, &body);
+        assert_ne!(frame_body(&avc, &f).as_ptr(), body.as_ptr());
+    }
 
     #[test]
     fn classic_avc_and_aac() {

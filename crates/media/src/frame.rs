@@ -125,6 +125,22 @@ impl Frame {
         None
     }
 
+    /// Stores `value` as this frame's form `F` before any reader asks: an ingest that already
+    /// holds it (RTMP's FLV body) spares every reader building it. False when `F` is already
+    /// there or every slot is taken.
+    pub fn set_form<F: FrameForm>(&self, value: F::Value) -> bool {
+        let key = TypeId::of::<F>();
+        let slots = self.forms.get_or_init(Default::default);
+        let mut value = Some(value);
+        for slot in slots.iter() {
+            let (k, _) = slot.get_or_init(|| (key, Box::new(value.take().expect("stored once"))));
+            if *k == key {
+                return value.is_none();
+            }
+        }
+        false
+    }
+
     /// The infallible variant of [`form`](Self::form).
     pub fn form_infallible<F: FrameForm>(&self, build: impl FnOnce(&Frame) -> F::Value) -> F::Value {
         match self.form::<F, std::convert::Infallible>(|f| Ok(build(f))) {

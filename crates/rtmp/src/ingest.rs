@@ -89,7 +89,11 @@ impl Ingest {
                 }
                 let dts = self.dts(timestamp);
                 let pts = dts + ms_to_ticks(cts_ms as i64);
-                self.push(Frame::new(VIDEO, dts, pts, keyframe, data), publisher);
+                let frame = Frame::new(VIDEO, dts, pts, keyframe, data);
+                if let Some(t) = &self.video {
+                    flv::keep_body(t, &frame, body);
+                }
+                self.push(frame, publisher);
             }
             Tag::Ignored => {}
         }
@@ -109,7 +113,11 @@ impl Ingest {
                     self.set_track(AUDIO, track, publisher);
                 }
                 let dts = self.dts(timestamp);
-                self.push(Frame::new(AUDIO, dts, dts, true, data), publisher);
+                let frame = Frame::new(AUDIO, dts, dts, true, data);
+                if let Some(t) = &self.audio {
+                    flv::keep_body(t, &frame, body);
+                }
+                self.push(frame, publisher);
             }
             Tag::Ignored => {}
         }

@@ -362,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let mut info = None;
         let mut batch: Vec<Bytes> = Vec::with_capacity(64);
         if self.inbuf.is_empty() {
-            self.inbuf = BytesMut::with_capacity(4096);
+            self.inbuf = BytesMut::with_capacity(READER_INBUF);
         }
         let result: Result<(), Error> = loop {
             tokio::select! {
@@ -393,6 +393,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         let n = write_all_vectored(&mut self.wr, &batch).await?;
                         stats.add_bytes_out(n as u64);
                         batch.clear();
+                        // A joining viewer's GOP makes one long batch; do not keep its size.
+                        if batch.capacity() > 256 {
+                            batch.shrink_to(64);
+                        }
                         if end.is_none() && !coalesce.is_zero() {
                             tokio::time::sleep(coalesce).await;
                         }
@@ -446,10 +450,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     }
 }
 
+/// What a viewer's connection reads into: players send acknowledgements and pings, tens of
+/// bytes a second (a bigger message still arrives, in several reads).
+const READER_INBUF: usize = 1024;
+
 async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
     // Players send little (acks, pings): a small buffer keeps the per-viewer footprint low.
-    if buf.capacity() - buf.len() < 512 {
-        buf.reserve(4096);
+    if buf.capacity() - buf.len() < 256 {
+        buf.reserve(READER_INBUF);
     }
     rd.read_buf(buf).await
 }

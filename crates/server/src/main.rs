@@ -9,12 +9,17 @@ use sluice_server::{auth, config, logging, reload, server};
 
 /// mimalloc rather than glibc's malloc: requests and responses allocate small blocks from many
 /// threads, where glibc spent a fifth of the HLS origin's CPU (perf, `bench/hls_origin.sh`).
+/// The `system-allocator` feature leaves glibc's in place, for heap profilers that hook it
+/// (heaptrack: see docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_purge_delay` (its `mi_option_e` in mimalloc.h, v3).
+#[cfg(not(feature = "system-allocator"))]
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
+#[cfg(not(feature = "system-allocator"))]
 #[allow(unsafe_code)]
 extern "C" {
     fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
@@ -27,6 +32,7 @@ extern "C" {
 /// fault zeroing a fresh (huge) page. With 20 RTMP paths at 5 Mb/s that was a quarter of the
 /// server's CPU (`clear_page_erms` under `perf`); 10 s cuts the ingest's CPU by 30 % for about
 /// 45 MB more resident memory at that load.
+#[cfg(not(feature = "system-allocator"))]
 #[allow(unsafe_code)]
 fn tune_allocator() {
     // SAFETY: plain calls into the linked mimalloc; the option is checked to be the one meant
@@ -92,6 +98,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(feature = "system-allocator"))]
     tune_allocator();
     let cli = Cli::parse();
     if cli.print_config {

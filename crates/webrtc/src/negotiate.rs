@@ -8,6 +8,7 @@ use rand::Rng;
 use sluice_media::CodecId;
 use str0m::change::SdpOffer;
 use str0m::net::TcpType;
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, IceCreds, Rtc};
 
 use crate::Error;
@@ -132,6 +133,22 @@ pub fn negotiate(
         .set_rtp_mode(kind == SessionKind::Whep && crate::send::rtp_mode(video))
         .clear_codecs()
         .enable_opus(true, false);
+    // A viewer's transport-wide congestion feedback (TWCC) feeds a sender's bandwidth
+    // estimation, which WHEP does not run (every viewer gets the publisher's bitrate): without
+    // the extension the browser sends none, and str0m keeps no record of the last 1000 packets
+    // sent to each viewer (about 60 KB each) to match it against. WHIP keeps it: the
+    // publishing browser's encoder adapts to our feedback.
+    let builder = if kind == SessionKind::Whep {
+        let mut exts = ExtensionMap::empty();
+        for (id, e) in ExtensionMap::standard().iter() {
+            if *e != Extension::TransportSequenceNumber {
+                exts.set(id, e.clone());
+            }
+        }
+        builder.set_extension_map(exts)
+    } else {
+        builder
+    };
     let builder = match (kind, video) {
         (SessionKind::Whep, Some(CodecId::H265)) => builder.enable_h265(true),
         (SessionKind::Whep, Some(CodecId::Vp8)) => builder.enable_vp8(true),

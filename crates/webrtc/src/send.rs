@@ -32,6 +32,23 @@ pub(crate) enum Media {
     Core(Result<CoreEv, ReadError>),
     /// A frame of the GOP cache, with its squeezed timestamp.
     Backlog(Arc<Frame>, i64),
+    /// The rest of a video frame's RTP packets.
+    Packets,
+}
+
+/// The most RTP packets written to str0m in one round of a session. str0m queues what is
+/// written until the round's output is polled, and its queue keeps the room it once needed: a
+/// keyframe written whole (a hundred packets and more) left each viewer a queue of that size
+/// for good (about 400 bytes a packet).
+const PACKETS_PER_ROUND: usize = 32;
+
+/// A video frame's RTP packets not yet written.
+struct FramePackets {
+    payloads: Arc<[Arc<[u8]>]>,
+    next: usize,
+    pt: Pt,
+    time: u32,
+    wallclock: Instant,
 }
 
 /// The sending half of a session: owns the reader (WHEP) or borrows it (a push, whose reader
@@ -61,6 +78,17 @@ pub(crate) struct MediaSender<R: BorrowMut<Reader> = Reader> {
     rtp_mode: bool,
     video_seq: u64,
     audio_seq: u64,
+    /// What is left to write of the current video frame (RTP mode).
+    packets: Option<FramePackets>,
+    /// How long the video's sent packets are kept for resends (NACK), once set.
+    resend_age: Option<Duration>,
+    /// The GOP cache went out at once: str0m's resend cache grew to hold all of it and keeps
+    /// that room. Rebuilt once the burst is older than the resend age (when it ended, once
+    /// it has).
+    burst: Option<Option<Instant>>,
+    /// Whether the peer asks for resends of audio (`a=rtcp-fb:PT nack`; browsers do not for
+    /// Opus): only then are audio packets kept.
+    audio_nack: bool,
 }
 
 impl<R: BorrowMut<Reader>> MediaSender<R> {
@@ -82,6 +110,10 @@ impl<R: BorrowMut<Reader>> MediaSender<R> {
             rtp_mode: rtp_mode(video),
             video_seq: rand::rng().random_range(0..30_000),
             audio_seq: rand::rng().random_range(0..30_000),
+            packets: None,
+            resend_age: None,
+            burst: None,
+            audio_nack: false,
         }
     }
 
@@ -93,7 +125,13 @@ impl<R: BorrowMut<Reader>> MediaSender<R> {
     /// The next thing to send: the squeezed GOP cache first, one frame per round, so that
     /// str0m's send buffer is drained between frames however big the GOP is; then the path.
     pub async fn next(&mut self) -> Media {
+        if self.packets.is_some() {
+            return Media::Packets;
+        }
         if let Some((f, pts)) = self.pending.pop_front() {
+            if self.pending.is_empty() {
+                self.burst = Some(Some(Instant::now()));
+            }
             return Media::Backlog(f, pts);
         }
         Media::Core(self.reader.borrow_mut().recv().await)
@@ -106,6 +144,9 @@ impl<R: BorrowMut<Reader>> MediaSender<R> {
         }
     }
 
+    /// Writes `m` to str0m. str0m sends written packets from its next timeout: the caller
+    /// hands it one (`Input::Timeout(now)`) before polling the output, so that what one round
+    /// wrote leaves in that round and str0m's queue stays small.
     pub fn media(&mut self, rtc: &mut Rtc, m: Media, path: &str) -> Result<(), SessionError> {
         if !self.started {
             self.started = true;
@@ -130,7 +171,7 @@ impl<R: BorrowMut<Reader>> MediaSender<R> {
             };
             match m {
                 Media::Core(ev) => push(ev?, self),
-                Media::Backlog(..) => {}
+                Media::Backlog(..) | Media::Packets => {}
             }
             while let Some(ev) = self.reader.borrow_mut().try_recv() {
                 push(ev?, self);
@@ -164,6 +205,7 @@ impl<R: BorrowMut<Reader>> MediaSender<R> {
                 // 1 ms apart, ending at the newest frame's own time.
                 let squeezed = last.unwrap_or(f.pts) - (n - 1 - i as i64) * 90;
                 self.pending.push_back((f, squeezed));
+                self.burst = Some(None);
             }
             return Ok(());
         }
@@ -181,8 +223,37 @@ impl<R: BorrowMut<Reader>> MediaSender<R> {
                 CoreEv::Frame(f) => self.send_frame(rtc, &f, f.pts, path)?,
             },
             Media::Backlog(f, pts) => self.send_frame(rtc, &f, pts, path)?,
+            Media::Packets => self.write_packets(rtc),
         }
         Ok(())
+    }
+
+    /// Writes up to [`PACKETS_PER_ROUND`] of the current frame's packets.
+    fn write_packets(&mut self, rtc: &mut Rtc) {
+        let (Some(fp), Some(mid)) = (self.packets.as_mut(), self.video_mid) else {
+            self.packets = None;
+            return;
+        };
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            self.packets = None;
+            return;
+        };
+        let n = fp.payloads.len();
+        let end = (fp.next + PACKETS_PER_ROUND).min(n);
+        for i in fp.next..end {
+            let seq = SeqNo::from(self.video_seq);
+            self.video_seq += 1;
+            tx.write_rtp(
+                RtpWrite::new(fp.pt, seq, fp.time, fp.wallclock, fp.payloads[i].clone())
+                    .marker(i + 1 == n)
+                    .nackable(true),
+            );
+        }
+        fp.next = end;
+        if end == n {
+            self.packets = None;
+        }
     }
 
     fn choose_pts(&mut self, rtc: &mut Rtc) {
@@ -192,6 +263,46 @@ impl<R: BorrowMut<Reader>> MediaSender<R> {
         }
         if let Some(mid) = self.audio_mid {
             self.audio_pt = opus_pt(rtc, mid);
+            self.audio_nack = negotiated(rtc, mid)
+                .iter()
+                .any(|p| Some(p.pt()) == self.audio_pt && p.fb_nack());
+            let age = if self.audio_nack {
+                resend_age(None, None)
+            } else {
+                Duration::ZERO
+            };
+            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
+                // Zero keeps nothing (str0m's cache is then inert).
+                tx.set_rtx_cache(RESEND_MAX_PACKETS, age, Some(RTX_RATIO_CAP));
+            }
+        }
+        self.tune_resends(rtc, None, None);
+    }
+
+    /// Sizes the video's resend cache from the viewer's round trip and loss (str0m's RTCP
+    /// figures, about once a second): see [`resend_age`]. The cache is rebuilt (and emptied)
+    /// only when the wanted age moves by a quarter or more.
+    pub fn tune_resends(&mut self, rtc: &mut Rtc, rtt: Option<Duration>, loss: Option<f32>) {
+        let Some(mid) = self.video_mid else {
+            return;
+        };
+        let age = resend_age(rtt, loss);
+        let after_burst = match (self.burst, self.resend_age) {
+            (Some(Some(end)), Some(cur)) => end.elapsed() > cur,
+            _ => false,
+        };
+        if let (Some(cur), false) = (self.resend_age, after_burst) {
+            let (a, c) = (age.as_secs_f64(), cur.as_secs_f64());
+            if (a - c).abs() < c / 4.0 {
+                return;
+            }
+        }
+        if after_burst {
+            self.burst = None;
+        }
+        if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
+            tx.set_rtx_cache(RESEND_MAX_PACKETS, age, Some(RTX_RATIO_CAP));
+            self.resend_age = Some(age);
         }
     }
 
@@ -254,20 +365,19 @@ impl<R: BorrowMut<Reader>> MediaSender<R> {
             };
             let wallclock = self.wallclock(pts);
             let time = self.rtp_ticks(pts) as u32;
-            let mut api = rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-                return Ok(());
-            };
-            let n = payloads.len();
-            for (i, p) in payloads.iter().enumerate() {
-                let seq = SeqNo::from(self.video_seq);
-                self.video_seq += 1;
-                tx.write_rtp(
-                    RtpWrite::new(pt, seq, time, wallclock, p.clone())
-                        .marker(i + 1 == n)
-                        .nackable(true),
-                );
+            // A frame still being written (only if a frame came before its packets were all
+            // written) goes out first.
+            while self.packets.is_some() {
+                self.write_packets(rtc);
             }
+            self.packets = Some(FramePackets {
+                payloads,
+                next: 0,
+                pt,
+                time,
+                wallclock,
+            });
+            self.write_packets(rtc);
             return Ok(());
         }
         let data: Arc<[u8]> = match video_payload(self.nal.as_ref(), f) {
@@ -304,7 +414,9 @@ impl<R: BorrowMut<Reader>> MediaSender<R> {
                 let seq = SeqNo::from(self.audio_seq);
                 self.audio_seq += 1;
                 let payload: Arc<[u8]> = f.form_infallible::<OpusPayload>(|f| Arc::from(&f.data[..]));
-                tx.write_rtp(RtpWrite::new(pt, seq, rtp.numer() as u32, wallclock, payload).nackable(true));
+                tx.write_rtp(
+                    RtpWrite::new(pt, seq, rtp.numer() as u32, wallclock, payload).nackable(self.audio_nack),
+                );
             }
             return;
         }
@@ -365,6 +477,35 @@ pub(crate) fn opus_pt(rtc: &Rtc, mid: Mid) -> Option<Pt> {
         .map(|p| p.pt())
 }
 
+/// The most packets a viewer's resend cache holds (str0m's default); the age bounds it first.
+const RESEND_MAX_PACKETS: usize = 1024;
+
+/// Resends stop when they would be more than this share of what is sent (str0m's default).
+const RTX_RATIO_CAP: f32 = 0.15;
+
+/// How long a viewer's sent video packets are kept to answer its NACKs. A browser asks again
+/// about once per round trip while the frame can still be shown (Chrome up to 10 times), more
+/// often the lossier the link: 3 round trips on a clean link, 6 above 1 % loss, 10 above 5 %,
+/// plus 150 ms for the loss to be noticed and the request to be sent; at least 300 ms (a resend
+/// later than that misses a LAN viewer's playout anyway, and Chrome asks for a keyframe), at
+/// most str0m's default of 3 s; until an RTCP report gives a round trip, 300 ms. Each cached
+/// packet is about 430 bytes of header and bookkeeping (the payload is shared by every viewer):
+/// at 2.5 Mb/s, 3 s was about 440 KB per viewer; 300 ms, with a keyframe's burst, about 60 KB.
+pub(crate) fn resend_age(rtt: Option<Duration>, loss: Option<f32>) -> Duration {
+    let Some(rtt) = rtt else {
+        return Duration::from_millis(300);
+    };
+    let loss = loss.unwrap_or(0.0);
+    let rounds = if loss > 0.05 {
+        10
+    } else if loss > 0.01 {
+        6
+    } else {
+        3
+    };
+    (rtt * rounds + Duration::from_millis(150)).clamp(Duration::from_millis(300), Duration::from_secs(3))
+}
+
 /// Whether a stream with this video codec is sent in str0m's RTP mode (H.264, or no video): the
 /// session's `Rtc` must be built to match.
 pub(crate) fn rtp_mode(video: Option<CodecId>) -> bool {
@@ -376,4 +517,26 @@ struct OpusPayload;
 
 impl sluice_media::FrameForm for OpusPayload {
     type Value = Arc<[u8]>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resend_cache_follows_round_trip_and_loss() {
+        let ms = Duration::from_millis;
+        // Before any report: 300 ms.
+        assert_eq!(resend_age(None, None), ms(300));
+        // Loopback and LANs: the floor.
+        assert_eq!(resend_age(Some(ms(1)), Some(0.0)), ms(300));
+        assert_eq!(resend_age(Some(ms(40)), Some(0.0)), ms(300));
+        // 100 ms clean: 3 round trips + 150 ms.
+        assert_eq!(resend_age(Some(ms(100)), None), ms(450));
+        // The same link losing 2 %, then 10 %: more requests to answer.
+        assert_eq!(resend_age(Some(ms(100)), Some(0.02)), ms(750));
+        assert_eq!(resend_age(Some(ms(100)), Some(0.10)), ms(1150));
+        // Never beyond str0m's own 3 s.
+        assert_eq!(resend_age(Some(ms(800)), Some(0.5)), ms(3000));
+    }
 }

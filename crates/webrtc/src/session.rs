@@ -113,7 +113,6 @@ pub(crate) async fn start(
         last_rx: now,
         connected: false,
         remote_ufrag: negotiate::ice_ufrag(offer),
-        batch: Batch::default(),
     };
     tracing::info!(
         path,
@@ -150,8 +149,6 @@ struct Session {
     connected: bool,
     /// The peer's ICE ufrag from the offer: a PATCH with another one is an ICE restart.
     remote_ufrag: Option<String>,
-    /// Packets of the current round, reused from round to round.
-    batch: Batch,
 }
 
 impl Session {
@@ -224,6 +221,10 @@ impl Session {
                     if let Role::Whep(w) = &mut role {
                         if let Err(e) = w.media(&mut self.rtc, m, &self.path) {
                             break e;
+                        }
+                        // What was written goes out in this round (see `MediaSender::media`).
+                        if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+                            break e.into();
                         }
                     }
                 }
@@ -333,35 +334,39 @@ impl Session {
     fn drive(&mut self, role: &mut Role) -> Result<Instant, SessionError> {
         // Everything str0m wants sent goes out in one batch (GSO per run to one peer); only if
         // the socket buffer is full does the rest wait in a task, so the loop never blocks.
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.clear();
-        let deadline = loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Transmit(t)) => {
-                    self.stats.add_bytes_out(t.contents.len() as u64);
-                    batch.push(t.proto, t.source, t.destination, &t.contents);
-                }
-                Ok(Output::Event(e)) => self.event(role, e)?,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        if !batch.is_empty() {
-            let left = self.inner.udp.send_all(&batch);
-            if !left.is_empty() {
-                let udp = self.inner.udp.clone();
-                tokio::spawn(async move {
-                    for o in left {
-                        udp.send(o.proto, o.source, o.destination, &o.data).await;
+        Batch::with(|batch| {
+            let deadline = loop {
+                match self.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => break t,
+                    Ok(Output::Transmit(t)) => {
+                        self.stats.add_bytes_out(t.contents.len() as u64);
+                        batch.push(t.proto, t.source, t.destination, &t.contents);
                     }
-                });
+                    Ok(Output::Event(e)) => self.event(role, e)?,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if !batch.is_empty() {
+                let left = self.inner.udp.send_all(batch);
+                if !left.is_empty() {
+                    let udp = self.inner.udp.clone();
+                    tokio::spawn(async move {
+                        for o in left {
+                            udp.send(o.proto, o.source, o.destination, &o.data).await;
+                        }
+                    });
+                }
             }
-        }
-        self.batch = batch;
-        Ok(deadline)
+            Ok(deadline)
+        })
     }
 
     fn event(&mut self, role: &mut Role, e: Event) -> Result<(), SessionError> {
+        if let (Event::MediaEgressStats(s), Role::Whep(w)) = (&e, &mut *role) {
+            if Some(s.mid) == w.video_mid {
+                w.tune_resends(&mut self.rtc, s.rtt, s.loss);
+            }
+        }
         if self.link.event(&e) {
             return Ok(());
         }

@@ -61,9 +61,24 @@ impl Batch {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.items.clear();
-        // A GOP burst to a new viewer makes one big round; do not keep that much per session.
+        // A GOP burst to a new viewer makes one big round; do not keep that much.
         self.buf.shrink_to(64 * 1024);
         self.items.shrink_to(64);
+    }
+
+    /// Runs `f` with this thread's batch, empty: a round fills and sends it without yielding,
+    /// so the sessions of one worker thread share one buffer (up to 64 KiB kept) instead of
+    /// holding one each. A nested call gets a batch of its own.
+    pub fn with<T>(f: impl FnOnce(&mut Batch) -> T) -> T {
+        thread_local! {
+            static BATCH: std::cell::RefCell<Option<Batch>> = const { std::cell::RefCell::new(None) };
+        }
+        let mut batch = BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default();
+        batch.clear();
+        let r = f(&mut batch);
+        batch.clear();
+        BATCH.with(|b| *b.borrow_mut() = Some(batch));
+        r
     }
 
     fn data(&self, i: usize) -> &[u8] {

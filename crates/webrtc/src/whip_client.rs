@@ -190,6 +190,11 @@ impl WhipPush {
                         }
                     }
                     Ok(Output::Event(e)) => {
+                        if let Event::MediaEgressStats(s) = &e {
+                            if Some(s.mid) == sender.video_mid {
+                                sender.tune_resends(&mut self.rtc, s.rtt, s.loss);
+                            }
+                        }
                         if link.event(&e) {
                             continue;
                         }
@@ -262,6 +267,10 @@ impl WhipPush {
                 m = sender.next(), if connected => {
                     if let Err(e) = sender.media(&mut self.rtc, m, &path) {
                         break e;
+                    }
+                    // What was written goes out in this round (see `MediaSender::media`).
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+                        break e.into();
                     }
                 }
                 _ = &mut sleep => {
