@@ -120,7 +120,7 @@ fn probe_fmp4(file: &mut File, walk: bool) -> Result<FileInfo, ProbeError> {
         if kind == "moof" || kind == "mdat" {
             break;
         }
-        let end = pos + hlen + blen;
+        let end = pos.saturating_add(hlen).saturating_add(blen);
         if end > file_len || blen as usize > MAX_META_BOX {
             return Err(invalid("the header is cut short"));
         }
@@ -184,7 +184,7 @@ fn probe_fmp4(file: &mut File, walk: bool) -> Result<FileInfo, ProbeError> {
     // Fragments: moof then mdat; a pair cut short ends the walk.
     while let Some((header, hlen, blen)) = next_header(file, pos, file_len)? {
         let kind = header.kind.to_string();
-        let end = pos + hlen + blen;
+        let end = pos.saturating_add(hlen).saturating_add(blen);
         if end > file_len {
             break;
         }
@@ -207,7 +207,7 @@ fn probe_fmp4(file: &mut File, walk: bool) -> Result<FileInfo, ProbeError> {
         let Some((mh, mhlen, mblen)) = next_header(file, end, file_len)? else {
             break;
         };
-        let frag_end = end + mhlen + mblen;
+        let frag_end = end.saturating_add(mhlen).saturating_add(mblen);
         if mh.kind.to_string() != "mdat" || frag_end > file_len {
             break;
         }
@@ -422,6 +422,18 @@ pub(crate) mod tests {
         }
         let _ = std::fs::remove_file(&path);
         assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    }
+
+    /// Regression (cargo fuzz, record_probe): a box whose 64-bit size is near u64::MAX made
+    /// its end overflow (a panic in debug builds). It is a header cut short.
+    #[test]
+    fn a_box_size_near_the_u64_limit_is_an_error() {
+        let data = include_bytes!("../testdata/fuzz-probe-u64-box.mp4");
+        let path = std::env::temp_dir().join(format!("sluice-probe-u64-{}", std::process::id()));
+        std::fs::write(&path, data).unwrap();
+        let mut f = File::open(&path).unwrap();
+        assert!(probe(&mut f, Format::Fmp4, true).is_err());
+        let _ = std::fs::remove_file(&path);
     }
 
     /// A recording of `seconds` of Opus (20 ms frames) in 1 s fragments, as the recorder
