@@ -273,9 +273,12 @@ pub fn keep_body(track: &Track, frame: &Frame, body: &Bytes) {
     if body[head..].as_ptr() != frame.data.as_ptr() || head > 16 {
         return;
     }
-    let mut h = BytesMut::with_capacity(16);
+    // On the stack: this runs for every ingested frame.
+    let mut buf = [0u8; 16];
+    let mut h = &mut buf[..];
     body_header(track, frame, &mut h);
-    if h[..] == body[..head] {
+    let written = 16 - h.len();
+    if buf[..written] == body[..head] {
         frame.set_form::<FlvBody>(body.clone());
     }
 }
@@ -288,7 +291,7 @@ fn build_frame_body(track: &Track, f: &Frame) -> Bytes {
 }
 
 /// The bytes of a frame's tag body before its data.
-fn body_header(track: &Track, f: &Frame, b: &mut BytesMut) {
+fn body_header(track: &Track, f: &Frame, b: &mut impl BufMut) {
     let cts = ticks_to_ms(f.cts()).clamp(-0x80_0000, 0x7f_ffff) as i32;
     let cts = [(cts >> 16) as u8, (cts >> 8) as u8, cts as u8];
     let ft = if f.keyframe { 1u8 } else { 2 };
