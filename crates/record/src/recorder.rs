@@ -34,8 +34,22 @@ use crate::{RecordConfig, RecorderStatus, Recordings};
 /// past it the disk is too slow and the file is closed rather than memory growing.
 const QUEUE: usize = 32;
 
-/// How long the reading task sleeps between batches of frames (the path's queue holds them).
-const COALESCE: Duration = Duration::from_millis(100);
+/// The longest the reading task sleeps between batches of frames (the path's queue holds them
+/// meanwhile); see [`nap`].
+const COALESCE: Duration = Duration::from_millis(250);
+
+/// How long the reading task of a path sleeps between batches of frames: at most a quarter of a
+/// part (a fragment reaches the disk at most that late), [`COALESCE`], and the time a quarter of
+/// the path's queue takes to fill at 240 events a second (60 fps video and audio, with room
+/// to spare); none for queues under 64 frames. Fewer wake-ups is most of what a recorder costs
+/// the runtime besides the copy of its bytes.
+fn nap(queue_frames: usize, part: Duration) -> Option<Duration> {
+    if queue_frames < 64 {
+        return None;
+    }
+    let fill = Duration::from_millis(queue_frames as u64 * 1000 / 4 / 240);
+    Some(fill.min(part / 4).min(COALESCE))
+}
 
 enum Op {
     Open {
@@ -69,6 +83,7 @@ pub fn spawn(recordings: &Arc<Recordings>, reader: Reader, rt: &tokio::runtime::
         failed: failed.clone(),
         open: None,
         gathered: Vec::new(),
+        scratch: Scratch::default(),
     };
     let count = recordings.clone();
     count.writers.fetch_add(1, Ordering::AcqRel);
@@ -100,11 +115,9 @@ pub fn spawn(recordings: &Arc<Recordings>, reader: Reader, rt: &tokio::runtime::
     rt.spawn(async move {
         let mut reader = reader;
         let mut batch = Vec::new();
-        // Asleep, the recorder must not let the path's queue for it fill: at 120 events a
-        // second (60 fps and audio), COALESCE fills 12 places; small queues get no sleep.
-        let nap = reader.queue_frames() >= 64;
+        let nap = nap(reader.queue_frames(), task.cfg.part_duration);
         'read: loop {
-            // Frames are taken in batches, COALESCE apart: a few wake-ups a second per path
+            // Frames are taken in batches, a nap apart: a few wake-ups a second per path
             // instead of one per frame (fragments are a second long anyway).
             batch.push(reader.recv().await);
             // Up to the first error (an ended reader keeps answering it).
@@ -142,8 +155,8 @@ pub fn spawn(recordings: &Arc<Recordings>, reader: Reader, rt: &tokio::runtime::
                     }
                 }
             }
-            if nap {
-                tokio::time::sleep(COALESCE).await;
+            if let Some(nap) = nap {
+                tokio::time::sleep(nap).await;
             }
         }
         task.segmenter.finish();
@@ -335,6 +348,26 @@ fn safe_file(file: &Path) -> io::Result<()> {
 /// (4 KiB: the largest logical block size in common use).
 const BLOCK: usize = 4096;
 
+/// Direct I/O goes through a buffer of this many aligned bytes per writer: a fragment larger
+/// than it is written in several calls. Fixed, so that a writer's memory never grows with the
+/// bitrate, and small enough that the copy into it stays in the cache.
+const CHUNK: usize = 256 * 1024;
+
+/// A writer's aligned buffer for direct I/O, allocated at its first use and kept across files.
+#[derive(Default)]
+struct Scratch(Vec<u8>);
+
+impl Scratch {
+    /// `CHUNK` bytes starting at a `BLOCK` boundary.
+    fn blocks(&mut self) -> &mut [u8] {
+        if self.0.is_empty() {
+            self.0 = vec![0; CHUNK + BLOCK];
+        }
+        let off = self.0.as_ptr().align_offset(BLOCK);
+        &mut self.0[off..off + CHUNK]
+    }
+}
+
 /// The direct-I/O side of an open file: whole blocks go through `f`, opened with `O_DIRECT`;
 /// the partial block after them (`tail`, starting at `tail_at`) is kept here and written through
 /// the ordinary descriptor until it fills.
@@ -342,9 +375,6 @@ struct Direct {
     f: File,
     tail: Vec<u8>,
     tail_at: u64,
-    /// Reused for the blocks of each fragment; `BLOCK` bytes longer than needed so that an
-    /// aligned slice can be taken from it.
-    scratch: Vec<u8>,
 }
 
 impl Direct {
@@ -361,7 +391,6 @@ impl Direct {
             f,
             tail: head[head.len() - in_head..].to_vec(),
             tail_at,
-            scratch: Vec::new(),
         })
     }
 
@@ -371,34 +400,47 @@ impl Direct {
         None
     }
 
-    /// Appends `pieces` (`len` bytes in all): the blocks they complete with direct I/O, the
-    /// rest through `buffered`. The one copy of the data: into the aligned blocks.
-    fn append(&mut self, buffered: &File, pieces: &[Bytes], len: usize) -> io::Result<()> {
-        let total = self.tail.len() + len;
-        let whole = total / BLOCK * BLOCK;
-        if whole == 0 {
+    /// Appends `pieces` (`len` bytes in all): the blocks they complete with direct I/O, through
+    /// `scratch` `CHUNK` bytes at a time, the rest through `buffered`. The one copy of the data:
+    /// into the aligned blocks.
+    fn append(
+        &mut self,
+        buffered: &File,
+        scratch: &mut Scratch,
+        pieces: &[Bytes],
+        len: usize,
+    ) -> io::Result<()> {
+        if (self.tail.len() + len) / BLOCK == 0 {
             let from = self.tail.len();
             for p in pieces {
                 self.tail.extend_from_slice(p);
             }
             return buffered.write_all_at(&self.tail[from..], self.tail_at + from as u64);
         }
-        let room = total.next_multiple_of(BLOCK) + BLOCK;
-        if self.scratch.len() < room {
-            self.scratch.resize(room, 0);
-        }
-        let off = self.scratch.as_ptr().align_offset(BLOCK);
-        let buf = &mut self.scratch[off..off + total];
-        let mut at = self.tail.len();
-        buf[..at].copy_from_slice(&self.tail);
+        let buf = scratch.blocks();
+        let mut fill = self.tail.len();
+        buf[..fill].copy_from_slice(&self.tail);
         for p in pieces {
-            buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
+            let mut p = &p[..];
+            while !p.is_empty() {
+                let n = p.len().min(CHUNK - fill);
+                buf[fill..fill + n].copy_from_slice(&p[..n]);
+                fill += n;
+                p = &p[n..];
+                if fill == CHUNK {
+                    self.f.write_all_at(buf, self.tail_at)?;
+                    self.tail_at += CHUNK as u64;
+                    fill = 0;
+                }
+            }
         }
-        self.f.write_all_at(&buf[..whole], self.tail_at)?;
-        self.tail_at += whole as u64;
+        let whole = fill / BLOCK * BLOCK;
+        if whole > 0 {
+            self.f.write_all_at(&buf[..whole], self.tail_at)?;
+            self.tail_at += whole as u64;
+        }
         self.tail.clear();
-        self.tail.extend_from_slice(&buf[whole..]);
+        self.tail.extend_from_slice(&buf[whole..fill]);
         if !self.tail.is_empty() {
             buffered.write_all_at(&self.tail, self.tail_at)?;
         }
@@ -426,6 +468,8 @@ struct Writer {
     open: Option<OpenFile>,
     /// Reused to join a fragment's pieces for buffered writes.
     gathered: Vec<u8>,
+    /// Direct I/O's aligned blocks.
+    scratch: Scratch,
 }
 
 impl Writer {
@@ -573,7 +617,7 @@ impl Writer {
             f.write_all_at(gathered, at)
         };
         let direct = match &mut of.direct {
-            Some(d) => d.append(&of.f, pieces, len),
+            Some(d) => d.append(&of.f, &mut self.scratch, pieces, len),
             None => buffered(&of.f, of.len),
         };
         if let Err(e) = direct {
@@ -690,6 +734,18 @@ impl Writer {
 mod tests {
     use super::*;
 
+    #[test]
+    fn naps_leave_the_queue_room_and_the_disk_current() {
+        let s = Duration::from_secs(1);
+        assert_eq!(nap(512, s), Some(Duration::from_millis(250)));
+        assert_eq!(
+            nap(512, Duration::from_millis(200)),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(nap(64, s), Some(Duration::from_millis(66)));
+        assert_eq!(nap(32, s), None);
+    }
+
     /// Fragments of every size, appended through the direct-I/O path, give the file exactly
     /// the bytes appended, readable at its exact length after each append.
     #[test]
@@ -709,6 +765,7 @@ mod tests {
             .unwrap();
         f.write_all_at(&head, 0).unwrap();
         let mut d = Direct::open(&name, head.len() as u64, &head).expect("O_DIRECT on the test directory");
+        let mut scratch = Scratch::default();
         let mut expect = head.clone();
         let mut seed = 7u32;
         for i in 0..60 {
@@ -716,7 +773,9 @@ mod tests {
             let n = match i % 4 {
                 0 => (seed % 100) as usize,
                 1 => BLOCK - expect.len() % BLOCK,
-                _ => (seed % 70_000) as usize,
+                2 => (seed % 70_000) as usize,
+                // Larger than the direct-I/O buffer: several writes.
+                _ => (seed % (3 * CHUNK as u32)) as usize,
             };
             let chunk: Vec<u8> = (0..n).map(|k| (k as u32 ^ seed) as u8).collect();
             // In pieces, as a gathered fragment comes: a header, then samples of any size
@@ -729,7 +788,7 @@ mod tests {
                 let take = ((cut >> 8) as usize % 9_000).min(rest.len());
                 pieces.push(rest.split_to(take));
             }
-            d.append(&f, &pieces, n).unwrap();
+            d.append(&f, &mut scratch, &pieces, n).unwrap();
             expect.extend_from_slice(&chunk);
             let got = std::fs::read(&name).unwrap();
             assert_eq!(got.len(), expect.len(), "after append {i}");
