@@ -4,7 +4,7 @@
 //! `srtp-gso-limit [SECONDS] [BATCH] [PAYLOAD]` (defaults 10, 32, 1150; BATCH at most what fits
 //! in 60 000 bytes, as Sluice's sends) runs two phases on the
 //! calling thread, which the caller pins to one core (`taskset -c 0`):
-//! 1. AES-128-GCM (SRTP's AEAD profile, the one str0m negotiates; aws-lc-rs, the provider Sluice
+//! 1. AES-256-GCM (SRTP's AEAD profile str0m negotiates, `SRTP_AEAD_AES_256_GCM`; aws-lc-rs, the provider Sluice
 //!    uses) protection alone: a 12-byte RTP header as associated data, the payload sealed in
 //!    place, a 16-byte tag. Reported as Gb/s of protected packets per second of thread CPU.
 //! 2. The same, plus UDP sends of BATCH packets at a time with GSO (`UDP_SEGMENT`) to a socket
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 const HEADER: usize = 12;
 const TAG: usize = 16;
@@ -121,7 +121,7 @@ fn main() -> Result<()> {
     let pkt = HEADER + payload + TAG;
     // A GSO send is one UDP datagram to the kernel: at most 64 KiB (Sluice sends up to 60 000 B).
     let batch = batch.min(60_000 / pkt).max(1);
-    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7u8; 16]).expect("key"));
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).expect("key"));
     let mut p = Packets {
         key,
         salt: [3u8; 12],
