@@ -273,7 +273,8 @@ pub fn keep_body(track: &Track, frame: &Frame, body: &Bytes) {
     if body[head..].as_ptr() != frame.data.as_ptr() || head > 16 {
         return;
     }
-    // On the stack: this runs for every ingested frame.
+    // On the stack: this runs for every ingested frame. `body_header` writes at most 8 bytes
+    // (enhanced video: type, FourCC, composition time), so 16 never runs out.
     let mut buf = [0u8; 16];
     let mut h = &mut buf[..];
     body_header(track, frame, &mut h);
