@@ -127,12 +127,37 @@ impl Builders {
     }
 }
 
+/// What answers the requests of one listener: an axum [`Router`] (the API, WebRTC), or a service
+/// hyper calls directly, without a router's per-request work, where one handler answers every
+/// URL (delivery, `http.rs`).
+pub trait App: Send + 'static {
+    /// The service each connection calls.
+    type Service: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static;
+    /// That service.
+    fn into_service(self) -> Self::Service;
+}
+
+impl App for Router {
+    type Service = TowerToHyperService<Router>;
+    fn into_service(self) -> Self::Service {
+        TowerToHyperService::new(self)
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then shuts down gracefully (see the
 /// module documentation). With `tls`, the port serves HTTPS only (HTTP/2 or HTTP/1.1 by ALPN).
-/// Handlers can extract `ConnectInfo<SocketAddr>`.
+/// Requests carry `ConnectInfo<SocketAddr>` in their extensions (handlers can extract it).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl App,
     limits: HttpLimits,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
@@ -142,6 +167,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let per_ip = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     let builders = Arc::new(Builders::new(&limits));
+    let app = app.into_service();
     let mut conns = JoinSet::new();
     let mut last_cap_warning: Option<Instant> = None;
     loop {
@@ -420,18 +446,23 @@ async fn h2c_preface(socket: &TcpStream, deadline: Instant, stop: &watch::Receiv
 
 /// Drives one connection until it ends, its watchdog fires, or shutdown's grace runs out.
 #[allow(clippy::too_many_arguments)]
-async fn connection(
+async fn connection<S>(
     socket: TcpStream,
     remote: SocketAddr,
-    app: Router,
+    router: S,
     builders: Arc<Builders>,
     limits: HttpLimits,
     tls: Option<TlsAcceptor>,
     stop: watch::Receiver<bool>,
     _slot: IpSlot,
-) {
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible>
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let activity = Arc::new(Activity::new());
-    let router = TowerToHyperService::new(app);
     let svc_activity = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(remote));

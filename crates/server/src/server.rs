@@ -187,7 +187,7 @@ pub async fn run(layers: Layers, sources: Sources) -> anyhow::Result<()> {
             let listener = bind(addr).with_context(|| format!("cannot listen for HTTP on {addr}"))?;
             let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
             tracing::info!("{scheme} (HLS, HTTP-FLV, player) listening on {addr}");
-            let app = crate::http::router(shared.clone());
+            let app = crate::http::delivery(shared.clone());
             tasks.push(tokio::spawn(crate::http_serve::serve(
                 listener,
                 app,

@@ -1,6 +1,6 @@
 //! Low-latency HLS viewer load for `bench/`: N viewers in one process, each behaving like an
-//! LL-HLS player on its own keep-alive connections (one client per viewer, at most two
-//! connections: the blocking reload and the preload-hinted part are in flight together).
+//! LL-HLS player on its own keep-alive connections (one client per viewer; two requests in
+//! flight at most: the blocking reload and the preload-hinted part).
 //!
 //! Modes (`--mode`):
 //! - `parts` (default): load the media playlist, then loop on blocking reloads
@@ -303,9 +303,13 @@ enum Kind {
 impl Viewer {
     fn new(_sh: &Shared) -> Viewer {
         // One client per viewer: its own keep-alive connections, as separate players have. No
-        // proxy lookup and no root store to load (plain HTTP on loopback).
+        // proxy lookup and no root store to load (plain HTTP on loopback). Up to 6 idle
+        // connections kept, as browsers keep per host: with 2, a connection handed back to the
+        // pool a moment after the next request was issued made the client open another and then
+        // close one, about one new connection per 7 requests against Sluice (2026-12-02), a
+        // connection churn that no player causes.
         let client = Client::builder()
-            .pool_max_idle_per_host(2)
+            .pool_max_idle_per_host(6)
             .timeout(Duration::from_secs(10))
             .no_proxy()
             .tls_certs_only([])
