@@ -456,8 +456,11 @@ async fn connection<S>(
     stop: watch::Receiver<bool>,
     _slot: IpSlot,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = std::convert::Infallible>
-        + Send
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = std::convert::Infallible,
+        > + Send
         + Sync
         + 'static,
     S::Future: Send + 'static,
