@@ -849,6 +849,68 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_detached_head_is_the_same_request_in_its_own_memory() {
+        let buf = Bytes::from(b"/live/cam1/stream.m3u8?_HLS_msn=4&_HLS_part=2".to_vec());
+        let req = Request::builder()
+            .method(Method::HEAD)
+            .uri(axum::http::Uri::from_maybe_shared(buf.clone()).unwrap())
+            .header(header::RANGE, "bytes=0-99")
+            .header("x-custom", "a")
+            .header("x-custom", "b")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = req.into_parts();
+        let remote = SocketAddr::from(([10, 1, 2, 3], 5000));
+        parts.extensions.insert(ConnectInfo(remote));
+        assert!(!buf.is_unique(), "the URI is a slice of the buffer");
+        let head = detach(parts);
+        assert_eq!(head.method, Method::HEAD);
+        assert_eq!(head.uri.path(), "/live/cam1/stream.m3u8");
+        assert_eq!(head.uri.query(), Some("_HLS_msn=4&_HLS_part=2"));
+        assert_eq!(head.headers.get(header::RANGE).unwrap(), "bytes=0-99");
+        let custom: Vec<_> = head.headers.get_all("x-custom").iter().collect();
+        assert_eq!(custom, ["a", "b"]);
+        assert_eq!(
+            head.extensions.get::<ConnectInfo<SocketAddr>>().unwrap().0,
+            remote
+        );
+        // Nothing of the original buffer is held any more: it is unique again.
+        assert!(buf.is_unique());
+    }
+
+    #[test]
+    fn cors_headers_are_those_of_the_configured_origin() {
+        let mut h = HeaderMap::new();
+        Cors::new("*").apply(&mut h, false);
+        assert_eq!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(), "*");
+        assert_eq!(
+            h.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).unwrap(),
+            "content-length"
+        );
+        // The same answer for every origin: nothing for a cache to vary on.
+        assert!(h.get(header::VARY).is_none());
+
+        let mut h = HeaderMap::new();
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        Cors::new("https://player.example").apply(&mut h, true);
+        assert_eq!(
+            h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).unwrap(),
+            "https://player.example"
+        );
+        assert_eq!(
+            h.get(header::ACCESS_CONTROL_ALLOW_METHODS).unwrap(),
+            "GET,HEAD,OPTIONS"
+        );
+        assert_eq!(
+            h.get(header::ACCESS_CONTROL_ALLOW_HEADERS).unwrap(),
+            "range,content-type"
+        );
+        assert!(h.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none());
+        let vary: Vec<_> = h.get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["accept-encoding", "origin"]);
+    }
+
+    #[test]
     fn credentials_are_carried_to_media_playlists() {
         assert_eq!(
             credential_query(Some("token=a%20b&x=1")).as_deref(),
