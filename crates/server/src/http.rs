@@ -172,6 +172,16 @@ impl hyper::service::Service<Request<Incoming>> for Delivery {
                 handle(&shared, &parts).await
             };
             cors.apply(resp.headers_mut(), preflight);
+            if parts.method == Method::HEAD {
+                // The length of what a GET would get, and no body: hyper drops it on HTTP/1.1,
+                // but would send it on HTTP/2.
+                if let Some(len) = axum::body::HttpBody::size_hint(resp.body()).exact() {
+                    resp.headers_mut()
+                        .entry(header::CONTENT_LENGTH)
+                        .or_insert_with(|| HeaderValue::from(len));
+                }
+                *resp.body_mut() = Body::empty();
+            }
             Ok(resp)
         })
     }

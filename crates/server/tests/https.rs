@@ -166,6 +166,22 @@ fn hls_api_and_every_listener_over_https() {
             "playlist {flag}: {code}"
         );
         assert_eq!(version, if flag == "--http2" { "2" } else { "1.1" });
+        // HEAD: the headers of the GET, the length of its body, and no body (curl fails a HEAD
+        // whose HTTP/2 stream carries one).
+        let (_, head, _) = curl(&[
+            "--cacert",
+            ca_pem.to_str().unwrap(),
+            flag,
+            "-sI",
+            &https(server.http, "live/x/index.m3u8"),
+        ]);
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains(" 200")
+                && head.contains("content-length: ")
+                && head.contains("access-control-allow-origin: *"),
+            "HEAD {flag}: {head}"
+        );
     }
 
     // A request head over http.max_header_bytes is refused over HTTP/2 as over HTTP/1.1; the
