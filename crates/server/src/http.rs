@@ -4,14 +4,13 @@
 //! `/P.flv`, and `/P/` for the player page. `/~sluice/` is reserved for what Sluice serves
 //! itself (the player's hls.js): no path name may start with `~`.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::Body;
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -60,8 +59,8 @@ pub fn cors_origin(origin: &str) -> AllowOrigin {
 
 /// The delivery listener's service (`http_serve::serve` drives it): one handler for every URL,
 /// called by hyper directly. No router: none is needed to tell these URLs apart (`route`), and
-/// a router's per-request work (its layers, boxed services, cloned request heads) was a sixth
-/// of the CPU of an origin serving 1000 LL-HLS viewers (docs/benchmarks.md).
+/// a router's per-request work (its layers, boxed services, cloned request heads) was about a
+/// fifth of the CPU of an origin serving 1000 LL-HLS viewers (docs/benchmarks.md).
 #[derive(Clone)]
 pub struct Delivery {
     shared: Arc<Shared>,

@@ -449,7 +449,7 @@ async fn h2c_preface(socket: &TcpStream, deadline: Instant, stop: &watch::Receiv
 async fn connection<S>(
     socket: TcpStream,
     remote: SocketAddr,
-    router: S,
+    app: S,
     builders: Arc<Builders>,
     limits: HttpLimits,
     tls: Option<TlsAcceptor>,
@@ -471,7 +471,7 @@ async fn connection<S>(
         req.extensions_mut().insert(ConnectInfo(remote));
         svc_activity.request_started();
         let guard = RequestGuard(svc_activity.clone());
-        let fut = hyper::service::Service::call(&router, req);
+        let fut = hyper::service::Service::call(&app, req);
         async move {
             let res: Response<Body> = fut.await?;
             Ok::<_, std::convert::Infallible>(res.map(|inner| GuardedBody { inner, _guard: guard }))
