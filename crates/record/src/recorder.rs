@@ -6,8 +6,8 @@
 //!
 //! Files are written with direct I/O where the filesystem allows it: the whole 4 KiB blocks
 //! of each fragment go to the disk without passing through the page cache (the kernel's
-//! buffered write, page allocation and copy, costs about ten times the CPU), and the last
-//! partial block through the ordinary descriptor, so the file always has its exact length and
+//! buffered write, page allocation and copy, costs about ten times the CPU), and the partial
+//! blocks at either end through the ordinary descriptor, so the file always has its exact length and
 //! every byte written is readable at once. Where direct I/O is refused (tmpfs, some network
 //! filesystems), everything goes through the page cache.
 
@@ -350,8 +350,9 @@ const BLOCK: usize = 4096;
 
 /// Direct I/O goes through a buffer of this many aligned bytes per writer: a fragment larger
 /// than it is written in several calls. Fixed, so that a writer's memory never grows with the
-/// bitrate, and small enough that the copy into it stays in the cache.
-const CHUNK: usize = 256 * 1024;
+/// bitrate; large enough that a second of 8 Mb/s is one write (each direct write waits for
+/// the device: fewer of them is less of the writer's CPU).
+const CHUNK: usize = 1024 * 1024;
 
 /// A writer's aligned buffer for direct I/O, allocated at its first use and kept across files.
 #[derive(Default)]
@@ -400,9 +401,13 @@ impl Direct {
         None
     }
 
-    /// Appends `pieces` (`len` bytes in all): the blocks they complete with direct I/O, through
-    /// `scratch` `CHUNK` bytes at a time, the rest through `buffered`. The one copy of the data:
-    /// into the aligned blocks.
+    /// Appends `pieces` (`len` bytes in all). The bytes that complete the partial block
+    /// already in the file go after it through the page cache; the whole blocks after those
+    /// with direct I/O, through `scratch` `CHUNK` bytes at a time (the one copy of the data);
+    /// what is left, less than a block, through the page cache again. Direct I/O never
+    /// rewrites a block the page cache holds: that would make the kernel write the cached
+    /// block out and wait for it before each direct write (a second disk write per fragment,
+    /// synchronous).
     fn append(
         &mut self,
         buffered: &File,
@@ -410,41 +415,83 @@ impl Direct {
         pieces: &[Bytes],
         len: usize,
     ) -> io::Result<()> {
-        if (self.tail.len() + len) / BLOCK == 0 {
-            let from = self.tail.len();
-            for p in pieces {
-                self.tail.extend_from_slice(p);
-            }
-            return buffered.write_all_at(&self.tail[from..], self.tail_at + from as u64);
-        }
-        let buf = scratch.blocks();
-        let mut fill = self.tail.len();
-        buf[..fill].copy_from_slice(&self.tail);
-        for p in pieces {
-            let mut p = &p[..];
-            while !p.is_empty() {
-                let n = p.len().min(CHUNK - fill);
-                buf[fill..fill + n].copy_from_slice(&p[..n]);
-                fill += n;
-                p = &p[n..];
-                if fill == CHUNK {
-                    self.f.write_all_at(buf, self.tail_at)?;
-                    self.tail_at += CHUNK as u64;
-                    fill = 0;
-                }
-            }
-        }
-        let whole = fill / BLOCK * BLOCK;
-        if whole > 0 {
-            self.f.write_all_at(&buf[..whole], self.tail_at)?;
-            self.tail_at += whole as u64;
-        }
-        self.tail.clear();
-        self.tail.extend_from_slice(&buf[whole..fill]);
+        let mut src = Cursor::new(pieces);
+        // The partial block, completed as far as these bytes go.
         if !self.tail.is_empty() {
+            let from = self.tail.len();
+            src.take_into(&mut self.tail, (BLOCK - from).min(len));
+            buffered.write_all_at(&self.tail[from..], self.tail_at + from as u64)?;
+            if self.tail.len() < BLOCK {
+                return Ok(());
+            }
+            self.tail_at += BLOCK as u64;
+            self.tail.clear();
+        }
+        // Whole blocks.
+        let mut whole = src.remaining() / BLOCK * BLOCK;
+        if whole > 0 {
+            let buf = scratch.blocks();
+            while whole > 0 {
+                let n = whole.min(CHUNK);
+                src.copy_to(&mut buf[..n]);
+                self.f.write_all_at(&buf[..n], self.tail_at)?;
+                self.tail_at += n as u64;
+                whole -= n;
+            }
+        }
+        // The new partial block.
+        let rest = src.remaining();
+        if rest > 0 {
+            src.take_into(&mut self.tail, rest);
             buffered.write_all_at(&self.tail, self.tail_at)?;
         }
         Ok(())
+    }
+}
+
+/// Reads a fragment's pieces front to back.
+struct Cursor<'a> {
+    pieces: &'a [Bytes],
+    /// Bytes of `pieces[0]` already taken.
+    at: usize,
+    remaining: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(pieces: &'a [Bytes]) -> Self {
+        Cursor {
+            pieces,
+            at: 0,
+            remaining: pieces.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// Fills `out` (at most `remaining` bytes long) with the next bytes.
+    fn copy_to(&mut self, out: &mut [u8]) {
+        let mut fill = 0;
+        while fill < out.len() {
+            let Some(p) = self.pieces.first() else { break };
+            let n = (p.len() - self.at).min(out.len() - fill);
+            out[fill..fill + n].copy_from_slice(&p[self.at..self.at + n]);
+            fill += n;
+            self.at += n;
+            if self.at == p.len() {
+                self.pieces = &self.pieces[1..];
+                self.at = 0;
+            }
+        }
+        self.remaining -= fill;
+    }
+
+    /// Appends the next `n` bytes to `out`.
+    fn take_into(&mut self, out: &mut Vec<u8>, n: usize) {
+        let from = out.len();
+        out.resize(from + n, 0);
+        self.copy_to(&mut out[from..]);
     }
 }
 
