@@ -21,6 +21,7 @@ mod derive;
 mod error;
 pub mod events;
 mod frame;
+mod pace;
 mod path;
 mod reader;
 pub mod stats;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
@@ -146,6 +147,8 @@ pub(crate) struct PathState {
     /// times in a row), so that one that ends at once every time is started again ever more
     /// slowly (5 s doubling to 5 min) instead of every reconcile.
     output_restarts: Vec<(String, Instant, u32)>,
+    /// Readers asleep until a write at or after a time of theirs.
+    pub(crate) pacer: crate::pace::Pacer,
 }
 
 /// An output restarted this long ago and still running counts as healthy again.
@@ -593,6 +596,7 @@ impl Registry {
                 return;
             }
             st.tx = None;
+            st.pacer.wake_all();
             st.info = None;
             st.gop.clear();
             st.gop_bytes = 0;
@@ -638,6 +642,7 @@ impl PathShared {
                 bytes_in: 0,
                 frames_in: 0,
                 derived: Vec::new(),
+                pacer: Default::default(),
                 next_derived: DERIVED_TRACK_BASE,
                 keyframe: None,
                 keyframe_pending: false,
@@ -746,6 +751,9 @@ impl PathShared {
         match &st.tx {
             Some(tx) => {
                 let _ = tx.send(Event::Frame(frame));
+                let due = st.pacer.due();
+                drop(st);
+                due.into_iter().for_each(Waker::wake);
                 true
             }
             None => false,
@@ -778,6 +786,10 @@ impl PathState {
     }
     pub(crate) fn has_publisher(&self) -> bool {
         self.publisher.is_some()
+    }
+    /// Whether the path's stream is over (no queue any more).
+    pub(crate) fn ended(&self) -> bool {
+        self.tx.is_none()
     }
 }
 
@@ -882,6 +894,7 @@ impl Publisher {
         if let Some(tx) = &st.tx {
             let _ = tx.send(Event::Start(info.clone()));
         }
+        st.pacer.wake_all();
         let attach = !std::mem::replace(&mut st.outputs_attached, true);
         let first = !self.started;
         self.started = true;
@@ -956,6 +969,9 @@ impl Publisher {
         if let Some(tx) = &st.tx {
             let _ = tx.send(Event::Frame(frame));
         }
+        let due = st.pacer.due();
+        drop(st);
+        due.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -965,6 +981,7 @@ impl Drop for Publisher {
             let mut st = self.shared.state.lock();
             st.publisher = None;
             st.keyframe = None;
+            st.pacer.wake_all();
             st.options.grace
         };
         let path = self.shared.name.clone();

@@ -1,6 +1,7 @@
 //! Readers: a bounded cursor over a path's frames that starts at the latest keyframe.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -78,6 +79,9 @@ pub enum Event {
 
 const LAG_WINDOW: Duration = Duration::from_secs(10);
 
+/// Keys of readers in their path's [`Pacer`](crate::pace::Pacer).
+static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// One reader of a path. Dropping it leaves the path.
 pub struct Reader {
     shared: Arc<PathShared>,
@@ -95,6 +99,8 @@ pub struct Reader {
     lags: u32,
     lag_window_start: Option<Instant>,
     max_lags: u32,
+    /// This reader in the path's pacer.
+    key: u64,
 }
 
 impl Reader {
@@ -134,6 +140,7 @@ impl Reader {
             lags: 0,
             lag_window_start: None,
             max_lags,
+            key: NEXT_KEY.fetch_add(1, Relaxed),
         })
     }
 
@@ -231,6 +238,44 @@ impl Reader {
             biased;
             _ = cancel.cancelled() => None,
             r = self.rx.recv() => Some(r),
+        }
+    }
+
+    /// Sleeps until the publisher writes at or after `at` (that write wakes this reader: no
+    /// timer of its own wakes the thread), the stream ends or its publisher leaves, the session
+    /// is asked to end, or at the latest until `latest` (a publisher gone quiet). For readers
+    /// that take frames in batches: what is written meanwhile waits in the path's queue, so
+    /// `at` must come before the queue can fill. Returns at once when `at` has passed.
+    pub async fn wait_paced(&self, at: Instant, latest: Instant) {
+        if Instant::now() >= at {
+            return;
+        }
+        /// Takes the reader out of the pacer however the wait ends, unless a write took it.
+        struct Registered<'a>(&'a PathShared, u64, AtomicBool);
+        impl Drop for Registered<'_> {
+            fn drop(&mut self) {
+                if !self.2.load(Relaxed) {
+                    self.0.state.lock().pacer.remove(self.1);
+                }
+            }
+        }
+        let entry = Registered(&self.shared, self.key, AtomicBool::new(false));
+        let mut registered = false;
+        let woken = std::future::poll_fn(|cx| {
+            let mut st = self.shared.state.lock();
+            if st.ended() || (registered && !st.pacer.is_waiting(self.key)) {
+                entry.2.store(true, Relaxed);
+                return std::task::Poll::Ready(());
+            }
+            st.pacer.register(self.key, at, cx.waker());
+            registered = true;
+            std::task::Poll::Pending
+        });
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => {}
+            _ = woken => {}
+            _ = tokio::time::sleep_until(latest) => {}
         }
     }
 

@@ -35,7 +35,7 @@ use crate::{RecordConfig, RecorderStatus, Recordings};
 const QUEUE: usize = 32;
 
 /// The longest the reading task sleeps between batches of frames (the path's queue holds them
-/// meanwhile); see [`nap`].
+/// meanwhile; the publisher's first write after the nap wakes it); see [`nap`].
 const COALESCE: Duration = Duration::from_millis(250);
 
 /// How long the reading task of a path sleeps between batches of frames: at most a quarter of a
@@ -156,7 +156,9 @@ pub fn spawn(recordings: &Arc<Recordings>, reader: Reader, rt: &tokio::runtime::
                 }
             }
             if let Some(nap) = nap {
-                tokio::time::sleep(nap).await;
+                // Woken by the publisher's first write after the nap, not by a timer.
+                let now = tokio::time::Instant::now();
+                reader.wait_paced(now + nap, now + 2 * nap).await;
             }
         }
         task.segmenter.finish();

@@ -398,7 +398,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                             batch.shrink_to(64);
                         }
                         if end.is_none() && !coalesce.is_zero() {
-                            tokio::time::sleep(coalesce).await;
+                            // The publisher's first write after the pause wakes the viewer
+                            // (no timer of its own).
+                            let now = tokio::time::Instant::now();
+                            reader.wait_paced(now + coalesce, now + 2 * coalesce).await;
                         }
                     }
                     match end {

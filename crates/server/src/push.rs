@@ -585,9 +585,9 @@ impl Push {
 
     /// Pushes until the destination fails (retry) or the path ends (done).
     ///
-    /// One task does it all: frames are taken from the path at most every [`COALESCE`] (on
-    /// ticks shared by every push of the server, so many destinations cost one wakeup), added to
-    /// this destination's own bounded queue, and written as the destination takes them.
+    /// One task does it all: frames are taken from the path at most every [`COALESCE`] (woken
+    /// by the publisher's first write after each tick, so a push costs no wake-up of its own),
+    /// added to this destination's own bounded queue, and written as the destination takes them.
     async fn live(
         &mut self,
         reader: &mut Reader,
@@ -673,10 +673,14 @@ impl Push {
                         stall.as_secs()
                     ));
                 }
-                _ = tokio::time::sleep_until(tick.unwrap_or_else(tokio::time::Instant::now)), if tick.is_some() => {
-                    tick = None;
-                }
-                ev = reader.recv(), if tick.is_none() => {
+                // Frames are taken at most once per tick; the publisher's first write after
+                // the tick wakes the push (no timer of its own).
+                ev = async {
+                    if let Some(t) = tick {
+                        reader.wait_paced(t, t + COALESCE).await;
+                    }
+                    reader.recv().await
+                } => {
                     tick = Some(next_tick());
                     let mut ev = Some(ev);
                     // Everything ready now goes in one batch.

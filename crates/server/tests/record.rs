@@ -329,8 +329,14 @@ fn retention_deletes_old_segments_only() {
     let mut a = publish_once(&source_flv(), "flv", &server.rtmp_url("live/age"));
     let mut b = publish_once(&source_flv(), "flv", &server.rtmp_url("live/size"));
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
-    wait_until("segments complete", Duration::from_secs(15), || {
-        count(&server.log(), "recording segment completed") >= 12
+    // Retention runs just after each segment's completion is logged: wait for both.
+    wait_until("segments complete and swept", Duration::from_secs(15), || {
+        let log = server.log();
+        count(&log, "recording segment completed") >= 12
+            && count(&log, "recording segment deleted")
+                + files(&dir.join("live/age")).len()
+                + files(&dir.join("live/size")).len()
+                == 12
     });
     let log = server.log();
     let age: Vec<PathBuf> = files(&dir.join("live/age"));
