@@ -202,6 +202,13 @@ print(f"| media received (bytes, all paths, all runs) | {off[2]} | {on[2]} | |")
 print(f"| bytes written by the server (write syscalls) | {off[3]} | {on[3]} | |")
 print(f"| write amplification (written / received) | — | {on[3]/on[2]:.4f} | |")
 print(f"| recorded files / received | — | {on[4]/on[2]:.4f} | |")
+# Each round's on/off pair measured minutes apart: the machine's drift between rounds (a
+# shared host) moves the totals; the median of the rounds' own ratios is steadier.
+pairs = [(float(b[2]) / float(b[1])) / (float(a[2]) / float(a[1])) for a, b in zip(rows[0::2], rows[1::2])]
+if pairs:
+    ps = sorted(pairs)
+    med = ps[len(ps) // 2] if len(ps) % 2 else (ps[len(ps) // 2 - 1] + ps[len(ps) // 2]) / 2
+    print(f"\nCPU ratio of each round (on / off, measured one after the other): {', '.join(f'{x:.3f}' for x in pairs)}; median **{med:.3f}**.")
 print(f"\nPhases (record, window seconds, CPU ns in the window, media bytes received, bytes written, bytes on disk):\n")
 for r in rows:
     print(f"    {' '.join(r)}")

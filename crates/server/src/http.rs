@@ -730,9 +730,11 @@ fn flv(shared: &Shared, path: &str, remote: SocketAddr) -> Response {
         state,
         move |(mut reader, mut writer, mut info, mut sent_header)| async move {
             // After the first write (header and GOP cache, at once), let frames gather for
-            // `flv_coalesce` so each write carries several: fewer wakeups per viewer.
+            // `flv_coalesce` so each write carries several: fewer wakeups per viewer. The
+            // publisher's first write after the pause wakes the viewer (no timer of its own).
             if sent_header && !coalesce.is_zero() {
-                tokio::time::sleep(coalesce).await;
+                let now = tokio::time::Instant::now();
+                reader.wait_paced(now + coalesce, now + 2 * coalesce).await;
             }
             let mut out: Vec<Bytes> = Vec::new();
             let first = reader.recv().await;
