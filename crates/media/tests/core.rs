@@ -231,3 +231,49 @@ async fn stats_follow_sessions() {
     assert_eq!(reg.stats().sessions().len(), 1);
     assert_eq!(reg.paths()[0].readers, 0);
 }
+
+/// A reader waiting paced (`wait_paced`) is woken by the publisher's first write at or after
+/// its time: not by a write before it, not by its time passing alone (only the fallback would,
+/// much later); the publisher leaving wakes it at once.
+#[tokio::test]
+async fn paced_reader_is_woken_by_the_first_write_after_its_time() {
+    use tokio::time::Instant;
+    let reg = Registry::default();
+    let mut p = reg.publish("live/pace", session()).unwrap();
+    p.start(tracks());
+    let r = reg.read("live/pace", session()).unwrap();
+    let t0 = Instant::now();
+    let at = t0 + Duration::from_millis(100);
+    let waiter = tokio::spawn(async move {
+        r.wait_paced(at, t0 + Duration::from_secs(30)).await;
+        (Instant::now(), r)
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    write_av(&mut p, 0, 30);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiter.is_finished(),
+        "its time has passed but nothing was written since: asleep"
+    );
+    write_av(&mut p, 1, 30);
+    let (woke, mut r) = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the write after its time wakes it")
+        .unwrap();
+    assert!(woke >= at + Duration::from_millis(100));
+    // Both writes' frames waited in the queue.
+    assert_eq!(frames(&drain(&mut r)).len(), 4);
+
+    let t1 = Instant::now();
+    let waiter = tokio::spawn(async move {
+        r.wait_paced(t1 + Duration::from_secs(20), t1 + Duration::from_secs(30))
+            .await;
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(p);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the publisher leaving wakes it")
+        .unwrap();
+}
