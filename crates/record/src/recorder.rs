@@ -7,9 +7,9 @@
 //! Files are written with direct I/O where the filesystem allows it: the whole 4 KiB blocks
 //! of each fragment go to the disk without passing through the page cache (the kernel's
 //! buffered write, page allocation and copy, costs about ten times the CPU), and the partial
-//! blocks at either end through the ordinary descriptor, so the file always has its exact length and
-//! every byte written is readable at once. Where direct I/O is refused (tmpfs, some network
-//! filesystems), everything goes through the page cache.
+//! blocks at either end through the ordinary descriptor, so the file always has its exact
+//! length and every byte written is readable at once. Where direct I/O is refused (tmpfs, some
+//! network filesystems), everything goes through the page cache.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

@@ -860,7 +860,7 @@ fn read_end(e: ReadError) -> String {
 }
 
 /// The next tick at which pushes take frames: multiples of [`COALESCE`] from one instant for
-/// the whole process, so every push wakes at the same moments.
+/// the whole process, so the pushes of one path are woken by the same write.
 fn next_tick() -> tokio::time::Instant {
     static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(tokio::time::Instant::now);
