@@ -11,21 +11,33 @@
 #           CPU (master + worker) minus the same nginx with no push line, per destination.
 #
 # The system under test (Sluice, the ffmpeg pushers, the pushing nginx) is pinned to core 0;
-# the publisher (ffmpeg -re -c copy of a 6 Mb/s 720p30 x264 CBR + AAC FLV), the destination
-# (ONE nginx-rtmp receiving the streams k0..k{N-1}) and this script to core 1. CPU is
+# the publisher (rtmp-publish of a 6 Mb/s 720p30 x264 CBR + AAC FLV), the destination
+# (ONE nginx-rtmp receiving the streams k{i}_{j}) and this script to core 1. CPU is
 # the threads' run time from /proc/<pid>/task/*/schedstat (ns) over the same window for every system, after a warm-up.
 # In each run the destination side is checked: the TCP connections to the destination and the
 # bytes they carried in the window (ss bytes_acked, so the same measure for the three systems),
 # Sluice's push states and bytes from its API, and ffprobe reading the last stream from the
 # destination.
 #
-# Usage: bench/push.sh [WINDOW_SECONDS] [WARMUP_SECONDS] [DESTINATION COUNTS...]
-#   defaults: 20 5 1 10 50
+# INPUTS=P publishes P such inputs (paths live/s0..s{P-1}), each pushed to its own N
+# destinations (k{i}_{j}): the same per-destination cost, P times the signal over the
+# machine's noise (one destination's cost is about 0.1-0.3 % of a core). The publisher is
+# bench/loadgen's rtmp-publish (every input from one process, the FLV file's own pacing).
+#
+# The machine's noise (a shared host: the same run varies by tenths of a percent of a core) is
+# as large as one destination's cost, so the whole sequence is repeated ROUNDS times, the runs
+# of each round one after the other, and the figures are medians over the rounds: each round's
+# own per-destination values and ratios, then their median.
+#
+# Usage: [ROUNDS=R] [INPUTS=P] bench/push.sh [WINDOW_SECONDS] [WARMUP_SECONDS] [DESTINATION COUNTS...]
+#   defaults: ROUNDS=1 INPUTS=1, 20 5 1 10 50
 # Needs ffmpeg, ffprobe, nginx with libnginx-mod-rtmp, curl, ss, python3.
 # Writes bench/results/push-<date>.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ROUNDS=${ROUNDS:-1}
+INPUTS=${INPUTS:-1}
 WINDOW=${1:-20}
 WARMUP=${2:-5}
 shift 2 || shift $# || true
@@ -47,6 +59,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 NPROC=$(nproc --all)
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p sluice -p sluice-loadgen
 SLUICE=target/release/sluice
+PUBLISH=target/release/rtmp-publish
 # From here on the script and everything it starts without taskset stay on the load core.
 taskset -cp $LOAD_CORE $$ >/dev/null
 
@@ -117,9 +130,13 @@ taskset -c $LOAD_CORE nginx -c "$WORK/dest/nginx.conf" -p "$WORK/dest" >"$WORK/d
 PIDS+=($!)
 wait_port $DEST_PORT
 
-start_sluice() { # N -> SERVER (Sluice pushing to k0..k{N-1})
-    local n=$1 urls="" i
-    for ((i = 0; i < n; i++)); do urls+="${urls:+, }\"rtmp://127.0.0.1:$DEST_PORT/live/k$i\""; done
+start_sluice() { # N -> SERVER (Sluice pushing each input s{i} to k{i}_0..k{i}_{N-1})
+    local n=$1 paths="" urls i j
+    for ((i = 0; i < INPUTS && n > 0; i++)); do
+        urls=""
+        for ((j = 0; j < n; j++)); do urls+="${urls:+, }\"rtmp://127.0.0.1:$DEST_PORT/live/k${i}_$j\""; done
+        paths+=$'\n'"[paths.\"live/s$i\".push]"$'\n'"urls = [$urls]"
+    done
     cat >"$WORK/sluice.toml" <<CFG
 [rtmp]
 listen = "127.0.0.1:$SRC_PORT"
@@ -139,8 +156,7 @@ listen = "$API"
 level = "warn"
 [path_defaults.health]
 enabled = false
-[path_defaults.push]
-urls = [$urls]
+$paths
 CFG
     rm -f "$WORK"/sluice.state.toml
     taskset -c $SERVER_CORE "$SLUICE" --config "$WORK/sluice.toml" >>"$WORK/sluice.log" 2>&1 &
@@ -150,10 +166,12 @@ CFG
     wait_port $SRC_PORT
 }
 start_pusher() { # N -> SERVER (nginx-rtmp with N push lines)
-    local n=$1 i lines=()
-    # `push URL [key=value]`: app and play path come from the URL; name= would select the
-    # *local* stream to push, so name=src (the published stream) and the remote name in the URL.
-    for ((i = 0; i < n; i++)); do lines+=("push rtmp://127.0.0.1:$DEST_PORT/live/k$i name=src;"); done
+    local n=$1 i j lines=()
+    # `push URL [key=value]`: app and play path come from the URL; name= selects the *local*
+    # stream to push (the published s{i}), the remote name is in the URL.
+    for ((i = 0; i < INPUTS; i++)); do
+        for ((j = 0; j < n; j++)); do lines+=("push rtmp://127.0.0.1:$DEST_PORT/live/k${i}_$j name=s$i;"); done
+    done
     rm -rf "$WORK/pusher"
     nginx_conf "$WORK/pusher" $PUSHER_PORT "${lines[@]}"
     taskset -c $SERVER_CORE nginx -c "$WORK/pusher/nginx.conf" -p "$WORK/pusher" >"$WORK/pusher.log" 2>&1 &
@@ -166,7 +184,7 @@ ticks() { # CPU time in ns of the given pids' threads (those alive), from scheds
     # clock ticks are too coarse for the 0.1 % of a core a push costs over a window.
     local p t=0 v
     for p in "$@"; do
-        v=$(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}') || v=0
+        v=$(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}') || v=0
         t=$((t + ${v:-0}))
     done
     echo $t
@@ -182,33 +200,39 @@ dest_conns() { # "connections bytes_acked" of the sockets sending to the destina
     ss -Htin state established "( dport = :$DEST_PORT )" |
         awk '/^[0-9]/ || /ESTAB/ {c++} {if (match($0, /bytes_acked:[0-9]+/)) b += substr($0, RSTART + 12, RLENGTH - 12)} END {print c + 0, b + 0}'
 }
-pushes_json() { curl -sf "http://$API/v1/paths/live/src" || echo '{}'; }
+pushes_json() { # every input's pushes, as one {"pushes": [...]}
+    local i out=""
+    for ((i = 0; i < INPUTS; i++)); do out+="$(curl -sf "http://$API/v1/paths/live/s$i" || echo '{}')"$'\n'; done
+    python3 -c 'import json, sys; print(json.dumps({"pushes": [p for l in sys.stdin if l.strip() for p in json.loads(l).get("pushes", [])]}))' <<<"$out"
+}
 now() { date +%s.%N; }
 
 : >"$WORK/results.jsonl"
+ROUND=1
 run() { # SYSTEM N
-    local sys=$1 n=$2 port measured=() extra=() i pub
+    local sys=$1 n=$2 port measured=() extra=() i j pub
     case $sys in
     sluice) start_sluice "$n"; port=$SRC_PORT ;;
     ffmpeg) start_sluice 0; port=$SRC_PORT ;;
     nginx) start_pusher "$n"; port=$PUSHER_PORT ;;
     esac
-    taskset -c $LOAD_CORE ffmpeg -nostdin -v error -re -stream_loop -1 -i "$SRC" -c copy -f flv \
-        "rtmp://127.0.0.1:$port/live/src" >"$WORK/pub.log" 2>&1 &
+    taskset -c $LOAD_CORE "$PUBLISH" "rtmp://127.0.0.1:$port/live/s" "$INPUTS" 3600 "$SRC" >"$WORK/pub.log" 2>&1 &
     pub=$!
     PIDS+=("$pub")
     local warm=$WARMUP
     if [[ $sys == ffmpeg ]]; then
         sleep 1
-        for ((i = 0; i < n; i++)); do
-            taskset -c $SERVER_CORE ffmpeg -nostdin -v error -i "rtmp://127.0.0.1:$SRC_PORT/live/src" -c copy -f flv \
-                "rtmp://127.0.0.1:$DEST_PORT/live/k$i" >"$WORK/ffpush-$i.log" 2>&1 &
-            extra+=($!)
-            PIDS+=($!)
+        for ((i = 0; i < INPUTS; i++)); do
+            for ((j = 0; j < n; j++)); do
+                taskset -c $SERVER_CORE ffmpeg -nostdin -v error -i "rtmp://127.0.0.1:$SRC_PORT/live/s$i" -c copy -f flv \
+                    "rtmp://127.0.0.1:$DEST_PORT/live/k${i}_$j" >"$WORK/ffpush-${i}_$j.log" 2>&1 &
+                extra+=($!)
+                PIDS+=($!)
+            done
         done
         measured=("${extra[@]}")
         # N processes start and probe their input on the same core: give them longer to settle.
-        warm=$((WARMUP + n / 10))
+        warm=$((WARMUP + n * INPUTS / 10))
     else
         measured=("$SERVER" $(pgrep -P "$SERVER" || true))
     fi
@@ -227,7 +251,7 @@ run() { # SYSTEM N
     live_procs=$(alive "${measured[@]}")
     if ((n > 0)); then
         probe=$(timeout 15 ffprobe -v error -read_intervals %+2 -show_entries stream=codec_type -of csv=p=0 \
-            "rtmp://127.0.0.1:$DEST_PORT/live/k$((n - 1))" 2>/dev/null | sort | tr '\n' ' ' || true)
+            "rtmp://127.0.0.1:$DEST_PORT/live/k$((INPUTS - 1))_$((n - 1))" 2>/dev/null | sort | tr '\n' ' ' || true)
     fi
     kill "$pub" "${extra[@]}" 2>/dev/null || true
     wait "$pub" "${extra[@]}" 2>/dev/null || true
@@ -237,10 +261,10 @@ run() { # SYSTEM N
     echo "$j0" >"$WORK/j0.json"
     echo "$j1" >"$WORK/j1.json"
     python3 - "$sys" "$n" "$HZ" "$t0" "$t1" "$c0" "$c1" "$s0" "$s1" "$d0" "$d1" "$rss1" "$rss2" "$live_procs" \
-        "${#measured[@]}" "$probe" "$warm" "$WORK/j0.json" "$WORK/j1.json" "$(cut -d' ' -f1 /proc/loadavg)" \
+        "${#measured[@]}" "$probe" "$warm" "$WORK/j0.json" "$WORK/j1.json" "$(cut -d' ' -f1 /proc/loadavg)" "$ROUND" "$INPUTS" \
         <<'EOF' | tee -a "$WORK/results.jsonl" >&2
 import json, sys
-(sys_, n, hz, t0, t1, c0, c1, s0, s1, d0, d1, rss1, rss2, live, nproc, probe, warm, j0, j1, load) = sys.argv[1:]
+(sys_, n, hz, t0, t1, c0, c1, s0, s1, d0, d1, rss1, rss2, live, nproc, probe, warm, j0, j1, load, rnd, inputs) = sys.argv[1:]
 n, hz, secs = int(n), float(hz), float(t1) - float(t0)
 conns0, acked0 = map(int, d0.split()); conns1, acked1 = map(int, d1.split())
 def pushes(f):
@@ -257,7 +281,7 @@ states = {}
 for p in p1:
     states[p["state"]] = states.get(p["state"], 0) + 1
 print(json.dumps(dict(
-    sys=sys_, n=n, secs=round(secs, 2), warmup=int(warm), load=float(load),
+    sys=sys_, n=n, inputs=int(inputs), round=int(rnd), secs=round(secs, 2), warmup=int(warm), load=float(load),
     cpu=(int(c1) - int(c0)) / hz / secs * 100,          # measured processes, % of one core
     server_cpu=(int(s1) - int(s0)) / hz / secs * 100,   # the server (Sluice or nginx master)
     rss_kb=(int(rss1) + int(rss2)) // 2, procs=int(nproc), procs_alive=int(live),
@@ -271,14 +295,16 @@ print(json.dumps(dict(
 EOF
 }
 
-# Alternating: for each N, Sluice without and with pushes, the ffmpeg processes, nginx without
-# and with push lines.
-for n in "${COUNTS[@]}"; do
-    run sluice 0
-    run sluice "$n"
-    run ffmpeg "$n"
-    run nginx 0
-    run nginx "$n"
+# Alternating: in each round, for each N, Sluice without and with pushes, the ffmpeg
+# processes, nginx without and with push lines.
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    for n in "${COUNTS[@]}"; do
+        run sluice 0
+        run sluice "$n"
+        run ffmpeg "$n"
+        run nginx 0
+        run nginx "$n"
+    done
 done
 
 mkdir -p bench/results
@@ -288,64 +314,91 @@ python3 - "$WORK/results.jsonl" "$WINDOW" "$WARMUP" "$SRC_MBPS" "$LOAD_BEFORE / 
 import json, sys
 path, window, warmup, src_mbps, load, nproc, rev, nginx_v, ffmpeg_v = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
+P = rows[0].get("inputs", 1)
 ns = []
 for r in rows:
     if r["n"] and r["n"] not in ns:
         ns.append(r["n"])
-def find(s, n, after=None):
-    # the run of system s with n destinations; for n == 0, the one measured with the given N
-    idx = [i for i, r in enumerate(rows) if r["sys"] == s and r["n"] == n]
+rounds = sorted({r["round"] for r in rows})
+def find(s, n, rnd, after=None):
+    # the run of system s with n destinations in round rnd; for n == 0, the one measured just
+    # before the run with `after` destinations
+    idx = [i for i, r in enumerate(rows) if r["sys"] == s and r["n"] == n and r["round"] == rnd]
     if n == 0 and after is not None:
-        j = [i for i, r in enumerate(rows) if r["sys"] == s and r["n"] == after][0]
+        j = [i for i, r in enumerate(rows) if r["sys"] == s and r["n"] == after and r["round"] == rnd][0]
         idx = [i for i in idx if i < j]
         return rows[idx[-1]]
     return rows[idx[0]]
-print(f"# Restreaming: one {src_mbps} Mb/s input pushed to N RTMP destinations\n")
+def median(v):
+    v = sorted(v)
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+def ratio(x, y):
+    return x / y if y > 0 else float("inf")
+def fr(x):
+    return f"{x:.2f}" if x != float("inf") else "n/a (≤ 0)"
+print(f"# Restreaming: {'one' if P == 1 else P} {src_mbps} Mb/s input{'s' if P > 1 else ''} pushed to N RTMP destinations{' each' if P > 1 else ''}\n")
 print(f"Sluice at {rev} (release build of the working tree), nginx {nginx_v} with libnginx-mod-rtmp, ffmpeg {ffmpeg_v}. "
-      f"Machine: {nproc} cores; the system under test on core 0, the publisher (ffmpeg -re -c copy), the destination "
-      f"(one nginx-rtmp, streams live/k0..k{{N-1}}) and the script on core 1. Window {window} s after {warmup} s of warm-up "
-      f"(the ffmpeg runs: {warmup} s + N/10 s, for their N processes to start). Load average (1, 5, 15 min) before the build / at the start of the measurements: {load} (the load column: 1-minute load at the end of each run).\n")
+      f"Machine: {nproc} cores; the system under test on core 0, the publisher (bench/loadgen rtmp-publish, inputs live/s0..s{P - 1}), the destination "
+      f"(one nginx-rtmp, streams live/k{{input}}_{{0..N-1}}) and the script on core 1. CPU per destination is divided by the N × {P} destinations. Window {window} s after {warmup} s of warm-up "
+      f"(the ffmpeg runs: {warmup} s + N/10 s, for their N processes to start); {len(rounds)} round(s), each running every system one after the other. "
+      f"Load average (1, 5, 15 min) before the build / at the start of the measurements: {load} (the load column: 1-minute load at the end of each run).\n")
 print("CPU is the run time (schedstat, ns) of the measured processes' threads over the window, in % of one core:")
 print("- **Sluice**: Sluice pushing to N destinations minus Sluice with no destination (measured just before), / N;")
 print("- **ffmpeg**: the N `ffmpeg -c copy` processes reading from Sluice and pushing (Sluice's own CPU not counted), / N;")
 print("- **nginx**: nginx-rtmp (master + worker) with N `push` lines minus the same with none, / N.\n")
-print("## CPU per destination\n")
-print("| N | Sluice %/dest | ffmpeg %/dest | nginx %/dest | Sluice / ffmpeg | Sluice / nginx |")
-print("|---|---|---|---|---|---|")
 per = {}
 for n in ns:
-    a, a0 = find("sluice", n), find("sluice", 0, n)
-    b = find("ffmpeg", n)
-    c, c0 = find("nginx", n), find("nginx", 0, n)
-    pa = (a["cpu"] - a0["cpu"]) / n
-    pb = b["cpu"] / n
-    pc = (c["cpu"] - c0["cpu"]) / n
-    per[n] = (pa, pb, pc)
-    f = lambda x, y: f"{x / y:.2f}" if y > 0 else "n/a (≤ 0)"
-    print(f"| {n} | {pa:.3f} | {pb:.3f} | {pc:.3f} | {f(pa, pb)} | {f(pa, pc)} |")
-print("\n## Memory (RSS, average of two samples in the window)\n")
+    for rnd in rounds:
+        a, a0 = find("sluice", n, rnd), find("sluice", 0, rnd, n)
+        b = find("ffmpeg", n, rnd)
+        c, c0 = find("nginx", n, rnd), find("nginx", 0, rnd, n)
+        d = n * P  # destinations in all
+        per[(n, rnd)] = ((a["cpu"] - a0["cpu"]) / d, b["cpu"] / d, (c["cpu"] - c0["cpu"]) / d)
+print("## CPU per destination\n")
+if len(rounds) > 1:
+    print("Medians over the rounds: of each system's per-destination CPU, and of each round's own ratios "
+          "(the systems of one round measured minutes apart, so the round's ratio is the steadier figure).\n")
+print("| N | Sluice %/dest | ffmpeg %/dest | nginx %/dest | Sluice / ffmpeg | Sluice / nginx |")
+print("|---|---|---|---|---|---|")
+for n in ns:
+    v = [per[(n, rnd)] for rnd in rounds]
+    pa, pb, pc = (median([x[i] for x in v]) for i in range(3))
+    rb = median([ratio(x[0], x[1]) if x[0] > 0 else 0.0 for x in v])
+    rc = median([ratio(x[0], x[2]) if x[0] > 0 else 0.0 for x in v])
+    print(f"| {n} | {pa:.3f} | {pb:.3f} | {pc:.3f} | {fr(rb)} | {fr(rc)} |")
+if len(rounds) > 1:
+    print("\n### Each round\n")
+    print("| N | round | Sluice %/dest | ffmpeg %/dest | nginx %/dest | Sluice / ffmpeg | Sluice / nginx |")
+    print("|---|---|---|---|---|---|---|")
+    for n in ns:
+        for rnd in rounds:
+            pa, pb, pc = per[(n, rnd)]
+            print(f"| {n} | {rnd} | {pa:.3f} | {pb:.3f} | {pc:.3f} | {fr(ratio(pa, pb))} | {fr(ratio(pa, pc))} |")
+print("\n## Memory (RSS, average of two samples in the window; medians over the rounds)\n")
 print("| N | Sluice pushing MB (no push) | ffmpeg processes MB (sum) | nginx pusher MB (no push) | Sluice KB/dest | ffmpeg KB/dest | nginx KB/dest |")
 print("|---|---|---|---|---|---|---|")
 for n in ns:
-    a, a0 = find("sluice", n), find("sluice", 0, n)
-    b = find("ffmpeg", n)
-    c, c0 = find("nginx", n), find("nginx", 0, n)
-    print(f"| {n} | {a['rss_kb']/1024:.1f} ({a0['rss_kb']/1024:.1f}) | {b['rss_kb']/1024:.1f} | {c['rss_kb']/1024:.1f} ({c0['rss_kb']/1024:.1f}) "
-          f"| {(a['rss_kb']-a0['rss_kb'])/n:.0f} | {b['rss_kb']/n:.0f} | {(c['rss_kb']-c0['rss_kb'])/n:.0f} |")
+    m = lambda f: median([f(rnd) for rnd in rounds])
+    a = m(lambda r: find("sluice", n, r)["rss_kb"]); a0 = m(lambda r: find("sluice", 0, r, n)["rss_kb"])
+    b = m(lambda r: find("ffmpeg", n, r)["rss_kb"])
+    c = m(lambda r: find("nginx", n, r)["rss_kb"]); c0 = m(lambda r: find("nginx", 0, r, n)["rss_kb"])
+    print(f"| {n} | {a/1024:.1f} ({a0/1024:.1f}) | {b/1024:.1f} | {c/1024:.1f} ({c0/1024:.1f}) "
+          f"| {(a-a0)/n/P:.0f} | {b/n/P:.0f} | {(c-c0)/n/P:.0f} |")
 print("\n## Every run\n")
 print("Measured CPU: the processes measured (Sluice / the ffmpeg pushers / nginx master+worker). "
       "Dest conns and Mb/s: TCP connections into the destination nginx and the bytes they carried in the window (ss bytes_acked), per destination. "
       "Push states, Mb/s (min–max per push, from bytes_sent) and dropped frames: Sluice's API. ffprobe: what ffprobe read from the destination's last stream after the window.\n")
-print("| system | N | measured CPU % | Sluice CPU % | load | procs alive | RSS MB | dest conns | dest Mb/s per dest | push states | push Mb/s | reconnects / dropped | ffprobe k{N-1} |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| system | N | round | measured CPU % | Sluice CPU % | load | procs alive | RSS MB | dest conns | dest Mb/s per dest | push states | push Mb/s | reconnects / dropped | ffprobe k{N-1} |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     n = r["n"]
-    dm = f"{r['dest_mbps'] / n:.2f}" if n else "–"
+    dm = f"{r['dest_mbps'] / n / P:.2f}" if n else "–"
     st = ", ".join(f"{k} {v}" for k, v in r["push_states"].items()) or "–"
     pm = f"{r['push_mbps_min']:.2f}–{r['push_mbps_max']:.2f}" if r["push_mbps_min"] is not None else "–"
     rd = f"{r['push_reconnects']} / {r['push_dropped']}" if r["sys"] == "sluice" and n else "–"
-    sc = f"{r['server_cpu']:.1f}" if r["sys"] in ("sluice", "ffmpeg") else "–"
-    print(f"| {r['sys']} | {n} | {r['cpu']:.1f} | {sc} | {r['load']} | {r['procs_alive']}/{r['procs']} | {r['rss_kb']/1024:.1f} "
+    sc = f"{r['server_cpu']:.2f}" if r["sys"] in ("sluice", "ffmpeg") else "–"
+    print(f"| {r['sys']} | {n} | {r['round']} | {r['cpu']:.2f} | {sc} | {r['load']} | {r['procs_alive']}/{r['procs']} | {r['rss_kb']/1024:.1f} "
           f"| {r['dest_conns']} | {dm} | {st} | {pm} | {rd} | {r['probe'] or ('–' if not n else 'nothing')} |")
 print("\nGoal (issue 12): Sluice's CPU per destination below both ffmpeg's and nginx-rtmp's (ratios below 1).")
 EOF

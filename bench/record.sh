@@ -84,7 +84,7 @@ CFG
 bytes_in() { # media bytes received on every path, from the API
     curl -sf "http://$API/v1/paths?limit=1000" | python3 -c 'import json,sys; print(sum(p["bytes_in"] for p in json.load(sys.stdin)["items"]))'
 }
-cpu_ns() { cat /proc/"$SERVER"/task/*/schedstat | awk '{s += $1} END {print s}'; }
+cpu_ns() { cat /proc/"$SERVER"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
 wchar() { awk '/^wchar/ {print $2}' "/proc/$SERVER/io"; }
 now() { date +%s.%N; }
 
@@ -117,7 +117,7 @@ phase() { # RECORD -> "record seconds cpu_ns bytes_in wchar disk_bytes"
     [ "$1" = true ] || d=0
     rm -rf "$dir"
     awk -v r="$1" -v a="$t0" -v b="$t1" -v x="$c0" -v y="$c1" -v p="$b" -v u="$w" -v n="$d" \
-        'BEGIN {printf "%s %.3f %d %d %d %d\n", r, b - a, y - x, p, u, n}'
+        'BEGIN {printf "%s %.3f %.0f %.0f %.0f %.0f\n", r, b - a, y - x, p, u, n}'
 }
 
 : >"$WORK/phases.txt"
