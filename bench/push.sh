@@ -2,7 +2,7 @@
 # Restreaming benchmark (issue 12): one ~6 Mb/s input pushed to N RTMP destinations, CPU per
 # destination for three ways of doing it:
 #
-#   sluice  Sluice receives the publish and pushes it ([path_defaults.push] urls): Sluice's CPU
+#   sluice  Sluice receives the publish and pushes it ([paths."live/sI".push] urls): Sluice's CPU
 #           minus Sluice's CPU with no destination (measured next to it), per destination.
 #   ffmpeg  Sluice receives the publish (no pushes); N `ffmpeg -c copy` processes, one per
 #           destination as people do today, read it from Sluice and push it: the ffmpeg
@@ -341,7 +341,7 @@ print(f"# Restreaming: {'one' if P == 1 else P} {src_mbps} Mb/s input{'s' if P >
 print(f"Sluice at {rev} (release build of the working tree), nginx {nginx_v} with libnginx-mod-rtmp, ffmpeg {ffmpeg_v}. "
       f"Machine: {nproc} cores; the system under test on core 0, the publisher (bench/loadgen rtmp-publish, inputs live/s0..s{P - 1}), the destination "
       f"(one nginx-rtmp, streams live/k{{input}}_{{0..N-1}}) and the script on core 1. CPU per destination is divided by the N × {P} destinations. Window {window} s after {warmup} s of warm-up "
-      f"(the ffmpeg runs: {warmup} s + N/10 s, for their N processes to start); {len(rounds)} round(s), each running every system one after the other. "
+      f"(the ffmpeg runs: {warmup} s + N × {P}/10 s, for their processes to start); {len(rounds)} round(s), each running every system one after the other. "
       f"Load average (1, 5, 15 min) before the build / at the start of the measurements: {load} (the load column: 1-minute load at the end of each run).\n")
 print("CPU is the run time (schedstat, ns) of the measured processes' threads over the window, in % of one core:")
 print("- **Sluice**: Sluice pushing to N destinations minus Sluice with no destination (measured just before), / N;")
@@ -389,7 +389,7 @@ print("\n## Every run\n")
 print("Measured CPU: the processes measured (Sluice / the ffmpeg pushers / nginx master+worker). "
       "Dest conns and Mb/s: TCP connections into the destination nginx and the bytes they carried in the window (ss bytes_acked), per destination. "
       "Push states, Mb/s (min–max per push, from bytes_sent) and dropped frames: Sluice's API. ffprobe: what ffprobe read from the destination's last stream after the window.\n")
-print("| system | N | round | measured CPU % | Sluice CPU % | load | procs alive | RSS MB | dest conns | dest Mb/s per dest | push states | push Mb/s | reconnects / dropped | ffprobe k{N-1} |")
+print("| system | N | round | measured CPU % | Sluice CPU % | load | procs alive | RSS MB | dest conns | dest Mb/s per dest | push states | push Mb/s | reconnects / dropped | ffprobe of the last destination |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     n = r["n"]
