@@ -33,7 +33,7 @@ fn llhls_through_an_nginx_cache_reaches_the_origin_about_once_per_part() {
         "build the load generator: cargo build -p sluice-loadgen --bins"
     );
     let server = Server::start_with(&[], None);
-    let _p = live_publisher(&server.rtmp_url("live/cam"));
+    let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
     wait_stream(&server, "live/cam");
     let nginx = NginxCache::cdn(server.http);
     thread::sleep(Duration::from_secs(3));
@@ -58,11 +58,15 @@ fn llhls_through_an_nginx_cache_reaches_the_origin_about_once_per_part() {
     let results: Vec<serde_json::Value> = players.into_iter().map(|h| h.join().unwrap()).collect();
     let after = path_stats(&server);
 
-    // The players played.
+    // The players played. nginx hands a collapsed request its answer at its next 500 ms poll,
+    // for the blocking reload and again for the part it announced: a part can reach a player
+    // up to a second late, more than hls.js's 0.6 s target holds. hls.js stalls once or twice
+    // in the first seconds, raises its target latency and then plays on, at least 16 s of the
+    // 20 (directly from Sluice the same player never stalls: llhls.rs).
     for p in &results {
         assert_eq!(p["errors"].as_array().map(Vec::len), Some(0), "{p}");
-        assert!(p["played"].as_f64().unwrap() >= 17.0, "{p}");
-        assert!(p["stalls"].as_u64().unwrap() <= 1, "{p}");
+        assert!(p["played"].as_f64().unwrap() >= 16.0, "{p}");
+        assert!(p["stalls"].as_u64().unwrap() <= 3, "{p}");
         assert!(p["part_loads"].as_u64().unwrap() > 40, "hls.js loaded parts: {p}");
     }
     // nginx wakes the requests it collapsed every 500 ms (its cache lock polls): a part can
@@ -125,7 +129,7 @@ fn dash_js_plays_through_an_nginx_cache() {
         return;
     }
     let server = Server::start_with(&[], None);
-    let _p = live_publisher(&server.rtmp_url("live/cam"));
+    let _p = Publisher::rtmp(&source_flv_no_bframes(), &server.rtmp_url("live/cam"));
     wait_stream(&server, "live/cam");
     let nginx = NginxCache::cdn(server.http);
     thread::sleep(Duration::from_secs(3));

@@ -13,7 +13,12 @@ export function launchChromium() {
   return chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: [
-      "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--headless=new", "--no-sandbox", "--disable-quic", "--no-first-run",
+      // No GPU here: without these, Debian's launcher flags (--enable-gpu-rasterization) make
+      // Chromium raster and composite every video frame through SwiftShader, its GL emulated on
+      // the CPU, which took as much CPU as the rest of the browser and dropped frames.
+      "--disable-gpu", "--disable-gpu-rasterization", "--disable-gpu-compositing",
+      "--disable-software-rasterizer",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--autoplay-policy=no-user-gesture-required", "--mute-audio",
       ...(process.env.CHROMIUM_EXTRA_ARGS || "").split(" ").filter((a) => a),

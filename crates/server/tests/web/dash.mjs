@@ -144,6 +144,8 @@ try {
     await page.route(pageUrl, (route) => route.fulfill({ contentType: "text/html", body: page_html }));
   }
   await page.goto(pageUrl);
+  // Stop intercepting once the page is in: the stream's requests need no round trip here.
+  if (mpdMode) await page.unrouteAll();
   const state = () => page.evaluate(() => {
     const v = document.getElementById("v") || document.querySelector("video");
     const R = window.__dashTest;

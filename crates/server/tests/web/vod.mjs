@@ -48,6 +48,9 @@ try {
     return route.fulfill({ contentType: "text/html", body: page_html });
   });
   await page.goto(origin + "/__test/page.html");
+  // The page and hls.js are in: stop intercepting, so that the stream's requests do not each
+  // make a round trip through this script (CPU, and latency on a loaded machine).
+  await page.unrouteAll();
   const state = () => page.evaluate(() => {
     const v = document.getElementById("v");
     const b = [];
