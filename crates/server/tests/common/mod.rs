@@ -1253,8 +1253,10 @@ pub fn live_publisher(url: &str) -> Publisher {
         .args([
             "-c:v",
             "libx264",
+            // ultrafast (B-frames put back): a third of veryfast's CPU, which on 2 cores beside
+            // a browser test delayed the server's packaging by hundreds of milliseconds.
             "-preset",
-            "veryfast",
+            "ultrafast",
             "-bf",
             "2",
             "-g",
