@@ -744,7 +744,7 @@ fn whep_picture_resumes_after_whip_publisher_restart() {
     }
     let server = Server::start();
     let r = browser(
-        &["republish", &format!("http://{}", server.webrtc), "live/re", "3"],
+        &["republish", &format!("http://{}", server.webrtc), "live/re", "5"],
         Duration::from_secs(90),
     );
     eprintln!("{r}");
@@ -752,8 +752,10 @@ fn whep_picture_resumes_after_whip_publisher_restart() {
     assert!(r["error"].is_null(), "{r}\n{log}");
     assert_eq!(r["state"], "connected", "{r}\n{log}");
     assert_eq!(r["publisher"], "connected", "{r}");
+    // Two publish sessions (the stream itself starts again whenever Chromium's encoder changes
+    // its resolution, which it does on a busy machine: that is not counted).
     assert_eq!(
-        log.matches("WHIP stream starts").count(),
+        log.matches("WHIP publish session starts").count(),
         2,
         "two publishes: {log}"
     );
@@ -765,7 +767,9 @@ fn whep_picture_resumes_after_whip_publisher_restart() {
         resume < 1000.0,
         "picture resumed {resume} ms after the publisher came back: {r}"
     );
-    // And keeps going (30 fps camera, 3 s).
+    // And keeps going: 5 s more. Chromium's fake camera is 30 fps, but its encoder lowers the
+    // frame rate on a busy machine (15 fps idle here, less beside other tests): 30 frames is
+    // 6 fps.
     let gained = num(&r, &["after"]) - num(&r, &["stalled"]);
     assert!(gained >= 30.0, "{gained} frames after the restart: {r}");
 }

@@ -12,18 +12,14 @@ import { chromium } from 'playwright-core';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CHROMIUM_ARGS } from '../web/browser.mjs';
 
 const [mode, url, a3, a4] = process.argv.slice(2);
 
 const args = [
-  '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--autoplay-policy=no-user-gesture-required',
+  ...CHROMIUM_ARGS,
   '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
   '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-  // Extra flags from the test, e.g. --ignore-certificate-errors-spki-list=HASH to trust the
-  // test's HTTPS certificate (and only that key).
-  ...(process.env.CHROMIUM_EXTRA_ARGS || '').split(' ').filter((a) => a),
 ];
 
 const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'sluice-chromium-')), {
