@@ -353,8 +353,8 @@ fn retention_deletes_old_segments_only() {
     }
     let log = server.log();
     assert!(count(&log, "recording segment completed") >= 12, "{log}");
-    let age: Vec<PathBuf> = files(&dir.join("live/age"));
-    let size: Vec<PathBuf> = files(&dir.join("live/size"));
+    let age = kept("live/age");
+    let size = kept("live/size");
     // 12 s in 2 s segments: 6 each. live/age keeps those that ended less than 3 s before the
     // last completed: at most 3 of 6; the oldest are the ones gone.
     assert!(!age.is_empty() && age.len() <= 3, "age: {age:?}\n{log}");
@@ -362,7 +362,7 @@ fn retention_deletes_old_segments_only() {
         log.contains("recording segment deleted (older than max_age)"),
         "{log}"
     );
-    let size_total: u64 = size.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    let size_total = size_of(&size);
     assert!(
         size_total <= 400_000,
         "{size_total} bytes kept under a 400 KB cap"
