@@ -16,6 +16,12 @@
 # and recorded are taken over the whole run, from the server's start to its files completed
 # after the publisher left (over a window they would depend on where fragments fall).
 #
+# Each round also measures the floor of writing those bytes: the server with recording off
+# beside `disk-floor` (bench/loadgen), a program that does nothing but append PATHS files at
+# the stream's bitrate, a 1 s burst each (a fragment), copying the bytes once into an aligned
+# buffer and writing whole blocks with direct I/O: the least any recorder spends on the disk
+# writes and the one copy they need. Its CPU per byte written is set beside the recorder's.
+#
 # Usage: bench/record.sh [PATHS] [WINDOW_SECONDS] [ROUNDS] [WARM]    defaults: 20 20 2 25
 # Needs ffmpeg, curl, python3. Writes bench/results/record-<date>.md.
 set -euo pipefail
@@ -39,6 +45,7 @@ trap cleanup EXIT
 cargo build --release -q -p sluice -p sluice-loadgen
 SLUICE=target/release/sluice
 PUBLISH=target/release/rtmp-publish
+FLOOR=target/release/disk-floor
 RTMP=127.0.0.1:19371
 API=127.0.0.1:19377
 PLAYBACK=127.0.0.1:19376
@@ -84,22 +91,34 @@ CFG
 bytes_in() { # media bytes received on every path, from the API
     curl -sf "http://$API/v1/paths?limit=1000" | python3 -c 'import json,sys; print(sum(p["bytes_in"] for p in json.load(sys.stdin)["items"]))'
 }
-cpu_ns() { cat /proc/"$SERVER"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
+cpu_ns() { cat /proc/"$SERVER"/task/*/schedstat ${FLOORPID:+/proc/$FLOORPID/task/*/schedstat} | awk '{s += $1} END {printf "%.0f\n", s}'; }
 wchar() { awk '/^wchar/ {print $2}' "/proc/$SERVER/io"; }
 now() { date +%s.%N; }
 
-phase() { # RECORD -> "record seconds cpu_ns bytes_in wchar disk_bytes"
+phase() { # RECORD (true, false or floor) -> "record seconds cpu_ns bytes_in wchar disk_bytes"
     local dir="$WORK/rec-$1-$RANDOM"
     mkdir -p "$dir"
-    start_server "$1" "$dir"
+    start_server "$([ "$1" = true ] && echo true || echo false)" "$dir"
     taskset -c $LOAD_CORE "$PUBLISH" "rtmp://$RTMP/live/p" "$PATHS_N" $((WARM + WINDOW + 5)) "$SRC" >"$WORK/pub.json" 2>>"$WORK/pub.err" &
     local pub=$!
     PIDS+=("$pub")
+    FLOORPID=
+    if [ "$1" = floor ]; then
+        taskset -c $SERVER_CORE "$FLOOR" "$dir/floor" "$PATHS_N" "$BITRATE" $((WARM + WINDOW + 2)) >"$WORK/floor.json" &
+        FLOORPID=$!
+        PIDS+=("$FLOORPID")
+    fi
     sleep "$WARM"
     local t0 c0 t1 c1 b w d
     t0=$(now); c0=$(cpu_ns)
     sleep "$WINDOW"
     t1=$(now); c1=$(cpu_ns)
+    if [ "$1" = floor ]; then
+        wait "$FLOORPID" || true
+        # The floor writer's bytes over the window, from its total over its whole run.
+        w=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(j["bytes"] * float(sys.argv[2]) / j["elapsed_s"]))' "$WORK/floor.json" "$WINDOW")
+        FLOORPID=
+    fi
     # Totals: the media received up to the publisher's end (read just before it is stopped),
     # what the server wrote once its recordings are complete, and what is on disk.
     b=$(bytes_in)
@@ -110,7 +129,7 @@ phase() { # RECORD -> "record seconds cpu_ns bytes_in wchar disk_bytes"
         sleep 0.1
     done
     sleep 1
-    w=$(wchar)
+    [ "$1" = floor ] || w=$(wchar)
     kill "$SERVER"
     wait "$SERVER" 2>/dev/null || true
     d=$(find "$dir" -type f -printf "%s\n" | awk "{s += \$1} END {print s + 0}")
@@ -121,9 +140,12 @@ phase() { # RECORD -> "record seconds cpu_ns bytes_in wchar disk_bytes"
 }
 
 : >"$WORK/phases.txt"
+# The stream's bitrate (the source file is 20 s long): what the floor writer writes per file.
+BITRATE=$(( $(stat -c %s "$SRC") * 8 / 20 ))
 for _ in $(seq "$ROUNDS"); do
     phase false >>"$WORK/phases.txt"
     phase true >>"$WORK/phases.txt"
+    phase floor >>"$WORK/phases.txt"
 done
 
 # /list over 30 days of 1-minute segments: one real segment (complete, its header has its
@@ -204,12 +226,28 @@ print(f"| write amplification (written / received) | — | {on[3]/on[2]:.4f} | |
 print(f"| recorded files / received | — | {on[4]/on[2]:.4f} | |")
 # Each round's on/off pair measured minutes apart: the machine's drift between rounds (a
 # shared host) moves the totals; the median of the rounds' own ratios is steadier.
-pairs = [(float(b[2]) / float(b[1])) / (float(a[2]) / float(a[1])) for a, b in zip(rows[0::2], rows[1::2])]
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+rounds = [rows[i:i + 3] for i in range(0, len(rows) - 2, 3)]
+def rate(x):
+    return float(x[2]) / float(x[1])
+pairs = [rate(b) / rate(a) for a, b, _ in rounds]
 if pairs:
-    ps = sorted(pairs)
-    med = ps[len(ps) // 2] if len(ps) % 2 else (ps[len(ps) // 2 - 1] + ps[len(ps) // 2]) / 2
-    print(f"\nCPU ratio of each round (on / off, measured one after the other): {', '.join(f'{x:.3f}' for x in pairs)}; median **{med:.3f}**.")
-print(f"\nPhases (record, window seconds, CPU ns in the window, media bytes received, bytes written, bytes on disk):\n")
+    print(f"\nCPU ratio of each round (on / off, measured one after the other): {', '.join(f'{x:.3f}' for x in pairs)}; median **{median(pairs):.3f}**.")
+# The floor: ingest beside a program that only writes the same bytes (one copy, direct I/O).
+floor = agg("floor")
+if rounds and floor[0] > 0:
+    fl = [rate(c) / rate(a) for a, _, c in rounds]
+    # Both write the same bitrate per path (the recorder about 1 % more: its boxes), so the
+    # two costs on top of the ingest compare as they are.
+    rec = [rate(b) - rate(a) for a, b, _ in rounds]
+    flo = [rate(c) - rate(a) for a, _, c in rounds]
+    mb_s = sum(int(c[4]) / float(c[1]) for _, _, c in rounds) / len(rounds) / 1e6
+    print(f"\nThe floor (ingest beside `disk-floor` writing the same bitrate per path: one copy, direct I/O, nothing else): CPU {floor[1]:.2f} % of a core; ratio floor / off of each round: {', '.join(f'{x:.3f}' for x in fl)}; median **{median(fl):.3f}**.")
+    pct = lambda v: ', '.join(f'{x / 1e7:.2f}' for x in v)
+    print(f"\nCPU on top of the ingest (% of a core), writing {mb_s:.1f} MB/s: the recorder {pct(rec)} (median {median(rec) / 1e7:.2f}); the floor writer {pct(flo)} (median {median(flo) / 1e7:.2f}); recorder / floor **{median(rec) / max(median(flo), 1):.2f}**. The goal's 10 % of the ingest is {off[1] / 10:.2f} % of a core.")
+print(f"\nPhases (record: false, true or floor; window seconds, CPU ns in the window, media bytes received, bytes written, bytes on disk):\n")
 for r in rows:
     print(f"    {' '.join(r)}")
 print(f"\n## /list over 30 days of 1-minute segments\n")
