@@ -136,6 +136,16 @@ fn rtmp_recording_is_complete_and_contiguous() {
         let c = check_file(f, 30.0);
         assert_eq!((c.video_codec.as_str(), c.audio_codec.as_str()), ("h264", "aac"));
         assert!(c.first_is_key, "{} does not start with a keyframe", f.display());
+        // Completed, the file ends with its last fragment's media: the `free` box that pads
+        // each direct write to a block boundary while it is written is cut off.
+        let boxes = top_level_boxes(&std::fs::read(f).unwrap());
+        assert_eq!(
+            boxes.last().map(|b| b.as_str()),
+            Some("mdat"),
+            "{}: {boxes:?}",
+            f.display()
+        );
+        assert!(!boxes.iter().any(|b| b == "free"), "{}: {boxes:?}", f.display());
         total_v += c.video_frames;
         total_a += c.audio_frames;
         total_d += c.video_duration;
@@ -294,6 +304,25 @@ fn kill_9_loses_at_most_the_last_fragment() {
     let now = files_after(&dir, &files[0]);
     assert!(!now.is_empty(), "no new file");
     assert_eq!(std::fs::read(&files[0]).unwrap(), after);
+}
+
+/// The types of an MP4 file's top-level boxes, in order; the walk must end exactly at the
+/// file's end.
+fn top_level_boxes(bytes: &[u8]) -> Vec<String> {
+    let mut at = 0usize;
+    let mut kinds = Vec::new();
+    while at + 8 <= bytes.len() {
+        let size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        assert!(size >= 8, "box of size {size} at {at}");
+        kinds.push(String::from_utf8_lossy(&bytes[at + 4..at + 8]).into_owned());
+        at += size;
+    }
+    assert_eq!(
+        at,
+        bytes.len(),
+        "the boxes do not end at the end of the file: {kinds:?}"
+    );
+    kinds
 }
 
 fn files_after(dir: &Path, old: &Path) -> Vec<PathBuf> {

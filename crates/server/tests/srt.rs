@@ -298,23 +298,26 @@ fn srt_bad_input_ends_only_that_session() {
         server.log()
     );
 
-    // Random bytes over SRT instead of MPEG-TS.
-    let junk = Command::new("sh")
+    // Random bytes over SRT instead of MPEG-TS, sent until the server refuses them (a sender
+    // given a fixed few seconds could run out before it connects on a busy machine).
+    let mut junk = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "head -c 300000 /dev/urandom | timeout 6 srt-live-transmit -q file://con '{}'",
+            "head -c 30000000 /dev/urandom | exec timeout 60 srt-live-transmit -q file://con '{}'",
             server.srt_url("publish:live/junk")
         ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .process_group(0)
+        .spawn()
         .unwrap();
-    let _ = junk;
-    assert!(
-        server.wait_log("not an MPEG-TS stream", Duration::from_secs(10)),
-        "junk was not refused; log:\n{}",
-        server.log()
-    );
+    let refused = server.wait_log("not an MPEG-TS stream", Duration::from_secs(30));
+    // The whole pipeline: the shell, head and the sender.
+    let _ = Command::new("kill")
+        .args(["-9", "--", &format!("-{}", junk.id())])
+        .status();
+    let _ = junk.wait();
+    assert!(refused, "junk was not refused; log:\n{}", server.log());
     let p = probe(&server.srt_url("read:live/ok"), 4);
     assert_source_stream_window(&p, 4, "SRT reader of the good stream after bad input", 0.3);
 }
