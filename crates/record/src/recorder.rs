@@ -4,12 +4,12 @@
 //! or fails, fragments are dropped, the file is closed at its last whole fragment, and a new
 //! file starts at a keyframe once writing works again.
 //!
-//! Files are written with direct I/O where the filesystem allows it: the whole 4 KiB blocks
-//! of each fragment go to the disk without passing through the page cache (the kernel's
-//! buffered write, page allocation and copy, costs about ten times the CPU), and the partial
-//! blocks at either end through the ordinary descriptor, so the file always has its exact
-//! length and every byte written is readable at once. Where direct I/O is refused (tmpfs, some
-//! network filesystems), everything goes through the page cache.
+//! Files are written with direct I/O where the filesystem allows it, without passing through
+//! the page cache (the kernel's buffered write, page allocation and copy, costs about ten times
+//! the CPU): an fMP4 fragment as one write padded to a block boundary with a `free` box, an
+//! MPEG-TS fragment's whole blocks with the partial ones through the ordinary descriptor (see
+//! [`Direct`]); every byte written is readable at once. Where direct I/O is refused (tmpfs,
+//! some network filesystems), everything goes through the page cache.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
