@@ -1,9 +1,17 @@
 //! Decode-only level meters: a path's audio decoded for nothing but its level, one [`Level`] per
 //! frame in dBFS, for silence detection (the server's health checks). AAC is decoded with FDK
 //! AAC and Opus with libopus, as for the conversions; nothing is encoded and nothing is
-//! resampled, so the decode is the whole cost: 0.31 % of a core for a 48 kHz stereo AAC-LC
-//! stream at 128 kb/s and 0.22 % for Opus at 96 kb/s, on the 2-core development machine
-//! (`cargo bench -p sluice-audio --bench level`, release build, 60 s of audio each).
+//! resampled, so the decode is the whole cost: decoding every frame, 0.31–0.38 % of a core for a
+//! 48 kHz stereo AAC-LC stream at 128 kb/s and 0.22 % for Opus at 96 kb/s, on the 2-core
+//! development machine (`cargo bench -p sluice-audio --bench level`, release build, 60 s of
+//! audio each).
+//!
+//! A meter of AAC may also sample the audio ([`LevelMeter::sampled`]): one frame measured in
+//! every N, with the three frames before it decoded too (their output thrown away) so that the
+//! measured one comes out of a decoder whose state belongs to it; the frames between are not
+//! decoded at all. At one in 16 that is a quarter of the decoding (0.095 % of a core), and each
+//! measured frame stands for the 16 (341 ms of AAC at 48 kHz): what a silence detector judging
+//! seconds of audio needs.
 //!
 //! Corrupt frames are errors for that frame only: the meter goes on with the next one.
 
@@ -91,6 +99,12 @@ pub struct LevelMeter {
     codec: CodecId,
     decoder: Decoder,
     pcm: Vec<i16>,
+    /// One frame measured in this many (1: every frame).
+    every: u32,
+    /// Frames pushed so far (modulo `every`).
+    at: u32,
+    /// Frames decoded before a measured one for the decoder's state alone.
+    primers: u32,
 }
 
 enum Decoder {
@@ -103,6 +117,16 @@ impl LevelMeter {
     /// AC-3, G.711, multichannel Opus); an error when the track's configuration is refused by
     /// the decoder (a bad AudioSpecificConfig).
     pub fn new(track: &Track) -> Result<Option<LevelMeter>, AudioError> {
+        Self::sampled(track, 1)
+    }
+
+    /// A meter that measures one frame in every `every` (at least 1) and decodes the three
+    /// frames before it as well, to bring the decoder's state up to it; the others are not decoded and
+    /// [`push`](Self::push) gives `Ok(None)` for them. Each measured [`Level`] stands for `every`
+    /// frames: its `samples` (and so its duration) are the frame's times `every`. Corrupt frames
+    /// are found only among the decoded ones. Opus is measured whole (every frame) whatever
+    /// `every` says: its decoder's state outlasts a few frames.
+    pub fn sampled(track: &Track, every: u32) -> Result<Option<LevelMeter>, AudioError> {
         let (decoder, pcm_len) = match track.codec {
             CodecId::Aac => {
                 let mut d = fdk_aac::dec::Decoder::new(fdk_aac::dec::Transport::Raw);
@@ -133,6 +157,20 @@ impl LevelMeter {
             codec: track.codec,
             decoder,
             pcm: vec![0; pcm_len],
+            // Opus is measured whole: CELT codes each frame's band energies against the
+            // previous frame's, and after a gap the decoder's energies stayed off (6 dB after a
+            // 12-frame gap across a silence-to-tone change) for more frames than skipping saves.
+            every: if track.codec == CodecId::Aac {
+                every.max(1)
+            } else {
+                1
+            },
+            at: 0,
+            // Three: FDK's output lags its input (its default concealment holds a frame back,
+            // its limiter looks ahead), so the audio a decode gives out was decoded from the
+            // frames before it, which need their own predecessors' overlap; with fewer the
+            // levels of a steady tone were off by up to 0.7 dB, with three they are exact.
+            primers: 3,
         }))
     }
 
@@ -141,12 +179,30 @@ impl LevelMeter {
         self.codec
     }
 
-    /// Decodes one frame and measures it. `Ok(None)` for an empty frame (nothing to decode);
-    /// an error for a frame that does not decode (counted by the caller, never fatal).
+    /// Decodes one frame and measures it (a sampled meter: the frames it measures, `Ok(None)`
+    /// for the others). `Ok(None)` for an empty frame (nothing to decode); an error for a frame
+    /// that does not decode (counted by the caller, never fatal).
     pub fn push(&mut self, data: &[u8]) -> Result<Option<Level>, AudioError> {
         if data.is_empty() {
             return Ok(None);
         }
+        let at = self.at;
+        self.at = (at + 1) % self.every;
+        if self.every == 1 || at + 1 == self.every {
+            let level = self.decode(data)?;
+            return Ok(level.map(|l| Level {
+                samples: l.samples.saturating_mul(self.every),
+                ..l
+            }));
+        }
+        if at + 1 + self.primers >= self.every {
+            // The frames before the measured one: decoded for the decoder's state only.
+            self.decode(data)?;
+        }
+        Ok(None)
+    }
+
+    fn decode(&mut self, data: &[u8]) -> Result<Option<Level>, AudioError> {
         match &mut self.decoder {
             Decoder::Aac(d) => {
                 d.fill(data)
@@ -251,6 +307,61 @@ mod tests {
         for l in &levels[n / 2 + 6..] {
             assert!((l.rms_db() - -9.0).abs() < 1.0, "tone at {}", l.rms_db());
             assert_eq!((l.samples, l.sample_rate), (1024, 48_000));
+        }
+    }
+
+    /// A sampled meter gives the very levels the full one gives for the frames it measures
+    /// (the frames before each are decoded for the decoder's state), each standing for `every`
+    /// frames, and decodes no others.
+    #[test]
+    fn sampled_meter_matches_the_full_one() {
+        let (asc, aac_frames) = aac(4, false);
+        let aac_track = Track::audio(1, CodecId::Aac, asc.into(), 48_000, 2);
+        let mut enc =
+            opus::Encoder::new(OPUS_RATE, opus::Channels::Stereo, opus::Application::Audio).unwrap();
+        let mut buf = [0u8; 4000];
+        let opus_frames: Vec<Vec<u8>> = (0..200)
+            .map(|k| {
+                let amp = if k < 100 { 0.0 } else { 0.5 };
+                let n = enc
+                    .encode(&sine(OPUS_FRAME, k * OPUS_FRAME, amp), &mut buf)
+                    .unwrap();
+                buf[..n].to_vec()
+            })
+            .collect();
+        let opus_track = Track::audio(1, CodecId::Opus, opus_head(2, 312, 48_000), 48_000, 2);
+        for (track, frames) in [(&aac_track, &aac_frames), (&opus_track, &opus_frames)] {
+            for every in [4, 8, 16] {
+                // Opus is measured whole whatever is asked.
+                let step = if track.codec == CodecId::Opus { 1 } else { every };
+                let mut full = LevelMeter::new(track).unwrap().unwrap();
+                let mut sampled = LevelMeter::sampled(track, every).unwrap().unwrap();
+                let (mut measured, mut tone) = (0, 0);
+                for (i, f) in frames.iter().enumerate() {
+                    let want = full.push(f).unwrap().unwrap();
+                    let got = sampled.push(f).unwrap();
+                    let what = format!("{} frame {i}, one in {every}", track.codec);
+                    if i as u32 % step != step - 1 {
+                        assert_eq!(got, None, "{what}: not measured");
+                        continue;
+                    }
+                    let got = got.unwrap();
+                    measured += 1;
+                    tone += usize::from(want.rms_db() > -20.0);
+                    assert_eq!(got.samples, want.samples * step, "{what}");
+                    assert!(
+                        (got.rms_db() - want.rms_db()).abs() < 0.01
+                            && (got.peak_db() - want.peak_db()).abs() < 0.01,
+                        "{what}: {got:?} against {want:?}"
+                    );
+                }
+                assert_eq!(measured, frames.len() / step as usize);
+                assert!(
+                    tone >= measured / 2 - 2 && tone < measured,
+                    "{} one in {every}: {tone} tone frames of {measured}",
+                    track.codec
+                );
+            }
         }
     }
 

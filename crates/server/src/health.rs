@@ -11,8 +11,8 @@
 //!   `stall_after` while the rest of the stream flows);
 //! - `silence`: `sound`, `silent` (the decoded level stayed below `silence_level` for
 //!   `silence_after` of audio), or `unknown` (no audio, a codec that is not decoded, detection
-//!   off, or audio that does not decode); AAC and Opus are decoded by
-//!   [`sluice_audio::LevelMeter`], the one real cost here;
+//!   off, or audio that does not decode); AAC (one frame measured in 16) and Opus (every
+//!   frame) are decoded by [`sluice_audio::LevelMeter`], the one real cost here;
 //! - `timestamps`: `steady`, or `jumping` (a DTS jump of more than 1 s forward or any backward
 //!   on a track within the last 10 s), with a count of jumps;
 //! - figures: video frames per second, keyframe interval and GOP length in frames (over the
@@ -51,6 +51,13 @@ const KEYFRAME_SPAN_TICKS: i64 = 30 * CLOCK_RATE;
 const JUMP_TICKS: i64 = CLOCK_RATE;
 /// `timestamps` goes back to `steady` after this long without a jump.
 const JUMP_CLEAR: Duration = Duration::from_secs(10);
+/// AAC is measured one frame in this many (341 ms of 48 kHz audio), with the three frames
+/// before each decoded for the decoder's state: a quarter of the decoding of every frame, the
+/// largest single cost of the checks (a third of an idle LL-HLS path's CPU, under `perf`), for
+/// the same levels of those frames (`sluice_audio::LevelMeter::sampled`). Opus is measured
+/// whole.
+const METER_EVERY: u32 = 16;
+
 /// The reported audio level is the RMS of this much audio.
 const LEVEL_BLOCK: Duration = Duration::from_secs(1);
 
@@ -809,7 +816,7 @@ fn open_meter(
     if !cfg.silence_detection {
         return (None, Err("silence detection is off for this path".into()));
     }
-    match LevelMeter::new(a) {
+    match LevelMeter::sampled(a, METER_EVERY) {
         Ok(Some(m)) => (Some((a.id, m)), Ok(())),
         Ok(None) => (
             None,
