@@ -57,6 +57,9 @@ trap 'exit 130' INT TERM
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 HZ=$(getconf CLK_TCK)
 ticks() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# User-space ticks alone (utime): what the server's own code costs, apart from the kernel's
+# loopback TCP path, whose cost moves with the machine's state far more than user space does.
+uticks() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14}' "/proc/$p/stat"))); done; echo $t; }
 # Not a function: a function run with & is a subshell, and $! would be its pid, not the server's.
 CORE0=(); CORE1=()
 if [ "$PIN" = 1 ]; then CORE0=(taskset -c 0); CORE1=(taskset -c 1); fi
@@ -129,7 +132,7 @@ done
 curl -sf "$NURL" | grep -q EXT-X-PART: || { echo "nginx does not serve the mirror at $NURL" >&2; cat "$WORK/nginx/error.log" "$WORK/mirror.log" >&2; exit 1; }
 NGINX_PIDS="$NGINX $(pgrep -P "$NGINX" | tr '\n' ' ')"
 
-declare -A CPG RUNS
+declare -A CPG RUNS UPR
 BASE=""
 SRUNS=""
 run() { # name url mode pids...
@@ -137,9 +140,9 @@ run() { # name url mode pids...
   "${CORE1[@]}" "$GEN" "$url" "$N" $((WARM + SECS)) --mode "$mode" --warmup "$WARM" > "$WORK/$name.json" &
   local gen=$!
   sleep "$WARM"
-  local t1 s1; t1=$(ticks "$@"); s1=$(ticks $SLUICE)
+  local t1 s1 u1; t1=$(ticks "$@"); s1=$(ticks $SLUICE); u1=$(uticks "$@")
   sleep "$SECS"
-  local t2 s2; t2=$(ticks "$@"); s2=$(ticks $SLUICE)
+  local t2 s2 u2; t2=$(ticks "$@"); s2=$(ticks $SLUICE); u2=$(uticks "$@")
   wait $gen
   local out cpu bytes gb cpg
   out=$(cat "$WORK/$name.json")
@@ -147,9 +150,15 @@ run() { # name url mode pids...
   bytes=$(echo "$out" | json bytes)
   gb=$(echo "scale=6; $bytes * 8 / 1000000000" | bc)
   cpg=$(echo "scale=4; $cpu / $gb" | bc)
+  # µs of CPU per request (playlists + parts + segments + inits), all and user space alone.
+  local reqs us_req uus_req
+  reqs=$(( $(echo "$out" | json playlists) + $(echo "$out" | json parts) + $(echo "$out" | json segments) + $(echo "$out" | json inits) ))
+  us_req=$(echo "scale=1; ($t2 - $t1) * 1000000 / $HZ / $reqs" | bc)
+  uus_req=$(echo "scale=1; ($u2 - $u1) * 1000000 / $HZ / $reqs" | bc)
+  UPR[$name]="${UPR[$name]:-} $uus_req"
   CPG[$name]="${CPG[$name]:-} $cpg"
   if [ "$name" = nginx ]; then BASE="$BASE $(echo "scale=3; ($s2 - $s1) / $HZ" | bc)"; else SRUNS="$SRUNS $cpu:$gb"; fi
-  RUNS[$name]="${RUNS[$name]:-}| $round | $name | $cpu | $(echo "scale=3; $cpu * 100 / $SECS" | bc) | $(echo "$out" | json gbps) | $cpg | $(echo "$out" | json playlists) | $(echo "$out" | json parts) | $(echo "$out" | json max_gap_ms) | $(echo "$out" | json stalls) | $(echo "$out" | grep -o '"errors":{[^}]*}' | cut -d: -f2-) |
+  RUNS[$name]="${RUNS[$name]:-}| $round | $name | $cpu | $(echo "scale=3; $cpu * 100 / $SECS" | bc) | $(echo "$out" | json gbps) | $cpg | $us_req | $uus_req | $(echo "$out" | json playlists) | $(echo "$out" | json parts) | $(echo "$out" | json max_gap_ms) | $(echo "$out" | json stalls) | $(echo "$out" | grep -o '"errors":{[^}]*}' | cut -d: -f2-) |
 "
   echo "round $round $name: $cpu CPU s over ${SECS} s, $(echo "$out" | json gbps) Gb/s, $cpg CPU s per Gb; viewers saw $out" >&2
 }
@@ -192,14 +201,16 @@ mkdir -p bench/results
   echo "- Viewers: $N in one llhls-load process; Sluice: blocking reload + preload hint; nginx: playlist polled every part target; every part fetched once"
   [ -n "${NOTE:-}" ] && echo "- Note: $NOTE"
   echo
-  echo "| round | server | CPU s | % of a core | delivered Gb/s | CPU s per Gb | playlists | parts | max gap ms | stalls | errors |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| round | server | CPU s | % of a core | delivered Gb/s | CPU s per Gb | µs per request | user-space µs per request | playlists | parts | max gap ms | stalls | errors |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for r in $(seq "$ROUNDS"); do
     echo -n "${RUNS[sluice]}" | sed -n "${r}p"
     echo -n "${RUNS[nginx]}" | sed -n "${r}p"
   done
   echo
   echo "Median CPU s per delivered Gb: Sluice $MS, nginx $MN; **Sluice / nginx = $RATIO** (goal ≤ 1.2)."
+  echo
+  echo "User space alone (utime; Sluice's includes its ingest, packaging and mirror viewer): median µs per request Sluice $(echo "${UPR[sluice]}" | median), nginx $(echo "${UPR[nginx]}" | median)."
   echo
   echo "Sluice's baseline (its CPU during the nginx runs: ingest, packaging, the mirror viewer): median $MB CPU s over $SECS s."
   echo "Without it, Sluice's median is $MS_NET CPU s per Gb: Sluice / nginx = $RATIO_NET."

@@ -28,6 +28,8 @@ W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$W"' EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# User space alone (utime): the server's own code, apart from the kernel's loopback TCP path.
+uticks() { awk '{print $14}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 declare -A PID PORT BIN ENVS
 BIN[a]=$A; BIN[b]=$B; ENVS[a]=${ENV_A:-SLUICE_LOG_LEVEL=warn}; ENVS[b]=${ENV_B:-SLUICE_LOG_LEVEL=warn}
@@ -52,8 +54,8 @@ OUT=bench/results/origin-ab-$(date -u +%Y%m%d-%H%M).md
   echo "- A: \`$A\` ${ENV_A:-}; B: \`$B\` ${ENV_B:-}"
   echo "- Command: \`bench/hls_origin_ab.sh $*\`; $N viewers each, $SECS s per round, both servers on core 0"
   echo
-  echo "| round | server | CPU s | requests | µs CPU per request | Gb delivered | CPU s per Gb | errors |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| round | server | CPU s | requests | µs CPU per request | user-space µs per request | Gb delivered | CPU s per Gb | errors |"
+  echo "|---|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 for r in $(seq "$ROUNDS"); do
   for s in a b; do
@@ -61,20 +63,20 @@ for r in $(seq "$ROUNDS"); do
       --mode parts --warmup 5 > "$W/load-$s.json" &
   done
   sleep 5
-  declare -A T0
-  for s in a b; do T0[$s]=$(ticks "${PID[$s]}"); done
+  declare -A T0 U0
+  for s in a b; do T0[$s]=$(ticks "${PID[$s]}"); U0[$s]=$(uticks "${PID[$s]}"); done
   sleep "$SECS"
-  declare -A DT
-  for s in a b; do DT[$s]=$(( $(ticks "${PID[$s]}") - T0[$s] )); done
+  declare -A DT DU
+  for s in a b; do DT[$s]=$(( $(ticks "${PID[$s]}") - T0[$s] )); DU[$s]=$(( $(uticks "${PID[$s]}") - U0[$s] )); done
   sleep 2
   for s in a b; do
     j=$(cat "$W/load-$s.json")
     bytes=$(echo "$j" | grep -o '"bytes":[0-9]*' | cut -d: -f2)
     req=$(( $(echo "$j" | grep -o '"playlists":[0-9]*' | cut -d: -f2) + $(echo "$j" | grep -o '"parts":[0-9]*' | cut -d: -f2) ))
     errs=$(echo "$j" | grep -o '"errors":{[^}]*}' | cut -d: -f2-)
-    awk -v r="$r" -v s="$s" -v t="${DT[$s]}" -v hz="$HZ" -v req="$req" -v b="$bytes" -v e="$errs" 'BEGIN {
-      cpu = t / hz; gb = b * 8 / 1e9
-      printf "| %d | %s | %.2f | %d | %.1f | %.2f | %.4f | %s |\n", r, toupper(s), cpu, req, req ? cpu * 1e6 / req : 0, gb, gb ? cpu / gb : 0, e
+    awk -v r="$r" -v s="$s" -v t="${DT[$s]}" -v u="${DU[$s]}" -v hz="$HZ" -v req="$req" -v b="$bytes" -v e="$errs" 'BEGIN {
+      cpu = t / hz; ucpu = u / hz; gb = b * 8 / 1e9
+      printf "| %d | %s | %.2f | %d | %.1f | %.1f | %.2f | %.4f | %s |\n", r, toupper(s), cpu, req, req ? cpu * 1e6 / req : 0, req ? ucpu * 1e6 / req : 0, gb, gb ? cpu / gb : 0, e
     }' | tee -a "$OUT"
   done
 done
