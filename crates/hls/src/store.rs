@@ -86,8 +86,18 @@ pub(crate) struct State {
 impl State {
     /// Whether the playlist holds segment `msn` complete, or (with `part`) part `part` of it.
     fn has(&self, msn: u64, part: Option<u64>) -> bool {
-        if self.segments.back().is_some_and(|s| s.seq >= msn) {
-            return true;
+        let next_begun = || self.open_parts.last().is_some_and(|p| p.seq > msn);
+        match self.segments.back() {
+            Some(s) if s.seq > msn => return true,
+            // Segment `msn` is complete: a part after its last is Part 0 of the next segment
+            // (RFC 8216bis 6.2.5.2), so a request for it waits for that one.
+            Some(s) if s.seq == msn => {
+                return match part {
+                    Some(k) if !s.parts.is_empty() && k >= s.parts.len() as u64 => next_begun(),
+                    _ => true,
+                };
+            }
+            _ => {}
         }
         let Some(part) = part else {
             return false;
@@ -590,7 +600,8 @@ impl HlsStream {
         self.waiters.load(Ordering::Acquire)
     }
 
-    /// Adds a complete part of the segment being built; `hint` names the one after it.
+    /// Adds a complete part of the segment being built; `hint` names the one after it. Held
+    /// requests see it at the next [`notify`](Self::notify).
     pub(crate) fn push_part(&self, part: Part, hint: String) {
         let mut st = self.state.write();
         if st.open_parts.first().is_some_and(|p| p.seq != part.seq) {
@@ -599,7 +610,14 @@ impl HlsStream {
         st.open_parts.push(part);
         st.hint = Some(hint);
         st.version += 1;
-        drop(st);
+    }
+
+    /// Wakes the held requests (blocking reloads, preload hints) to look at what was filed
+    /// since the last call: called once per step of the packager, after all it filed (a
+    /// segment's last part and the segment itself come in one step), so that a request never
+    /// answers from half of a step (on a runtime with several workers, a held request may run
+    /// on another thread while the packager files).
+    pub(crate) fn notify(&self) {
         self.progress.send_modify(|n| *n += 1);
     }
 
@@ -627,6 +645,7 @@ impl HlsStream {
     }
 
     /// Adds a finished segment, slides the window and drops init segments no longer referred to.
+    /// Held requests see it at the next [`notify`](Self::notify).
     pub(crate) fn push_segment(&self, segment: Segment, frame_rate: Option<f64>) {
         let cfg = &self.config;
         let mut st = self.state.write();
@@ -674,7 +693,6 @@ impl HlsStream {
         st.dash.release_before(oldest);
         drop(st);
         self.ready.send_replace(true);
-        self.progress.send_modify(|n| *n += 1);
     }
 }
 

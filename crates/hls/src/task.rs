@@ -31,13 +31,17 @@ pub fn spawn_after(reader: Reader, config: HlsConfig, previous: Option<&HlsStrea
             packager.segmenter.continue_from(n);
         }
         let mut reader = reader;
+        // Wakes the loop once a second to see whether the stream was closed (one timer for the
+        // task's life, not one armed and cancelled per frame).
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if s.is_closed() {
                 break;
             }
             let ev = tokio::select! {
                 ev = reader.recv() => ev,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                _ = tick.tick() => continue,
             };
             match ev {
                 Ok(Event::Start(info)) => packager.start(&info),
@@ -138,6 +142,7 @@ impl Packager {
             }
         }
         self.out.begin_stream(codecs.join(","), resolution, init, dash);
+        self.out.notify();
         self.current = Some((info.epoch, tracks));
     }
 
@@ -146,12 +151,20 @@ impl Packager {
         self.segmenter.push_frame(f, now);
         // The parts this frame completes are servable once filed: readiness is measured from
         // its arrival in the server (the reader's queue and the muxing included).
+        let mut parts = 0;
+        let mut filed = false;
         while let Some(out) = self.segmenter.poll_output() {
-            let part = matches!(out, SegmenterOutput::Part(_));
+            parts += usize::from(matches!(out, SegmenterOutput::Part(_)));
+            filed = true;
             self.file(out);
-            // Frames replayed from the GOP cache when the packager starts arrived before it:
-            // their parts are not a measure of readiness.
-            if part && f.arrived >= self.opened {
+        }
+        if filed {
+            self.out.notify();
+        }
+        // Frames replayed from the GOP cache when the packager starts arrived before it: their
+        // parts are not a measure of readiness.
+        if f.arrived >= self.opened {
+            for _ in 0..parts {
                 let d = f.arrived.elapsed();
                 self.out.readiness.record(d);
                 crate::readiness::ALL_PARTS.record(d);
@@ -168,6 +181,7 @@ impl Packager {
         while let Some(out) = self.segmenter.poll_output() {
             self.file(out);
         }
+        self.out.notify();
     }
 
     fn init_name(&self, generation: u64) -> Arc<str> {
@@ -481,6 +495,76 @@ mod tests {
     /// LL-HLS: parts listed for the last segments and after them, every part named can be
     /// fetched, the preload hint names the next part, blocking reload holds until the part
     /// exists, and a delta update skips the oldest segments.
+    /// A blocking reload for the part after the last of a segment that is complete is a request
+    /// for Part 0 of the next segment (RFC 8216bis 6.2.5.2): held until that part exists, and
+    /// answered with it listed.
+    #[tokio::test]
+    async fn reload_past_the_last_part_of_a_complete_segment_waits_for_the_next_one() {
+        let out = stream(Variant::LowLatency);
+        let mut p = Packager::new(out.clone(), "live/x".into());
+        p.start(&info(0, false));
+        feed(&mut p, 0, 4);
+        // Frames of the fifth second, one at a time, until the one that completes segment 3:
+        // its last part and the segment are filed in that one step.
+        let mut i = 0;
+        while out.segments().last().map(|s| s.0) != Some(3) {
+            let dts = 4 * 90_000 + i * 3000;
+            let nal: &'static [u8] = if i == 0 {
+                &[0, 0, 0, 2, 0x65, 0x88]
+            } else {
+                &[0, 0, 0, 2, 0x41, 0x9a]
+            };
+            p.frame(
+                &Frame::new(0, dts, dts, i == 0, Bytes::from_static(nal)),
+                SystemTime::now(),
+            );
+            p.frame(
+                &Frame::new(1, dts, dts, true, Bytes::from_static(&[0x21, 0x10])),
+                SystemTime::now(),
+            );
+            i += 1;
+            assert!(
+                i < 5,
+                "segment 3 not complete after {i} frames of the next second"
+            );
+        }
+        let q = |msn, part| PlaylistQuery {
+            msn: Some(msn),
+            part: Some(part),
+            skip: false,
+        };
+        let quick = Duration::from_millis(50);
+        // Parts of segment 3 and the segment itself: there already.
+        for ask in [
+            q(3, 0),
+            q(3, 4),
+            PlaylistQuery {
+                part: None,
+                ..q(3, 0)
+            },
+        ] {
+            assert!(tokio::time::timeout(quick, out.playlist_for("stream.m3u8", ask))
+                .await
+                .is_ok());
+        }
+        // The part after segment 3's last (5 parts of 200 ms) is 4.0: not yet.
+        for ask in [q(3, 5), q(4, 0)] {
+            assert!(
+                tokio::time::timeout(quick, out.playlist_for("stream.m3u8", ask))
+                    .await
+                    .is_err(),
+                "{ask:?} answered before part 4.0 exists"
+            );
+        }
+        let (held, ()) = tokio::join!(out.playlist_for("stream.m3u8", q(3, 5)), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            feed(&mut p, 4 * 90_000 + i * 3000, 1);
+        });
+        let held = held.unwrap();
+        let after = held.split_once("-3.m4s\n").map_or("", |(_, tail)| tail);
+        assert!(after.contains("#EXT-X-PART:"), "part 4.0 listed: {held}");
+    }
+
     #[tokio::test]
     async fn low_latency_parts_hint_blocking_and_skip() {
         let out = Arc::new(HlsStream::new(HlsConfig {
