@@ -80,4 +80,15 @@ for r in $(seq "$ROUNDS"); do
     }' | tee -a "$OUT"
   done
 done
+# Part readiness over the whole run (from the arrival of the frame that completes a part to the
+# part being servable; the upper bounds of the histogram buckets), from each server's API.
+{
+  echo
+  for s in a b; do
+    j=$(curl -sf "http://127.0.0.1:$((PORT[$s] + 2))/v1/paths/live/bench" || echo '{}')
+    p50=$(echo "$j" | grep -o '"part_ready_p50_ms":[0-9.]*' | cut -d: -f2)
+    p99=$(echo "$j" | grep -o '"part_ready_p99_ms":[0-9.]*' | cut -d: -f2)
+    echo "Part readiness, $(echo $s | tr a-z A-Z): p50 ≤ ${p50:-?} ms, p99 ≤ ${p99:-?} ms."
+  done
+} | tee -a "$OUT"
 echo "written: $OUT"
