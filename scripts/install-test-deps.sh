@@ -13,6 +13,8 @@ command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v rtmpdump >/dev/null 2>&1 || need+=(rtmpdump)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(nginx-light libnginx-mod-rtmp)
 command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
+# The benchmark scripts (bench/) compute their ratios with bc.
+command -v bc >/dev/null 2>&1 || need+=(bc)
 # WebRTC tests: headless Chromium driven by Playwright (playwright-core from npm, below).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)

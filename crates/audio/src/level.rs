@@ -94,7 +94,8 @@ pub fn to_db(linear: f32) -> f32 {
     (20.0 * linear.log10()).max(FLOOR_DB)
 }
 
-/// Decodes one audio track's frames and measures each. One per path (the health output).
+/// Decodes one audio track's frames and measures each (or, [`sampled`](Self::sampled), one in
+/// N). One per path (the health output).
 pub struct LevelMeter {
     codec: CodecId,
     decoder: Decoder,
