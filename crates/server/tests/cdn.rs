@@ -97,7 +97,7 @@ fn llhls_through_an_nginx_cache_reaches_the_origin_about_once_per_part() {
     // nginx's own view: each part URL fetched from the origin once (a MISS), the rest HITs.
     let log = nginx.access_log();
     let mut misses: HashMap<&str, u32> = HashMap::new();
-    let mut hits = 0;
+    let mut hits: HashMap<&str, u32> = HashMap::new();
     for line in log.lines() {
         let f: Vec<&str> = line.split(' ').collect();
         if f.len() < 3 || !f[0].contains("/part-") {
@@ -105,7 +105,7 @@ fn llhls_through_an_nginx_cache_reaches_the_origin_about_once_per_part() {
         }
         match f[2] {
             "MISS" | "EXPIRED" => *misses.entry(f[0]).or_default() += 1,
-            "HIT" | "UPDATING" | "REVALIDATED" => hits += 1,
+            "HIT" | "UPDATING" | "REVALIDATED" => *hits.entry(f[0]).or_default() += 1,
             _ => {}
         }
     }
@@ -115,9 +115,18 @@ fn llhls_through_an_nginx_cache_reaches_the_origin_about_once_per_part() {
         "{} parts went to the origin, {twice} of them more than once",
         misses.len()
     );
+    // The parts of the load generator's 24 s (about 120) each went to most of its fifty
+    // players from the cache. (Counted per part: on a loaded machine Chromium can start many
+    // seconds late, and the hls.js players then fetch parts of their own after the load
+    // generator has left, each a miss with one or two hits.)
+    let served = misses
+        .keys()
+        .filter(|k| hits.get(*k).copied().unwrap_or(0) >= 35)
+        .count();
+    let total: u32 = hits.values().sum();
     assert!(
-        hits >= 35 * misses.len(),
-        "{hits} hits for {} parts",
+        served >= 100,
+        "{served} of {} parts went to 35 players or more from the cache ({total} hits)",
         misses.len()
     );
 }
