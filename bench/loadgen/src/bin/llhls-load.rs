@@ -39,7 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use reqwest::{Client, Url};
+use reqwest::Url;
+
+use self::http1::Client;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -301,20 +303,12 @@ enum Kind {
 }
 
 impl Viewer {
-    fn new(_sh: &Shared) -> Viewer {
-        // One client per viewer: its own keep-alive connections, as separate players have. No
-        // proxy lookup and no root store to load (plain HTTP on loopback). Up to 6 idle
-        // connections kept, as browsers keep per host: with 2, a connection handed back to the
-        // pool a moment after the next request was issued made the client open another and then
-        // close one, about one new connection per 7 requests against Sluice (2026-12-02), a
-        // connection churn that no player causes.
-        let client = Client::builder()
-            .pool_max_idle_per_host(6)
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
-            .tls_certs_only([])
-            .build()
-            .expect("http client");
+    fn new(sh: &Shared) -> Viewer {
+        // One client per viewer: its own keep-alive connections, as separate players have; up to
+        // 6 idle connections kept, as browsers keep per host (with 2, a connection handed back a
+        // moment after the next request was issued made the client open another, a churn no
+        // player causes).
+        let client = Client::new(&sh.url, 6);
         Viewer {
             client,
             text: Vec::with_capacity(8192),
@@ -565,52 +559,270 @@ fn file_name(uri: &str) -> &str {
 /// GET `url` and read its body: into `keep` (cleared first) when given, else only counted.
 /// Returns the body's length; an error is counted by kind.
 async fn fetch(client: &Client, url: Url, sh: &Shared, keep: Option<&mut Vec<u8>>) -> Result<usize, ()> {
-    let mut resp = match client.get(url).send().await {
-        Ok(r) => r,
-        Err(e) => {
-            sh.error(error_kind(&e));
-            return Err(());
-        }
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
     };
-    if !resp.status().is_success() {
-        sh.error(format!("http_{}", resp.status().as_u16()));
-        // Drain so that the connection stays reusable.
-        while let Ok(Some(_)) = resp.chunk().await {}
-        return Err(());
-    }
-    let mut keep = keep;
-    if let Some(k) = keep.as_deref_mut() {
-        k.clear();
-    }
-    let mut n = 0;
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) => {
-                n += c.len();
-                if let Some(k) = keep.as_deref_mut() {
-                    k.extend_from_slice(&c);
-                }
-            }
-            Ok(None) => return Ok(n),
-            Err(e) => {
-                sh.error(error_kind(&e));
-                return Err(());
-            }
+    match tokio::time::timeout(Duration::from_secs(10), client.get(&target, keep)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => {
+            sh.error(e.kind());
+            Err(())
+        }
+        Err(_) => {
+            sh.error("timeout".into());
+            Err(())
         }
     }
 }
 
-fn error_kind(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else if e.is_request() {
-        "request"
-    } else {
-        "other"
+/// A minimal HTTP/1.1 client for this load generator: GET only, to one origin, keep-alive
+/// connections kept in a small pool, bodies with `Content-Length` or chunked. Written here
+/// rather than with reqwest because the load generator must stay well below the server's cost
+/// per request on its one core at 1000 viewers, and reqwest's general client (pool keyed by
+/// origin, header maps, URL handling per request) cost about as much per request as the
+/// server under test, saturating the load's core first. Headers are parsed with `httparse`.
+mod http1 {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use reqwest::Url;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Largest response head accepted.
+    const MAX_HEAD: usize = 16 * 1024;
+    /// A connection's read buffer.
+    const BUF: usize = 32 * 1024;
+
+    pub enum Error {
+        Connect,
+        Io,
+        Status(u16),
+        Body,
     }
-    .into()
+
+    impl Error {
+        pub fn kind(&self) -> String {
+            match self {
+                Error::Connect => "connect".into(),
+                Error::Io => "io".into(),
+                Error::Status(s) => format!("http_{s}"),
+                Error::Body => "body".into(),
+            }
+        }
+    }
+
+    pub struct Client {
+        addr: Option<SocketAddr>,
+        host: String,
+        max_idle: usize,
+        idle: Mutex<Vec<Conn>>,
+    }
+
+    struct Conn {
+        stream: TcpStream,
+        /// A fixed buffer; bytes read and not yet consumed are `buf[at..end]`.
+        buf: Box<[u8]>,
+        at: usize,
+        end: usize,
+    }
+
+    impl Client {
+        pub fn new(url: &Url, max_idle: usize) -> Client {
+            let addr = url
+                .socket_addrs(|| Some(80))
+                .ok()
+                .and_then(|a| a.into_iter().next());
+            let host = match url.port() {
+                Some(p) => format!("{}:{p}", url.host_str().unwrap_or("")),
+                None => url.host_str().unwrap_or("").to_owned(),
+            };
+            Client {
+                addr,
+                host,
+                max_idle,
+                idle: Mutex::new(Vec::new()),
+            }
+        }
+
+        /// GETs `target` (path and query); the body goes into `keep` (cleared first) when
+        /// given. Returns the body's length.
+        pub async fn get(&self, target: &str, keep: Option<&mut Vec<u8>>) -> Result<usize, Error> {
+            let pooled = self.idle.lock().unwrap().pop();
+            // A pooled connection the server closed meanwhile fails at once: retry on a new one.
+            let mut keep = keep;
+            if let Some(mut c) = pooled {
+                if let Ok(r) = c.exchange(&self.host, target, keep.as_deref_mut()).await {
+                    return self.done(c, r);
+                }
+            }
+            let addr = self.addr.ok_or(Error::Connect)?;
+            let stream = TcpStream::connect(addr).await.map_err(|_| Error::Connect)?;
+            let _ = stream.set_nodelay(true);
+            let mut c = Conn {
+                stream,
+                buf: vec![0; BUF].into_boxed_slice(),
+                at: 0,
+                end: 0,
+            };
+            let r = c.exchange(&self.host, target, keep).await?;
+            self.done(c, r)
+        }
+
+        fn done(&self, c: Conn, (status, len, reuse): (u16, usize, bool)) -> Result<usize, Error> {
+            if reuse {
+                let mut idle = self.idle.lock().unwrap();
+                if idle.len() < self.max_idle {
+                    idle.push(c);
+                }
+            }
+            if (200..300).contains(&status) {
+                Ok(len)
+            } else {
+                Err(Error::Status(status))
+            }
+        }
+    }
+
+    impl Conn {
+        /// One request and its whole response: (status, body length, whether the connection
+        /// can be used again).
+        async fn exchange(
+            &mut self,
+            host: &str,
+            target: &str,
+            mut keep: Option<&mut Vec<u8>>,
+        ) -> Result<(u16, usize, bool), Error> {
+            let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            self.stream
+                .write_all(req.as_bytes())
+                .await
+                .map_err(|_| Error::Io)?;
+            if let Some(k) = keep.as_deref_mut() {
+                k.clear();
+            }
+            // The head.
+            let (status, head_len, length, chunked, close) = loop {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut resp = httparse::Response::new(&mut headers);
+                match resp.parse(&self.buf[self.at..self.end]) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let (mut length, mut chunked, mut close) = (None, false, false);
+                        for h in resp.headers.iter() {
+                            if h.name.eq_ignore_ascii_case("content-length") {
+                                length = std::str::from_utf8(h.value)
+                                    .ok()
+                                    .and_then(|v| v.trim().parse::<usize>().ok());
+                            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                                chunked = h.value.eq_ignore_ascii_case(b"chunked");
+                            } else if h.name.eq_ignore_ascii_case("connection") {
+                                close = h.value.eq_ignore_ascii_case(b"close");
+                            }
+                        }
+                        let close = close || resp.version == Some(0);
+                        break (resp.code.unwrap_or(0), n, length, chunked, close);
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if self.end - self.at > MAX_HEAD {
+                            return Err(Error::Body);
+                        }
+                        if self.fill().await? == 0 {
+                            return Err(Error::Io);
+                        }
+                    }
+                    Err(_) => return Err(Error::Body),
+                }
+            };
+            self.at += head_len;
+            let mut n = 0;
+            if chunked {
+                loop {
+                    let line = self.line().await?;
+                    let size = std::str::from_utf8(&line)
+                        .ok()
+                        .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+                        .ok_or(Error::Body)?;
+                    if size == 0 {
+                        // Trailers, up to the empty line.
+                        while !self.line().await?.is_empty() {}
+                        break;
+                    }
+                    n += self.body(size, keep.as_deref_mut()).await?;
+                    if !self.line().await?.is_empty() {
+                        return Err(Error::Body);
+                    }
+                }
+            } else if let Some(len) = length {
+                n = self.body(len, keep.as_deref_mut()).await?;
+            } else if status != 204 && status != 304 {
+                // Delimited by the end of the connection.
+                loop {
+                    let avail = self.end - self.at;
+                    n += self.take(avail, keep.as_deref_mut());
+                    if self.fill().await? == 0 {
+                        break;
+                    }
+                }
+                return Ok((status, n, false));
+            }
+            Ok((status, n, !close))
+        }
+
+        /// Reads `len` body bytes, keeping them when asked.
+        async fn body(&mut self, len: usize, mut keep: Option<&mut Vec<u8>>) -> Result<usize, Error> {
+            let mut left = len;
+            while left > 0 {
+                if self.at == self.end && self.fill().await? == 0 {
+                    return Err(Error::Body);
+                }
+                let take = left.min(self.end - self.at);
+                left -= self.take(take, keep.as_deref_mut());
+            }
+            Ok(len)
+        }
+
+        fn take(&mut self, n: usize, keep: Option<&mut Vec<u8>>) -> usize {
+            if let Some(k) = keep {
+                k.extend_from_slice(&self.buf[self.at..self.at + n]);
+            }
+            self.at += n;
+            n
+        }
+
+        /// One CRLF-terminated line (without its end), for chunked framing.
+        async fn line(&mut self) -> Result<Vec<u8>, Error> {
+            loop {
+                if let Some(i) = self.buf[self.at..self.end].windows(2).position(|w| w == b"\r\n") {
+                    let line = self.buf[self.at..self.at + i].to_vec();
+                    self.at += i + 2;
+                    return Ok(line);
+                }
+                if self.end - self.at > MAX_HEAD {
+                    return Err(Error::Body);
+                }
+                if self.fill().await? == 0 {
+                    return Err(Error::Body);
+                }
+            }
+        }
+
+        /// Reads what the socket has after the unconsumed bytes `buf[at..end]` (moved to the
+        /// front when the buffer's end is reached). Returns 0 at the end of the stream.
+        async fn fill(&mut self) -> Result<usize, Error> {
+            if self.at == self.end {
+                (self.at, self.end) = (0, 0);
+            } else if self.end == self.buf.len() {
+                self.buf.copy_within(self.at..self.end, 0);
+                (self.end, self.at) = (self.end - self.at, 0);
+            }
+            let n = self
+                .stream
+                .read(&mut self.buf[self.end..])
+                .await
+                .map_err(|_| Error::Io)?;
+            self.end += n;
+            Ok(n)
+        }
+    }
 }
