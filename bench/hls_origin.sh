@@ -22,7 +22,8 @@
 # The publisher and the mirror run throughout (so Sluice has N+1 viewers in its runs).
 #
 # Usage: bench/hls_origin.sh [N] [SECONDS] [ROUNDS]     (defaults 1000 30 3)
-# Env: CARGO_TARGET_DIR (binaries in it), SKIP_BUILD=1, WARMUP=5, PIN=1, NOTE="..." (a line for
+# Env: CARGO_TARGET_DIR (binaries in it), SKIP_BUILD=1, NGINX_OFC=0 (nginx without its open
+# file cache for media files, as before 2026-12-03), WARMUP=5, PIN=1, NOTE="..." (a line for
 # the results file, e.g. what else the machine was doing), BUILT_FROM (what was built, when not
 # run from a git checkout).
 # Needs ffmpeg and nginx (scripts/install-test-deps.sh). Writes bench/results/origin-<date>.md.
@@ -98,6 +99,14 @@ MIRROR=$SHM/live/bench
 "${CORE1[@]}" "$GEN" "$URL" 1 $((ROUNDS * 2 * (SECS + WARM + 10) + 60)) --mirror "$MIRROR" > "$WORK/mirror.json" 2> "$WORK/mirror.log" &
 MIR=$!
 mkdir -p "$WORK/nginx"
+# Parts, segments and init segments never change once written (the mirror renames complete
+# files into place): nginx keeps their descriptors open (open_file_cache), which spares it the
+# openat, fstat and close of each request, as a tuned HLS origin would. Not for the playlists,
+# which are replaced every part, and not for missing files (a part not yet written).
+OFC=""
+if [ "${NGINX_OFC:-1}" = 1 ]; then
+  OFC="        location ~ \.(m4s|mp4)\$ { open_file_cache max=20000 inactive=30s; open_file_cache_valid 60s; open_file_cache_errors off; }"
+fi
 cat > "$WORK/nginx/nginx.conf" <<EOF
 user root;
 worker_processes 1;
@@ -119,6 +128,7 @@ http {
     server {
         listen 127.0.0.1:$NGINX_PORT;
         root $SHM;
+$OFC
     }
 }
 EOF
@@ -195,7 +205,7 @@ mkdir -p bench/results
   else
     REV=${BUILT_FROM:-unknown (not a git checkout)}
   fi
-  echo "- Sluice: $REV; nginx $(nginx -v 2>&1 | cut -d/ -f2)"
+  echo "- Sluice: $REV; nginx $(nginx -v 2>&1 | cut -d/ -f2) (open_file_cache for media files: $([ "${NGINX_OFC:-1}" = 1 ] && echo on || echo off))"
   echo "- Command: \`bench/hls_origin.sh $N $SECS $ROUNDS\` (warm-up ${WARM} s, pinning $([ "$PIN" = 1 ] && echo 'servers core 0, load core 1' || echo off))"
   echo "- Stream: 720p30 H.264 2.37 Mb/s + AAC 128 kb/s, 1 s GOP, RTMP; Sluice defaults (LL-HLS, 1 s segments, 200 ms parts)"
   echo "- Viewers: $N in one llhls-load process; Sluice: blocking reload + preload hint; nginx: playlist polled every part target; every part fetched once"
