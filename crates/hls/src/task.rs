@@ -492,9 +492,6 @@ mod tests {
         );
     }
 
-    /// LL-HLS: parts listed for the last segments and after them, every part named can be
-    /// fetched, the preload hint names the next part, blocking reload holds until the part
-    /// exists, and a delta update skips the oldest segments.
     /// A blocking reload for the part after the last of a segment that is complete is a request
     /// for Part 0 of the next segment (RFC 8216bis 6.2.5.2): held until that part exists, and
     /// answered with it listed.
@@ -565,6 +562,9 @@ mod tests {
         assert!(after.contains("#EXT-X-PART:"), "part 4.0 listed: {held}");
     }
 
+    /// LL-HLS: parts listed for the last segments and after them, every part named can be
+    /// fetched, the preload hint names the next part, blocking reload holds until the part
+    /// exists, and a delta update skips the oldest segments.
     #[tokio::test]
     async fn low_latency_parts_hint_blocking_and_skip() {
         let out = Arc::new(HlsStream::new(HlsConfig {
